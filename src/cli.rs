@@ -1,0 +1,95 @@
+//! The command line: `run`, `migrate`, `token issue|introspect`, `disconnect`.
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{BrokerArgs, DatabaseArgs, LogFormat, WorkerArgs, DEFAULT_CLIENT_ID};
+
+#[derive(Debug, Parser)]
+#[command(name = "disconnect-worker", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume disconnect requests until SIGTERM or SIGINT.
+    Run {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+    /// Create the database if missing, apply pending migrations, and exit.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Issue or inspect access tokens, as the platform's connect flow does.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Publish a disconnect request for a token, as an upstream application does.
+    Disconnect(DisconnectArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a new token for an employer at a provider; prints only the token.
+    Issue(IssueArgs),
+    /// Print what a token belongs to and whether it is active, as JSON.
+    Introspect {
+        /// The token to look up.
+        token: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// The employer.
+    #[arg(long)]
+    pub company_id: String,
+    /// The payroll or HR provider (gusto, justworks, ...).
+    #[arg(long)]
+    pub provider_id: String,
+    /// The customer application holding the token.
+    #[arg(long, default_value = DEFAULT_CLIENT_ID)]
+    pub client_id: String,
+    /// The user whose credentials authenticated (kept as a label).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Product permissions granted, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub products: Vec<String>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DisconnectArgs {
+    /// The token whose connection to disconnect.
+    pub token: String,
+    /// Why, for the audit trail.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Who asked, for the audit trail.
+    #[arg(long)]
+    pub requested_by: Option<String>,
+    /// Wait for the outcome event and print it.
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds to wait for the outcome event with --wait.
+    #[arg(long, default_value_t = 30)]
+    pub wait_secs: u64,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+}

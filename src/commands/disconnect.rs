@@ -1,0 +1,138 @@
+//! `disconnect-worker disconnect TOKEN`: publish a request as an upstream
+//! application would, and optionally wait for its outcome event.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{SecondsFormat, Utc};
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::ConfigError;
+use crate::broker::publish::{json_properties, publish_confirmed};
+use crate::cli::DisconnectArgs;
+use crate::domain::event::{DISCONNECTED, DISCONNECT_REJECTED};
+use crate::domain::AccessToken;
+
+#[derive(Serialize)]
+struct RequestBody<'a> {
+    request_id: Uuid,
+    access_token: &'a str,
+    requested_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requested_by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
+    let url = args.broker.amqp_url().map_err(ConfigError)?;
+    let topology = args.broker.topology().map_err(ConfigError)?;
+    let token = AccessToken::parse(args.token.clone())
+        .map_err(|what| ConfigError(format!("the token {what}")))?;
+    let connection = Connection::connect(url.expose(), ConnectionProperties::default())
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let channel = connection.create_channel().await?;
+    topology
+        .declare(&channel)
+        .await
+        .context("declaring the topology")?;
+    let request_id = Uuid::new_v4();
+    // Subscribe before publishing, so the event cannot slip past us.
+    let events = if args.wait {
+        Some(subscribe_to_outcomes(&channel, &topology.event_exchange).await?)
+    } else {
+        None
+    };
+    let body = serde_json::to_vec(&RequestBody {
+        request_id,
+        access_token: token.expose(),
+        requested_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+        requested_by: args.requested_by.as_deref(),
+        reason: args.reason.as_deref(),
+    })?;
+    channel.confirm_select(Default::default()).await?;
+    let id = request_id.to_string();
+    publish_confirmed(
+        &channel,
+        &topology.request_exchange,
+        &topology.request_routing_key,
+        &body,
+        json_properties(&id, &id),
+    )
+    .await
+    .context("publishing the request")?;
+    match events {
+        None => println!("{}", serde_json::json!({ "request_id": id })),
+        Some(events) => {
+            let event = wait_for_outcome(events, &id, Duration::from_secs(args.wait_secs)).await?;
+            println!("{event}");
+        }
+    }
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
+}
+
+/// A private, auto-deleted queue bound to both outcome routing keys.
+async fn subscribe_to_outcomes(channel: &Channel, exchange: &str) -> anyhow::Result<Consumer> {
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    for key in [DISCONNECTED, DISCONNECT_REJECTED] {
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?)
+}
+
+async fn wait_for_outcome(
+    mut events: Consumer,
+    request_id: &str,
+    limit: Duration,
+) -> anyhow::Result<String> {
+    let wait = async {
+        while let Some(delivery) = events.next().await {
+            let delivery = delivery?;
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+            let correlation = delivery
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|id| id.as_str());
+            if correlation == Some(request_id) {
+                return Ok(String::from_utf8_lossy(&delivery.data).into_owned());
+            }
+        }
+        anyhow::bail!("the event subscription closed before the outcome arrived")
+    };
+    tokio::time::timeout(limit, wait)
+        .await
+        .with_context(|| format!("no outcome event within {limit:?}; is a worker running?"))?
+}

@@ -1,0 +1,67 @@
+// The shape `diesel print-schema` prints for the migrations in `migrations/`.
+// Written out by hand because diesel_cli needs libpq, which the build does not;
+// any drift from the migrations fails the integration tests at the first query.
+
+diesel::table! {
+    access_tokens (id) {
+        id -> Uuid,
+        connection_id -> Uuid,
+        token_hash -> Bytea,
+        token_prefix -> Text,
+        user_label -> Nullable<Text>,
+        products -> Array<Text>,
+        issued_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+        revoked_by_request -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    connections (id) {
+        id -> Uuid,
+        client_id -> Text,
+        company_id -> Text,
+        provider_id -> Text,
+        status -> Text,
+        created_at -> Timestamptz,
+        disconnected_at -> Nullable<Timestamptz>,
+        disconnected_by_request -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    disconnect_requests (request_id) {
+        request_id -> Uuid,
+        outcome -> Text,
+        connection_id -> Nullable<Uuid>,
+        token_id -> Nullable<Uuid>,
+        revoked_token_count -> Int4,
+        requested_at -> Nullable<Timestamptz>,
+        requested_by -> Nullable<Text>,
+        reason -> Nullable<Text>,
+        processed_at -> Timestamptz,
+        event_id -> Uuid,
+    }
+}
+
+diesel::table! {
+    outbox_events (id) {
+        id -> Int8,
+        event_id -> Uuid,
+        request_id -> Uuid,
+        routing_key -> Text,
+        payload -> Text,
+        created_at -> Timestamptz,
+        published_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(access_tokens -> connections (connection_id));
+diesel::joinable!(outbox_events -> disconnect_requests (request_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    access_tokens,
+    connections,
+    disconnect_requests,
+    outbox_events,
+);

@@ -1,0 +1,127 @@
+//! Creating the database, the pool and the schema.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use diesel::sql_types::Text;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use url::Url;
+
+use super::DbPool;
+use crate::secret::SecretUrl;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// How long a caller waits for a pooled connection, and for a new one to be
+/// opened, before the attempt counts as a transient failure and is retried.
+const POOL_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: SecretUrl,
+    pub pool_size: usize,
+}
+
+/// Build the connection pool. Connections are opened lazily, so this does not
+/// fail when Postgres is down; the first query does, and is retried.
+pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<DbPool> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(settings.url.expose());
+    DbPool::builder(manager)
+        .max_size(settings.pool_size)
+        .wait_timeout(Some(POOL_TIMEOUT))
+        .create_timeout(Some(POOL_TIMEOUT))
+        .recycle_timeout(Some(POOL_TIMEOUT))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .context("building the database pool")
+}
+
+/// Create the database named in the URL if it does not exist, connecting to
+/// the server's `postgres` database to do so. Safe to run from several
+/// replicas at once.
+pub async fn create_database_if_missing(url: &SecretUrl) -> anyhow::Result<()> {
+    let mut parsed = Url::parse(url.expose()).context("DATABASE_URL is not a URL")?;
+    let name = parsed.path().trim_start_matches('/').to_string();
+    if name.is_empty() {
+        anyhow::bail!("DATABASE_URL names no database");
+    }
+    if let Ok(mut conn) = AsyncPgConnection::establish(url.expose()).await {
+        // It exists and we can reach it: nothing to do.
+        let _ = diesel::sql_query("SELECT 1").execute(&mut conn).await;
+        return Ok(());
+    }
+    parsed.set_path("/postgres");
+    let mut admin = AsyncPgConnection::establish(parsed.as_str())
+        .await
+        .with_context(|| format!("connecting to the server of {url}"))?;
+    #[derive(diesel::QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        exists: bool,
+    }
+    let exists: Exists =
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
+            .bind::<Text, _>(&name)
+            .get_result(&mut admin)
+            .await
+            .context("checking whether the database exists")?;
+    if exists.exists {
+        return Ok(());
+    }
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    match diesel::sql_query(format!("CREATE DATABASE {quoted}"))
+        .execute(&mut admin)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(database.name = %name, "created the database");
+            Ok(())
+        }
+        // Another replica created it between our check and our CREATE.
+        Err(error) if error.to_string().contains("already exists") => Ok(()),
+        Err(error) => Err(error).context("creating the database"),
+    }
+}
+
+/// Key of the advisory lock that serialises migrations across replicas
+/// (an arbitrary constant: "dw-migr" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x0064_772d_6d69_6772;
+
+/// Apply every pending embedded migration. Replicas starting together queue on
+/// an advisory lock, so each migration is applied once.
+pub async fn migrate(url: &SecretUrl) -> anyhow::Result<Vec<String>> {
+    let mut lock_holder = AsyncPgConnection::establish(url.expose())
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    diesel::sql_query("SELECT pg_advisory_lock($1)")
+        .bind::<diesel::sql_types::BigInt, _>(MIGRATION_LOCK_KEY)
+        .execute(&mut lock_holder)
+        .await
+        .context("taking the migration lock")?;
+    let applied = run_pending_migrations(url).await;
+    // Closing the session releases the lock even if this fails.
+    let _ = diesel::sql_query("SELECT pg_advisory_unlock($1)")
+        .bind::<diesel::sql_types::BigInt, _>(MIGRATION_LOCK_KEY)
+        .execute(&mut lock_holder)
+        .await;
+    applied
+}
+
+async fn run_pending_migrations(url: &SecretUrl) -> anyhow::Result<Vec<String>> {
+    let conn = AsyncPgConnection::establish(url.expose())
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let mut harness = AsyncMigrationHarness::new(conn);
+    // The harness blocks on the async connection; keep it off the async threads.
+    let applied = tokio::task::spawn_blocking(move || {
+        harness
+            .run_pending_migrations(MIGRATIONS)
+            .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>())
+            .map_err(|error| anyhow::anyhow!("applying migrations: {error}"))
+    })
+    .await
+    .context("the migration task panicked")??;
+    Ok(applied)
+}

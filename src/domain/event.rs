@@ -1,0 +1,142 @@
+//! The outcome events published on the event exchange.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::outcome::Outcome;
+use super::request::RequestId;
+
+pub const DISCONNECTED: &str = "connection.disconnected";
+pub const DISCONNECT_REJECTED: &str = "connection.disconnect_rejected";
+
+/// An event ready for the outbox: its id, routing key and exact bytes.
+#[derive(Debug, Clone)]
+pub struct OutcomeEvent {
+    pub event_id: Uuid,
+    pub routing_key: &'static str,
+    pub payload: String,
+}
+
+#[derive(Serialize)]
+struct DisconnectedPayload<'a> {
+    event_id: Uuid,
+    event_type: &'static str,
+    occurred_at: String,
+    request_id: Uuid,
+    connection_id: Uuid,
+    client_id: &'a str,
+    company_id: &'a str,
+    provider_id: &'a str,
+    revoked_token_ids: &'a [Uuid],
+}
+
+#[derive(Serialize)]
+struct RejectedPayload {
+    event_id: Uuid,
+    event_type: &'static str,
+    occurred_at: String,
+    request_id: Uuid,
+    reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection_id: Option<Uuid>,
+}
+
+impl OutcomeEvent {
+    /// Build the event for an outcome. Serialised once, here: the outbox keeps
+    /// these bytes, so every publication of the event is identical.
+    pub fn for_outcome(
+        request_id: RequestId,
+        outcome: &Outcome,
+        occurred_at: DateTime<Utc>,
+    ) -> Self {
+        let event_id = Uuid::now_v7();
+        let occurred_at = occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let (routing_key, payload) = match outcome {
+            Outcome::Disconnected {
+                connection,
+                revoked_token_ids,
+            } => (
+                DISCONNECTED,
+                serde_json::to_string(&DisconnectedPayload {
+                    event_id,
+                    event_type: DISCONNECTED,
+                    occurred_at,
+                    request_id: request_id.0,
+                    connection_id: connection.connection_id,
+                    client_id: &connection.client_id,
+                    company_id: &connection.company_id,
+                    provider_id: &connection.provider_id,
+                    revoked_token_ids,
+                }),
+            ),
+            Outcome::UnknownToken | Outcome::AlreadyDisconnected { .. } => (
+                DISCONNECT_REJECTED,
+                serde_json::to_string(&RejectedPayload {
+                    event_id,
+                    event_type: DISCONNECT_REJECTED,
+                    occurred_at,
+                    request_id: request_id.0,
+                    reason: outcome.as_str(),
+                    connection_id: outcome.connection_id(),
+                }),
+            ),
+        };
+        Self {
+            event_id,
+            routing_key,
+            // Serialising these plain structs cannot fail: no maps with
+            // non-string keys, no custom serialisers.
+            payload: payload.unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ConnectionRef;
+
+    #[test]
+    fn a_disconnected_event_carries_the_connection_and_token_ids() {
+        let request_id = RequestId(Uuid::new_v4());
+        let token_id = Uuid::new_v4();
+        let outcome = Outcome::Disconnected {
+            connection: ConnectionRef {
+                connection_id: Uuid::new_v4(),
+                client_id: "app".into(),
+                company_id: "C".into(),
+                provider_id: "gusto".into(),
+            },
+            revoked_token_ids: vec![token_id],
+        };
+        let event = OutcomeEvent::for_outcome(request_id, &outcome, Utc::now());
+        assert_eq!(event.routing_key, DISCONNECTED);
+        let json: serde_json::Value = serde_json::from_str(&event.payload).expect("json");
+        assert_eq!(json["event_id"], event.event_id.to_string());
+        assert_eq!(json["event_type"], DISCONNECTED);
+        assert_eq!(json["request_id"], request_id.to_string());
+        assert_eq!(json["provider_id"], "gusto");
+        assert_eq!(json["revoked_token_ids"][0], token_id.to_string());
+    }
+
+    #[test]
+    fn a_rejected_event_names_its_reason() {
+        let connection_id = Uuid::new_v4();
+        let outcome = Outcome::AlreadyDisconnected { connection_id };
+        let event = OutcomeEvent::for_outcome(RequestId(Uuid::new_v4()), &outcome, Utc::now());
+        assert_eq!(event.routing_key, DISCONNECT_REJECTED);
+        let json: serde_json::Value = serde_json::from_str(&event.payload).expect("json");
+        assert_eq!(json["reason"], "already_disconnected");
+        assert_eq!(json["connection_id"], connection_id.to_string());
+
+        let event = OutcomeEvent::for_outcome(
+            RequestId(Uuid::new_v4()),
+            &Outcome::UnknownToken,
+            Utc::now(),
+        );
+        let json: serde_json::Value = serde_json::from_str(&event.payload).expect("json");
+        assert_eq!(json["reason"], "unknown_token");
+        assert!(json.get("connection_id").is_none());
+    }
+}

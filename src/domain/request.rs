@@ -1,0 +1,352 @@
+//! Decoding a disconnect request from the bytes of a delivery.
+//!
+//! Every way a body can be bad maps to a [`Rejection`] whose text never
+//! contains any part of the body: serde's own messages quote values (which may
+//! be a token), so only field names and positions are reported.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::token::AccessToken;
+
+/// Longest `requested_by` kept in the audit trail.
+pub const MAX_REQUESTED_BY_CHARS: usize = 256;
+/// Longest `reason` kept in the audit trail.
+pub const MAX_REASON_CHARS: usize = 1024;
+
+/// The idempotency key of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId(pub Uuid);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A valid disconnect request.
+#[derive(Debug, Clone)]
+pub struct DisconnectRequest {
+    pub request_id: RequestId,
+    pub access_token: AccessToken,
+    pub requested_at: Option<DateTime<Utc>>,
+    pub requested_by: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// Why a delivery cannot be processed. Permanent: the message goes to the
+/// dead-letter queue and is never retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: RejectionCode,
+    /// Human-readable detail; never contains message content.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionCode {
+    TooLarge,
+    WrongContentType,
+    NotUtf8,
+    NotJson,
+    NotAnObject,
+    MissingField,
+    InvalidField,
+}
+
+impl RejectionCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::WrongContentType => "wrong_content_type",
+            Self::NotUtf8 => "not_utf8",
+            Self::NotJson => "not_json",
+            Self::NotAnObject => "not_an_object",
+            Self::MissingField => "missing_field",
+            Self::InvalidField => "invalid_field",
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.detail)
+    }
+}
+
+impl Rejection {
+    fn new(code: RejectionCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    fn invalid(field: &str, what: &str) -> Self {
+        Self::new(
+            RejectionCode::InvalidField,
+            format!("field `{field}` {what}"),
+        )
+    }
+}
+
+/// The wire shape, every field optional so that a missing field and a field
+/// of the wrong type are told apart by us rather than by serde's messages.
+/// Unknown fields are ignored so producers can add fields first.
+#[derive(Deserialize)]
+struct WireRequest {
+    request_id: Option<String>,
+    access_token: Option<String>,
+    requested_at: Option<String>,
+    requested_by: Option<String>,
+    reason: Option<String>,
+}
+
+/// Content types accepted besides none at all.
+const JSON_CONTENT_TYPES: [&str; 2] = ["application/json", "text/json"];
+
+impl DisconnectRequest {
+    /// Decode a delivery body. `content_type` is the AMQP property, if set.
+    pub fn decode(
+        body: &[u8],
+        content_type: Option<&str>,
+        max_bytes: usize,
+    ) -> Result<Self, Rejection> {
+        if body.len() > max_bytes {
+            return Err(Rejection::new(
+                RejectionCode::TooLarge,
+                format!("body is {} bytes, the limit is {max_bytes}", body.len()),
+            ));
+        }
+        if let Some(content_type) = content_type {
+            let essence = content_type.split(';').next().unwrap_or("").trim();
+            if !JSON_CONTENT_TYPES
+                .iter()
+                .any(|accepted| essence.eq_ignore_ascii_case(accepted))
+            {
+                return Err(Rejection::new(
+                    RejectionCode::WrongContentType,
+                    "content type is not application/json",
+                ));
+            }
+        }
+        let text = std::str::from_utf8(body).map_err(|error| {
+            Rejection::new(
+                RejectionCode::NotUtf8,
+                format!("body is not UTF-8 (byte {})", error.valid_up_to()),
+            )
+        })?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|error| {
+            Rejection::new(
+                RejectionCode::NotJson,
+                format!(
+                    "body is not JSON ({:?} error at line {}, column {})",
+                    error.classify(),
+                    error.line(),
+                    error.column()
+                ),
+            )
+        })?;
+        if !value.is_object() {
+            return Err(Rejection::new(
+                RejectionCode::NotAnObject,
+                "body is JSON but not an object",
+            ));
+        }
+        let wire: WireRequest = serde_path_to_error::deserialize(value)
+            .map_err(|error| Rejection::invalid(&error.path().to_string(), "is not a string"))?;
+        Self::from_wire(wire)
+    }
+
+    fn from_wire(wire: WireRequest) -> Result<Self, Rejection> {
+        let request_id = required(wire.request_id, "request_id")?;
+        let request_id = Uuid::parse_str(&request_id)
+            .map(RequestId)
+            .map_err(|_| Rejection::invalid("request_id", "is not a UUID"))?;
+        let access_token = required(wire.access_token, "access_token")?;
+        let access_token = AccessToken::parse(access_token)
+            .map_err(|what| Rejection::invalid("access_token", what))?;
+        let requested_at = wire
+            .requested_at
+            .map(|text| {
+                DateTime::parse_from_rfc3339(&text)
+                    .map(|at| at.with_timezone(&Utc))
+                    .map_err(|_| Rejection::invalid("requested_at", "is not an RFC 3339 time"))
+            })
+            .transpose()?;
+        let requested_by = bounded_text(wire.requested_by, "requested_by", MAX_REQUESTED_BY_CHARS)?;
+        let reason = bounded_text(wire.reason, "reason", MAX_REASON_CHARS)?;
+        Ok(Self {
+            request_id,
+            access_token,
+            requested_at,
+            requested_by,
+            reason,
+        })
+    }
+}
+
+fn required(value: Option<String>, field: &str) -> Result<String, Rejection> {
+    value.ok_or_else(|| {
+        Rejection::new(
+            RejectionCode::MissingField,
+            format!("field `{field}` is missing or null"),
+        )
+    })
+}
+
+fn bounded_text(
+    value: Option<String>,
+    field: &str,
+    max_chars: usize,
+) -> Result<Option<String>, Rejection> {
+    match value {
+        Some(text) if text.chars().count() > max_chars => Err(Rejection::invalid(
+            field,
+            &format!("is longer than {max_chars} characters"),
+        )),
+        Some(text) if text.chars().any(char::is_control) => {
+            Err(Rejection::invalid(field, "contains control characters"))
+        }
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: usize = 16 * 1024;
+    const TOKEN: &str = "dwt_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
+
+    fn decode(body: &str) -> Result<DisconnectRequest, Rejection> {
+        DisconnectRequest::decode(body.as_bytes(), None, LIMIT)
+    }
+
+    fn valid_body() -> String {
+        format!(
+            r#"{{"request_id":"0b6f7a52-8d0e-4c53-9d7e-3f4f0f3c1a77","access_token":"{TOKEN}","requested_at":"2026-11-24T10:15:00Z","requested_by":"ops@example.com","reason":"offboarding","extra":1}}"#
+        )
+    }
+
+    #[test]
+    fn a_complete_request_decodes_and_ignores_unknown_fields() {
+        let request = decode(&valid_body()).expect("valid");
+        assert_eq!(
+            request.request_id.to_string(),
+            "0b6f7a52-8d0e-4c53-9d7e-3f4f0f3c1a77"
+        );
+        assert_eq!(request.access_token.expose(), TOKEN);
+        assert_eq!(request.requested_by.as_deref(), Some("ops@example.com"));
+        assert_eq!(request.reason.as_deref(), Some("offboarding"));
+        assert!(request.requested_at.is_some());
+    }
+
+    #[test]
+    fn optional_fields_may_be_absent() {
+        let body = format!(
+            r#"{{"request_id":"0b6f7a52-8d0e-4c53-9d7e-3f4f0f3c1a77","access_token":"{TOKEN}"}}"#
+        );
+        let request = decode(&body).expect("valid");
+        assert!(request.requested_at.is_none() && request.reason.is_none());
+    }
+
+    #[test]
+    fn each_kind_of_bad_body_gets_its_own_code() {
+        let id = "0b6f7a52-8d0e-4c53-9d7e-3f4f0f3c1a77";
+        let cases = [
+            ("not json".to_string(), RejectionCode::NotJson),
+            ("[1,2]".to_string(), RejectionCode::NotAnObject),
+            (
+                format!(r#"{{"access_token":"{TOKEN}"}}"#),
+                RejectionCode::MissingField,
+            ),
+            (
+                format!(r#"{{"request_id":"{id}"}}"#),
+                RejectionCode::MissingField,
+            ),
+            (
+                format!(r#"{{"request_id":"nope","access_token":"{TOKEN}"}}"#),
+                RejectionCode::InvalidField,
+            ),
+            (
+                format!(r#"{{"request_id":7,"access_token":"{TOKEN}"}}"#),
+                RejectionCode::InvalidField,
+            ),
+            (
+                format!(r#"{{"request_id":"{id}","access_token":12345}}"#),
+                RejectionCode::InvalidField,
+            ),
+            (
+                format!(r#"{{"request_id":"{id}","access_token":"a\u0000b"}}"#),
+                RejectionCode::InvalidField,
+            ),
+            (
+                format!(
+                    r#"{{"request_id":"{id}","access_token":"{TOKEN}","requested_at":"yesterday"}}"#
+                ),
+                RejectionCode::InvalidField,
+            ),
+            (
+                format!(
+                    r#"{{"request_id":"{id}","access_token":"{TOKEN}","reason":"{}"}}"#,
+                    "x".repeat(MAX_REASON_CHARS + 1)
+                ),
+                RejectionCode::InvalidField,
+            ),
+            (
+                format!("{}1{}", "[".repeat(200), "]".repeat(200)),
+                RejectionCode::NotJson,
+            ),
+        ];
+        for (body, code) in cases {
+            let rejection = decode(&body).expect_err(&body);
+            assert_eq!(rejection.code, code, "{body}: {rejection}");
+        }
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_rejected_before_parsing() {
+        let rejection = DisconnectRequest::decode(&[b' '; 100], None, 99).expect_err("too large");
+        assert_eq!(rejection.code, RejectionCode::TooLarge);
+    }
+
+    #[test]
+    fn invalid_utf8_and_foreign_content_types_are_rejected() {
+        let rejection = DisconnectRequest::decode(&[0xff, 0xfe], None, LIMIT).expect_err("utf8");
+        assert_eq!(rejection.code, RejectionCode::NotUtf8);
+        let body = valid_body();
+        let rejection = DisconnectRequest::decode(body.as_bytes(), Some("text/plain"), LIMIT)
+            .expect_err("content type");
+        assert_eq!(rejection.code, RejectionCode::WrongContentType);
+        DisconnectRequest::decode(
+            body.as_bytes(),
+            Some("application/json; charset=utf-8"),
+            LIMIT,
+        )
+        .expect("json with charset is fine");
+    }
+
+    #[test]
+    fn rejections_never_quote_the_body() {
+        let secret = "dwt_SECRETSECRETSECRET";
+        let bodies = [
+            format!(r#"{{"request_id":"{secret}","access_token":"{secret}"}}"#),
+            format!(r#"{{"request_id":["{secret}"],"access_token":"x"}}"#),
+            format!(
+                r#"{{"request_id":"0b6f7a52-8d0e-4c53-9d7e-3f4f0f3c1a77","access_token":["{secret}"]}}"#
+            ),
+            format!(
+                r#"{{"request_id":"0b6f7a52-8d0e-4c53-9d7e-3f4f0f3c1a77","access_token":"{secret}\n"}}"#
+            ),
+            format!(r#"{{"{secret}": tru"#),
+        ];
+        for body in bodies {
+            let rejection = decode(&body).expect_err(&body);
+            assert!(!rejection.to_string().contains("SECRET"), "{rejection}");
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Introspecting a token: what it belongs to and whether it still works.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use diesel::result::Error as QueryError;
+use diesel_async::AsyncPgConnection;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::db::{connections, tokens};
+use crate::domain::AccessToken;
+
+/// The JSON `token introspect` prints. An unknown token is `{"active": false}`.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub details: Option<TokenDetails>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct TokenDetails {
+    pub token_id: Uuid,
+    pub connection_id: Uuid,
+    pub client_id: String,
+    pub company_id: String,
+    pub provider_id: String,
+    pub connection_status: String,
+    pub issued_at: String,
+    pub revoked_at: Option<String>,
+}
+
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub async fn introspect_token(
+    conn: &mut AsyncPgConnection,
+    token: &AccessToken,
+) -> Result<Introspection, QueryError> {
+    let Some(view) = tokens::view_by_hash(conn, &token.hash()).await? else {
+        return Ok(Introspection {
+            active: false,
+            details: None,
+        });
+    };
+    let active = view.revoked_at.is_none() && view.connection_status == connections::ACTIVE;
+    Ok(Introspection {
+        active,
+        details: Some(TokenDetails {
+            token_id: view.token_id,
+            connection_id: view.connection_id,
+            client_id: view.client_id,
+            company_id: view.company_id,
+            provider_id: view.provider_id,
+            connection_status: view.connection_status,
+            issued_at: timestamp(view.issued_at),
+            revoked_at: view.revoked_at.map(timestamp),
+        }),
+    })
+}

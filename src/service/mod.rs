@@ -1,0 +1,10 @@
+//! The product's operations, each one Postgres transaction: disconnecting a
+//! connection, issuing a token, introspecting a token.
+
+pub mod disconnect;
+pub mod introspect;
+pub mod issue;
+
+pub use disconnect::{record_disconnect, Processed};
+pub use introspect::{introspect_token, Introspection};
+pub use issue::{issue_token, TokenGrant};

@@ -1,0 +1,72 @@
+//! The consume loop of one broker session.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
+use lapin::types::FieldTable;
+use tokio_util::task::TaskTracker;
+
+use super::handle::{handle_delivery, HandlerContext};
+use crate::broker::BrokerSession;
+
+pub enum SessionEnd {
+    /// The worker was told to stop; the consumer is cancelled.
+    Shutdown,
+    /// The connection or channel died; open a new session.
+    Lost(String),
+}
+
+pub async fn consume_session(
+    session: &BrokerSession,
+    context: &Arc<HandlerContext>,
+    in_flight: &TaskTracker,
+) -> SessionEnd {
+    let consumer_tag = format!("disconnect-worker-{}", uuid::Uuid::new_v4());
+    let consumer = session
+        .consume_channel
+        .basic_consume(
+            context.topology.request_queue.as_str().into(),
+            consumer_tag.as_str().into(),
+            // Manual acknowledgements (no_ack: false): a request is acked only
+            // after its transaction commits. Not exclusive: replicas compete
+            // on the same queue.
+            BasicConsumeOptions {
+                no_ack: false,
+                exclusive: false,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    let mut consumer = match consumer {
+        Ok(consumer) => consumer,
+        Err(error) => return SessionEnd::Lost(format!("could not start consuming: {error}")),
+    };
+    tracing::info!(queue = %context.topology.request_queue, "consuming requests");
+    loop {
+        tokio::select! {
+            biased;
+            () = context.shutdown.cancelled() => {
+                // Stop new deliveries; those already received but not started
+                // go back to the queue when the channel closes.
+                let _ = session
+                    .consume_channel
+                    .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
+                    .await;
+                return SessionEnd::Shutdown;
+            }
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    in_flight.spawn(handle_delivery(
+                        context.clone(),
+                        session.publish_channel.clone(),
+                        delivery,
+                    ));
+                }
+                Some(Err(error)) => return SessionEnd::Lost(error.to_string()),
+                None => return SessionEnd::Lost("the broker cancelled the consumer".into()),
+            }
+        }
+    }
+}
