@@ -1,0 +1,126 @@
+//! Bad input is dead-lettered with its reason; the worker goes on.
+
+use lapin::types::ShortString;
+use lapin::BasicProperties;
+use uuid::Uuid;
+
+use crate::support::TestContext;
+
+fn json() -> BasicProperties {
+    BasicProperties::default().with_content_type(ShortString::from("application/json"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason_and_the_next_request_succeeds() {
+    let test = TestContext::new().await;
+    let token = test.issue("app", "company-c", "gusto", "user-a").await;
+    let secret = token.token.expose().to_string();
+    let id = Uuid::new_v4();
+    let cases: Vec<(&str, Vec<u8>, BasicProperties)> = vec![
+        ("not_json", b"disconnect please".to_vec(), json()),
+        (
+            "not_an_object",
+            br#"["request_id", "access_token"]"#.to_vec(),
+            json(),
+        ),
+        (
+            "missing_field",
+            format!(r#"{{"access_token":"{secret}"}}"#).into_bytes(),
+            json(),
+        ),
+        (
+            "missing_field",
+            format!(r#"{{"request_id":"{id}"}}"#).into_bytes(),
+            json(),
+        ),
+        (
+            "invalid_field",
+            format!(r#"{{"request_id":"not-a-uuid","access_token":"{secret}"}}"#).into_bytes(),
+            json(),
+        ),
+        (
+            "invalid_field",
+            format!(r#"{{"request_id":42,"access_token":"{secret}"}}"#).into_bytes(),
+            json(),
+        ),
+        (
+            "invalid_field",
+            format!(r#"{{"request_id":"{id}","access_token":"{secret}\u0007"}}"#).into_bytes(),
+            json(),
+        ),
+        (
+            "invalid_field",
+            format!(
+                r#"{{"request_id":"{id}","access_token":"{secret}","requested_by":"{}"}}"#,
+                "x".repeat(300)
+            )
+            .into_bytes(),
+            json(),
+        ),
+        (
+            "not_json",
+            format!("{}{}", "[".repeat(5000), "]".repeat(5000)).into_bytes(),
+            json(),
+        ),
+        (
+            "too_large",
+            format!(
+                r#"{{"request_id":"{id}","access_token":"{secret}","pad":"{}"}}"#,
+                "x".repeat(20 * 1024)
+            )
+            .into_bytes(),
+            json(),
+        ),
+        ("not_utf8", vec![b'{', 0xff, 0xfe, b'}'], json()),
+        (
+            "wrong_content_type",
+            format!(r#"{{"request_id":"{id}","access_token":"{secret}"}}"#).into_bytes(),
+            BasicProperties::default().with_content_type(ShortString::from("text/plain")),
+        ),
+    ];
+    let mut events = test.event_tap().await;
+    let _worker = test.spawn_worker();
+    let channel = test.channel().await;
+    for (_, body, properties) in &cases {
+        test.publish_raw(&channel, body, properties.clone()).await;
+    }
+    let good = test
+        .request_disconnect(&channel, Uuid::new_v4(), &secret)
+        .await;
+
+    let event = events.event_for(good).await;
+    assert_eq!(
+        event.routing_key, "connection.disconnected",
+        "the good request still succeeds"
+    );
+    let letters = test.wait_for_dead_letters(cases.len()).await;
+    assert_eq!(
+        letters.len(),
+        cases.len(),
+        "exactly the bad messages are dead-lettered"
+    );
+    let mut expected: Vec<&str> = cases.iter().map(|(code, _, _)| *code).collect();
+    let mut got: Vec<&str> = letters
+        .iter()
+        .map(|letter| letter.code.as_deref().unwrap_or("none"))
+        .collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+    for letter in &letters {
+        let reason = letter.reason.as_deref().expect("a reason header");
+        assert!(
+            !reason.contains(&secret),
+            "the reason never quotes the token: {reason}"
+        );
+        assert!(
+            cases.iter().any(|(_, body, _)| *body == letter.body),
+            "the original body is kept byte for byte"
+        );
+    }
+    assert_eq!(
+        test.recorded_request_count().await,
+        1,
+        "bad messages record nothing"
+    );
+}

@@ -1,0 +1,216 @@
+//! The binary: the seed's example through `token issue`, `disconnect --wait`
+//! and `token introspect`; configuration errors; SIGTERM.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::support::TestContext;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_disconnect-worker");
+
+fn command(test: &TestContext, args: &[&str]) -> Command {
+    let mut command = Command::new(BINARY);
+    command.args(args).envs(test.binary_env());
+    command
+}
+
+fn run(test: &TestContext, args: &[&str]) -> Output {
+    let output = command(test, args).output().expect("running the binary");
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn issue(test: &TestContext, provider: &str, user: &str) -> String {
+    stdout(&run(
+        test,
+        &[
+            "token",
+            "issue",
+            "--company-id",
+            "company-c",
+            "--provider-id",
+            provider,
+            "--user",
+            user,
+        ],
+    ))
+}
+
+fn introspect(test: &TestContext, token: &str) -> Value {
+    serde_json::from_str(&stdout(&run(test, &["token", "introspect", token])))
+        .expect("introspection is JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_example_walks_through_the_command_line() {
+    let test = TestContext::new().await;
+    let _worker = test.spawn_worker();
+    let step1 = issue(&test, "gusto", "user-a");
+    let step2 = issue(&test, "gusto", "user-a");
+    let step3 = issue(&test, "gusto", "user-b");
+    let step4 = issue(&test, "justworks", "user-a");
+    let connection_1 = introspect(&test, &step1)["connection_id"].clone();
+    assert_eq!(introspect(&test, &step3)["connection_id"], connection_1);
+    assert_ne!(introspect(&test, &step4)["connection_id"], connection_1);
+
+    let output = run(
+        &test,
+        &["disconnect", &step3, "--reason", "offboarding", "--wait"],
+    );
+    let event: Value = serde_json::from_str(&stdout(&output)).expect("the event is printed");
+
+    assert_eq!(event["event_type"], "connection.disconnected");
+    assert_eq!(event["connection_id"], connection_1);
+    for token in [&step1, &step2, &step3] {
+        let state = introspect(&test, token);
+        assert_eq!(state["active"], false);
+        assert_eq!(state["connection_status"], "disconnected");
+        assert!(state["revoked_at"].is_string());
+    }
+    assert_eq!(introspect(&test, &step4)["active"], true);
+    assert_eq!(
+        introspect(&test, "dwt_never-issued"),
+        serde_json::json!({"active": false})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issued_tokens_are_printed_alone_and_stored_only_as_hashes() {
+    let test = TestContext::new().await;
+    let output = run(
+        &test,
+        &[
+            "token",
+            "issue",
+            "--company-id",
+            "c",
+            "--provider-id",
+            "gusto",
+        ],
+    );
+    let token = stdout(&output);
+    assert!(token.starts_with("dwt_") && token.len() >= 47 && !token.contains(char::is_whitespace));
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains(&token),
+        "never logged"
+    );
+    let dump = Command::new("pg_dump")
+        .arg(&test.database_url)
+        .arg("--data-only")
+        .output();
+    // pg_dump is a convenience here; without it the check is skipped loudly.
+    match dump {
+        Ok(dump) if dump.status.success() => {
+            assert!(
+                !String::from_utf8_lossy(&dump.stdout).contains(&token[4..]),
+                "the plaintext is not stored"
+            );
+        }
+        _ => eprintln!("pg_dump not available: skipping the stored-plaintext check"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_setting_stops_start_up_with_a_message_that_names_it() {
+    let test = TestContext::new().await;
+    let cases = [
+        ("PREFETCH", "lots", "PREFETCH"),
+        ("SHUTDOWN_GRACE_SECS", "-1", "SHUTDOWN_GRACE_SECS"),
+        ("LOG_FORMAT", "yaml", "LOG_FORMAT"),
+        (
+            "DATABASE_URL",
+            "mysql://root:hunter2@localhost/db",
+            "DATABASE_URL",
+        ),
+        ("AMQP_URL", "http://guest:hunter2@localhost", "AMQP_URL"),
+        ("DEAD_LETTER_QUEUE", "", "DEAD_LETTER_QUEUE"),
+    ];
+    for (variable, value, named) in cases {
+        let output = command(&test, &["run"])
+            .env(variable, value)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{variable}={value}: {stderr}"
+        );
+        assert!(stderr.contains(named), "{variable}={value}: {stderr}");
+        assert!(
+            !stderr.contains("hunter2"),
+            "never prints a password: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_work_publishes_events_and_exits_zero() {
+    let test = TestContext::new().await;
+    let mut tokens = Vec::new();
+    for company in 0..50 {
+        tokens.push(
+            test.issue("app", &format!("company-{company}"), "gusto", "user-a")
+                .await,
+        );
+    }
+    let mut child = command(&test, &["run", "--run-migrations", "false"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the worker");
+    let mut events = test.event_tap().await;
+    let channel = test.channel().await;
+    let mut requests = Vec::new();
+    for token in &tokens {
+        requests.push(
+            test.request_disconnect(&channel, Uuid::new_v4(), token.token.expose())
+                .await,
+        );
+    }
+    // Wait until it is working, then stop it in the middle of the stream.
+    events.event_for(requests[0]).await;
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().expect("wait"))
+        .await
+        .expect("waiting for the worker");
+
+    assert_eq!(status.code(), Some(0), "a graceful stop exits 0");
+    assert_eq!(
+        test.unpublished_event_count().await,
+        0,
+        "pending events were published"
+    );
+    // Every request is either done (with its event) or back in the queue.
+    let done = test.recorded_request_count().await as usize;
+    let waiting = test
+        .ready_messages(&channel, &test.topology.request_queue)
+        .await;
+    assert_eq!(done + waiting, requests.len(), "nothing is lost");
+    while events
+        .next_within(Duration::from_millis(300))
+        .await
+        .is_some()
+    {}
+    assert_eq!(
+        events.received.len(),
+        done,
+        "every committed request's event was published"
+    );
+}

@@ -1,0 +1,194 @@
+//! Request ids are idempotency keys; disconnects are final.
+
+use std::time::Duration;
+
+use diesel_async::RunQueryDsl;
+use disconnect_worker::domain::AccessToken;
+use uuid::Uuid;
+
+use crate::support::{RunningWorker, TestContext};
+
+/// One request at a time, in queue order, so a later request's event proves
+/// the earlier deliveries were handled.
+fn sequential_worker(test: &TestContext) -> RunningWorker {
+    let mut settings = test.run_settings();
+    settings.worker.prefetch = 1;
+    RunningWorker::spawn(settings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivery_of_the_same_request_id_changes_nothing_and_sends_no_second_event() {
+    let test = TestContext::new().await;
+    let token = test.issue("app", "company-c", "gusto", "user-a").await;
+    let mut events = test.event_tap().await;
+    let _worker = sequential_worker(&test);
+    let channel = test.channel().await;
+
+    let request = Uuid::new_v4();
+    for _ in 0..3 {
+        test.request_disconnect(&channel, request, token.token.expose())
+            .await;
+    }
+    let sentinel = test
+        .request_disconnect(&channel, Uuid::new_v4(), AccessToken::generate().expose())
+        .await;
+    events.event_for(sentinel).await;
+
+    assert_eq!(
+        events.for_request(request).len(),
+        1,
+        "one event for the request id"
+    );
+    assert_eq!(
+        test.recorded_request_count().await,
+        2,
+        "one record per request id"
+    );
+    assert_eq!(
+        test.outcome_of(request).await.as_deref(),
+        Some("disconnected")
+    );
+    assert_eq!(
+        test.token_state(token.token_id).await.revoked_by_request,
+        Some(request)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_sent_event_is_byte_identical_with_the_same_event_id() {
+    let test = TestContext::new().await;
+    let token = test.issue("app", "company-c", "gusto", "user-a").await;
+    let mut events = test.event_tap().await;
+    let _worker = test.spawn_worker();
+
+    let request = test
+        .request_disconnect(&test.channel().await, Uuid::new_v4(), token.token.expose())
+        .await;
+    let first = events.event_for(request).await;
+    // As if the confirm had been lost: the relay publishes it again.
+    let mut conn = test.pool.get().await.expect("db");
+    diesel::sql_query("UPDATE outbox_events SET published_at = NULL")
+        .execute(&mut conn)
+        .await
+        .expect("reset");
+    let second = loop {
+        let event = events
+            .next_within(crate::support::PATIENCE)
+            .await
+            .expect("the event again");
+        if event.request_id() == request.to_string() {
+            break event;
+        }
+    };
+
+    assert_eq!(first.raw, second.raw);
+    assert_eq!(first.message_id, second.message_id);
+    assert_eq!(
+        first.raw,
+        test.stored_event_payload(request).await.into_bytes()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_old_request_never_touches_the_new_connection() {
+    let test = TestContext::new().await;
+    let old = test.issue("app", "company-c", "gusto", "user-a").await;
+    let mut events = test.event_tap().await;
+    let _worker = sequential_worker(&test);
+    let channel = test.channel().await;
+    let first = test
+        .request_disconnect(&channel, Uuid::new_v4(), old.token.expose())
+        .await;
+    events.event_for(first).await;
+
+    // The employer authenticates again: a new connection with a new id.
+    let new = test.issue("app", "company-c", "gusto", "user-a").await;
+    assert_ne!(
+        new.connection_id, old.connection_id,
+        "no reconnect: a new connection"
+    );
+
+    // The old request replayed, and a new request with the old token.
+    test.request_disconnect(&channel, first, old.token.expose())
+        .await;
+    let with_old_token = test
+        .request_disconnect(&channel, Uuid::new_v4(), old.token.expose())
+        .await;
+    let event = events.event_for(with_old_token).await;
+
+    assert_eq!(event.routing_key, "connection.disconnect_rejected");
+    assert_eq!(event.json["reason"], "already_disconnected");
+    assert_eq!(event.json["connection_id"], old.connection_id.to_string());
+    assert_eq!(
+        events.for_request(first).len(),
+        1,
+        "the replay sent no event"
+    );
+    assert!(
+        test.is_active(&new).await,
+        "the new connection is untouched"
+    );
+    assert_eq!(test.connection_status(new.connection_id).await, "active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sibling_token_of_a_disconnected_connection_is_rejected_as_already_disconnected() {
+    let test = TestContext::new().await;
+    let first = test.issue("app", "company-c", "gusto", "user-a").await;
+    let sibling = test.issue("app", "company-c", "gusto", "user-b").await;
+    let mut events = test.event_tap().await;
+    let _worker = sequential_worker(&test);
+    let channel = test.channel().await;
+
+    let disconnecting = test
+        .request_disconnect(&channel, Uuid::new_v4(), first.token.expose())
+        .await;
+    let late = test
+        .request_disconnect(&channel, Uuid::new_v4(), sibling.token.expose())
+        .await;
+    let event = events.event_for(late).await;
+
+    assert_eq!(event.json["reason"], "already_disconnected");
+    assert_eq!(
+        test.outcome_of(late).await.as_deref(),
+        Some("already_disconnected")
+    );
+    assert_eq!(
+        test.token_state(sibling.token_id).await.revoked_by_request,
+        Some(disconnecting),
+        "revoked once, by the first request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_token_is_recorded_and_answered_with_a_rejection() {
+    let test = TestContext::new().await;
+    let bystander = test.issue("app", "company-c", "gusto", "user-a").await;
+    let mut events = test.event_tap().await;
+    let _worker = test.spawn_worker();
+
+    let request = test
+        .request_disconnect(
+            &test.channel().await,
+            Uuid::new_v4(),
+            AccessToken::generate().expose(),
+        )
+        .await;
+    let event = events.event_for(request).await;
+
+    assert_eq!(event.routing_key, "connection.disconnect_rejected");
+    assert_eq!(event.json["reason"], "unknown_token");
+    assert!(event.json.get("connection_id").is_none());
+    assert_eq!(
+        test.outcome_of(request).await.as_deref(),
+        Some("unknown_token")
+    );
+    assert!(test.is_active(&bystander).await);
+    assert!(
+        events
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "one event only"
+    );
+}

@@ -1,0 +1,12 @@
+//! Integration tests, one binary (one module per area), against real Postgres
+//! and RabbitMQ: see support/services.rs for how they are found.
+
+mod bad_input;
+mod cli;
+mod concurrency;
+mod idempotency;
+mod isolation;
+mod outbox;
+mod reconnect;
+mod seed_scenarios;
+mod support;

@@ -1,0 +1,88 @@
+//! Events are written with the state change and published at least once.
+
+use disconnect_worker::domain::{DisconnectRequest, RequestId};
+use disconnect_worker::service::{record_disconnect, Processed};
+use uuid::Uuid;
+
+use crate::support::{eventually, TestContext};
+
+/// A worker that crashed after committing and before publishing leaves
+/// exactly this state: the outcome and its outbox row committed, nothing
+/// published. The next worker publishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_left_unpublished_by_a_crash_is_published_when_the_worker_runs_again() {
+    let test = TestContext::new().await;
+    let token = test.issue("app", "company-c", "gusto", "user-a").await;
+    let request = DisconnectRequest::decode(
+        &crate::support::broker::request_body(Uuid::new_v4(), token.token.expose()),
+        None,
+        16 * 1024,
+    )
+    .expect("valid request");
+    let mut conn = test.pool.get().await.expect("db");
+    let processed = record_disconnect(&mut conn, &request)
+        .await
+        .expect("committed");
+    assert!(matches!(processed, Processed::Recorded { .. }));
+    assert_eq!(test.unpublished_event_count().await, 1);
+    let RequestId(request_id) = request.request_id;
+
+    let mut events = test.event_tap().await;
+    let _worker = test.spawn_worker();
+    let event = events.event_for(request_id).await;
+
+    assert_eq!(event.routing_key, "connection.disconnected");
+    assert_eq!(
+        event.raw,
+        test.stored_event_payload(request_id).await.into_bytes()
+    );
+    eventually("the event marked published", || async {
+        (test.unpublished_event_count().await == 0).then_some(())
+    })
+    .await;
+}
+
+/// Graceful shutdown publishes what is pending before exiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_publishes_pending_events_first() {
+    let test = TestContext::new().await;
+    let mut settings = test.run_settings();
+    // Only the shutdown drain can publish: the relay's timer never fires and
+    // nothing wakes it, because the events are written outside the worker.
+    settings.worker.outbox_poll_interval = std::time::Duration::from_secs(3600);
+    let worker = crate::support::RunningWorker::spawn(settings);
+    let mut events = test.event_tap().await;
+    // Let the worker's first sweep pass before writing the rows.
+    let sentinel = test.issue("app", "company-z", "gusto", "user-a").await;
+    let sentinel_request = test
+        .request_disconnect(
+            &test.channel().await,
+            Uuid::new_v4(),
+            sentinel.token.expose(),
+        )
+        .await;
+    events.event_for(sentinel_request).await;
+    let mut request_ids = Vec::new();
+    for company in ["company-c", "company-d", "company-e"] {
+        let token = test.issue("app", company, "gusto", "user-a").await;
+        let request = DisconnectRequest::decode(
+            &crate::support::broker::request_body(Uuid::new_v4(), token.token.expose()),
+            None,
+            16 * 1024,
+        )
+        .expect("valid request");
+        let mut conn = test.pool.get().await.expect("db");
+        record_disconnect(&mut conn, &request)
+            .await
+            .expect("committed");
+        request_ids.push(request.request_id.0);
+    }
+    assert_eq!(test.unpublished_event_count().await, 3);
+
+    worker.stop().await.expect("a clean stop");
+
+    assert_eq!(test.unpublished_event_count().await, 0);
+    for request_id in request_ids {
+        events.event_for(request_id).await;
+    }
+}

@@ -1,0 +1,321 @@
+//! Broker helpers: publishing requests, tapping events, reading dead letters.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
+    ConfirmSelectOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{TestContext, PATIENCE};
+
+pub async fn channel(amqp_url: &str) -> Channel {
+    let connection = Connection::connect(amqp_url, ConnectionProperties::default())
+        .await
+        .expect("connecting to the test RabbitMQ");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    channel
+}
+
+pub async fn delete_topology(amqp_url: &str, topology: &disconnect_worker::broker::Topology) {
+    let Ok(connection) = Connection::connect(amqp_url, ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    let Ok(channel) = connection.create_channel().await else {
+        return;
+    };
+    for queue in [&topology.request_queue, &topology.dead_letter_queue] {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for exchange in [
+        &topology.request_exchange,
+        &topology.dead_letter_exchange,
+        &topology.event_exchange,
+    ] {
+        let _ = channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = connection.close(200, "test done".into()).await;
+}
+
+/// The JSON body of a request, as an upstream application sends it.
+pub fn request_body(request_id: Uuid, token: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "request_id": request_id,
+        "access_token": token,
+        "requested_at": "2026-11-24T10:15:00Z",
+        "requested_by": "tests",
+        "reason": "test",
+    }))
+    .expect("json")
+}
+
+impl TestContext {
+    /// Publish raw bytes to the request exchange, confirmed.
+    pub async fn publish_raw(&self, channel: &Channel, body: &[u8], properties: BasicProperties) {
+        let confirm = channel
+            .basic_publish(
+                self.topology.request_exchange.as_str().into(),
+                self.topology.request_routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("publishing")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_ack(), "the broker refused a test request");
+    }
+
+    /// Publish a well-formed disconnect request; returns its request id.
+    pub async fn request_disconnect(
+        &self,
+        channel: &Channel,
+        request_id: Uuid,
+        token: &str,
+    ) -> Uuid {
+        let properties =
+            BasicProperties::default().with_content_type(ShortString::from("application/json"));
+        self.publish_raw(channel, &request_body(request_id, token), properties)
+            .await;
+        request_id
+    }
+
+    /// A queue bound to every event, declared before requests are published.
+    pub async fn event_tap(&self) -> EventTap {
+        let channel = self.channel().await;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("tap queue");
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                self.topology.event_exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("tap binding");
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("tap consumer");
+        EventTap {
+            _channel: channel,
+            consumer,
+            received: Vec::new(),
+        }
+    }
+
+    /// Everything in the dead-letter queue, taken off it.
+    pub async fn take_dead_letters(&self) -> Vec<DeadLetter> {
+        let channel = self.channel().await;
+        let mut letters = Vec::new();
+        while let Some(message) = channel
+            .basic_get(
+                self.topology.dead_letter_queue.as_str().into(),
+                BasicGetOptions::default(),
+            )
+            .await
+            .expect("basic_get")
+        {
+            let delivery = message.delivery;
+            let header = |key: &str| -> Option<String> {
+                let headers = delivery.properties.headers().as_ref()?;
+                match headers.inner().get(key)? {
+                    AMQPValue::LongString(value) => Some(value.to_string()),
+                    other => Some(format!("{other:?}")),
+                }
+            };
+            letters.push(DeadLetter {
+                code: header("x-rejection-code"),
+                reason: header("x-rejection-reason"),
+                body: delivery.data.clone(),
+            });
+            delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .expect("ack");
+        }
+        letters
+    }
+
+    /// Messages ready in a queue (not counting those delivered, unacked).
+    pub async fn ready_messages(&self, channel: &Channel, queue: &str) -> usize {
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("passive declare")
+            .message_count() as usize
+    }
+
+    /// Wait until the dead-letter queue holds `count` messages, then take them.
+    pub async fn wait_for_dead_letters(&self, count: usize) -> Vec<DeadLetter> {
+        let channel = self.channel().await;
+        let queue = &self.topology.dead_letter_queue;
+        super::eventually("dead letters", || async {
+            (self.ready_messages(&channel, queue).await >= count).then_some(())
+        })
+        .await;
+        self.take_dead_letters().await
+    }
+
+    /// Wait until the broker has handed every request to a consumer.
+    pub async fn wait_for_request_queue_empty(&self) {
+        let channel = self.channel().await;
+        let queue = &self.topology.request_queue;
+        super::eventually("the request queue to drain", || async {
+            (self.ready_messages(&channel, queue).await == 0).then_some(())
+        })
+        .await;
+    }
+}
+
+#[derive(Debug)]
+pub struct DeadLetter {
+    pub code: Option<String>,
+    pub reason: Option<String>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceivedEvent {
+    pub routing_key: String,
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub persistent: bool,
+    pub raw: Vec<u8>,
+    pub json: Value,
+}
+
+impl ReceivedEvent {
+    pub fn request_id(&self) -> String {
+        self.json["request_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+pub struct EventTap {
+    _channel: Channel,
+    consumer: Consumer,
+    /// Every event received so far, in arrival order.
+    pub received: Vec<ReceivedEvent>,
+}
+
+impl EventTap {
+    /// Wait for the next event; `None` if none comes within `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<ReceivedEvent> {
+        let delivery = tokio::time::timeout(wait, self.consumer.next())
+            .await
+            .ok()??;
+        let delivery = delivery.expect("event delivery");
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .expect("ack event");
+        let event = ReceivedEvent {
+            routing_key: delivery.routing_key.to_string(),
+            message_id: delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(ToString::to_string),
+            correlation_id: delivery
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(ToString::to_string),
+            persistent: *delivery.properties.delivery_mode() == Some(2),
+            json: serde_json::from_slice(&delivery.data).expect("events are JSON"),
+            raw: delivery.data,
+        };
+        self.received.push(event.clone());
+        Some(event)
+    }
+
+    /// Wait for the event answering `request_id`, keeping the others.
+    pub async fn event_for(&mut self, request_id: Uuid) -> ReceivedEvent {
+        let wanted = request_id.to_string();
+        if let Some(event) = self
+            .received
+            .iter()
+            .find(|event| event.request_id() == wanted)
+        {
+            return event.clone();
+        }
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(event) = self.next_within(left).await else {
+                panic!("no event for request {wanted} within {PATIENCE:?}");
+            };
+            if event.request_id() == wanted {
+                return event;
+            }
+        }
+    }
+
+    /// Wait until `count` events in all have arrived.
+    pub async fn wait_for_count(&mut self, count: usize) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.received.len() < count {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if self.next_within(left).await.is_none() {
+                panic!(
+                    "only {} of {count} events arrived within {PATIENCE:?}",
+                    self.received.len()
+                );
+            }
+        }
+    }
+
+    /// Events received for one request.
+    pub fn for_request(&self, request_id: Uuid) -> Vec<&ReceivedEvent> {
+        let wanted = request_id.to_string();
+        self.received
+            .iter()
+            .filter(|event| event.request_id() == wanted)
+            .collect()
+    }
+}
