@@ -2,6 +2,7 @@
 //! variable behind it and a default that works against the local services.
 //! A bad value stops start-up with a message that names the variable.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -219,6 +220,16 @@ pub struct WorkerArgs {
           value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub outbox_batch_size: u16,
 
+    /// Port of the HTTP listener for /healthz, /readyz and /metrics, on all
+    /// interfaces; 0 turns the listener off.
+    #[arg(
+        long,
+        env = "HTTP_PORT",
+        value_name = "HTTP_PORT",
+        default_value_t = 9090
+    )]
+    pub http_port: u16,
+
     /// Create the database if missing and apply migrations before consuming.
     /// Turn off when a separate `migrate` job does it.
     #[arg(long, env = "RUN_MIGRATIONS", value_name = "RUN_MIGRATIONS", default_value_t = true,
@@ -256,6 +267,8 @@ pub struct RunSettings {
     pub topology: Topology,
     pub worker: WorkerSettings,
     pub run_migrations: bool,
+    /// Where to serve the HTTP endpoints; `None`: not at all.
+    pub http_address: Option<SocketAddr>,
 }
 
 impl RunSettings {
@@ -277,6 +290,8 @@ impl RunSettings {
                 outbox_batch_size: i64::from(worker.outbox_batch_size),
             },
             run_migrations: worker.run_migrations,
+            http_address: (worker.http_port != 0)
+                .then(|| SocketAddr::from(([0, 0, 0, 0], worker.http_port))),
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod observability;
 pub mod relay;
 pub mod retry;
 pub mod secret;

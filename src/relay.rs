@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::publish::{json_properties, publish_confirmed, PublishError};
 use crate::db::outbox::{self, PendingEvent};
 use crate::db::{DbError, DbPool};
+use crate::observability::metrics;
 use crate::retry::RetrySettings;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +69,10 @@ pub async fn publish_pending_batch(
         })
         .await;
     match result {
-        Ok(count) => Ok(count),
+        Ok(count) => {
+            metrics::events_published(count);
+            Ok(count)
+        }
         Err(BatchError::Query(error)) => Err(error.into()),
         Err(BatchError::Publish(error)) => Err(error.into()),
     }
@@ -145,6 +149,7 @@ impl Relay {
                         tracing::debug!("publish channel closed; the relay stops with its session");
                         return;
                     }
+                    metrics::retried("relay");
                     tracing::warn!(error = %error, "publishing outbox events failed; will retry");
                     backoff.next().unwrap_or(self.retry.max_delay)
                 }

@@ -4,6 +4,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ConfigError;
 use crate::config::{BrokerArgs, DatabaseArgs, RunSettings, WorkerArgs};
+use crate::observability;
 use crate::worker;
 
 pub async fn run(
@@ -16,7 +17,8 @@ pub async fn run(
         queue = %settings.topology.request_queue, prefetch = settings.worker.prefetch, "starting");
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    worker::run(settings, shutdown).await?;
+    let metrics = observability::metrics::install()?;
+    worker::run(settings, Some(metrics), shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }

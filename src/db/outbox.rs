@@ -64,3 +64,15 @@ pub async fn mark_published(
         .await
         .map(drop)
 }
+
+/// How many events wait to be published, and when the oldest was written.
+pub async fn backlog(conn: &mut AsyncPgConnection) -> QueryResult<(i64, Option<DateTime<Utc>>)> {
+    outbox_events::table
+        .filter(outbox_events::published_at.is_null())
+        .select((
+            diesel::dsl::count_star(),
+            diesel::dsl::min(outbox_events::created_at),
+        ))
+        .first(conn)
+        .await
+}

@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 
 use super::handle::{handle_delivery, HandlerContext};
 use crate::broker::BrokerSession;
+use crate::observability::Readiness;
 
 pub enum SessionEnd {
     /// The worker was told to stop; the consumer is cancelled.
@@ -21,6 +22,7 @@ pub async fn consume_session(
     session: &BrokerSession,
     context: &Arc<HandlerContext>,
     in_flight: &TaskTracker,
+    readiness: &Readiness,
 ) -> SessionEnd {
     let consumer_tag = format!("disconnect-worker-{}", uuid::Uuid::new_v4());
     let consumer = session
@@ -43,6 +45,7 @@ pub async fn consume_session(
         Ok(consumer) => consumer,
         Err(error) => return SessionEnd::Lost(format!("could not start consuming: {error}")),
     };
+    readiness.consuming();
     tracing::info!(queue = %context.topology.request_queue, "consuming requests");
     loop {
         tokio::select! {

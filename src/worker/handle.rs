@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use backon::Retryable;
 use lapin::message::Delivery;
@@ -16,7 +17,8 @@ use super::dead_letter::dead_letter;
 use super::WorkerSettings;
 use crate::broker::Topology;
 use crate::db::{DbError, DbPool};
-use crate::domain::DisconnectRequest;
+use crate::domain::{DisconnectRequest, Outcome};
+use crate::observability::metrics;
 use crate::service::{record_disconnect, Processed};
 
 /// What every delivery handler shares.
@@ -48,6 +50,8 @@ pub async fn handle_delivery(
 }
 
 async fn handle(context: &HandlerContext, publish_channel: &Channel, delivery: Delivery) {
+    let _in_flight = metrics::InFlight::start();
+    let received = Instant::now();
     let content_type = delivery
         .properties
         .content_type()
@@ -64,6 +68,8 @@ async fn handle(context: &HandlerContext, publish_channel: &Channel, delivery: D
             tracing::warn!(rejection.code = rejection.code.as_str(), rejection.detail = %rejection.detail,
                 "rejected a bad request; dead-lettering it");
             dead_letter(publish_channel, &context.topology, &delivery, &rejection).await;
+            metrics::dead_lettered(rejection.code.as_str());
+            metrics::request_settled("dead_lettered", received.elapsed());
             return;
         }
     };
@@ -85,6 +91,7 @@ async fn handle(context: &HandlerContext, publish_channel: &Channel, delivery: D
             if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
                 tracing::warn!(error = %error, "could not acknowledge a processed request; it will be redelivered and found done");
             }
+            record_outcome(&processed, received.elapsed());
         }
         Err(error) => {
             // Not committed: hand it back. The queue's delivery limit
@@ -98,7 +105,23 @@ async fn handle(context: &HandlerContext, publish_channel: &Channel, delivery: D
             if let Err(error) = delivery.acker.nack(requeue).await {
                 tracing::warn!(error = %error, "could not return the request; the broker redelivers it when the channel closes");
             }
+            metrics::request_settled("requeued", received.elapsed());
         }
+    }
+}
+
+fn record_outcome(processed: &Processed, elapsed: std::time::Duration) {
+    match processed {
+        Processed::Recorded { outcome, .. } => {
+            if let Outcome::Disconnected {
+                revoked_token_ids, ..
+            } = outcome
+            {
+                metrics::tokens_revoked(revoked_token_ids.len());
+            }
+            metrics::request_settled(outcome.as_str(), elapsed);
+        }
+        Processed::AlreadyProcessed { .. } => metrics::request_settled("duplicate", elapsed),
     }
 }
 
@@ -132,6 +155,7 @@ async fn process_with_retries(
             other_failures.fetch_add(1, Ordering::Relaxed) + 1 < context.settings.retry.max_attempts
         })
         .notify(|error, delay| {
+            metrics::retried("process");
             tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "processing failed; retrying");
         })
         .await

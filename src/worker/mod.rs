@@ -14,8 +14,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use metrics_exporter_prometheus::PrometheusHandle;
+
 use crate::broker::BrokerSession;
 use crate::config::RunSettings;
+use crate::db::{self, DbPool};
+use crate::observability::backlog::sample_outbox_backlog;
+use crate::observability::{http, metrics, Readiness};
 use crate::relay;
 use crate::retry::RetrySettings;
 use consume::{consume_session, SessionEnd};
@@ -36,11 +41,41 @@ pub struct WorkerSettings {
 
 /// Run until `shutdown` is cancelled, then stop gracefully: stop consuming,
 /// let in-flight requests finish, publish pending events, close. Returns an
-/// error if that does not fit in the grace period.
-pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let Some(pool) = startup::prepare_database(&settings, &shutdown).await? else {
-        return Ok(());
+/// error if that does not fit in the grace period. `metrics` is the handle
+/// `/metrics` renders, when the process installed a recorder.
+pub async fn run(
+    settings: RunSettings,
+    metrics: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    // Opens no connection yet: the pool works once the database answers.
+    let pool = db::connect(&settings.database)?;
+    let readiness = Arc::new(Readiness::new(pool.clone()));
+    let background = CancellationToken::new();
+    let http = match settings.http_address {
+        Some(address) => {
+            Some(http::serve(address, readiness.clone(), metrics, background.clone()).await?)
+        }
+        None => None,
     };
+    tokio::spawn(sample_outbox_backlog(pool.clone(), background.clone()));
+    let result = consume_until_shutdown(&settings, pool, &readiness, shutdown).await;
+    background.cancel();
+    if let Some(http) = http {
+        let _ = http.await;
+    }
+    result
+}
+
+async fn consume_until_shutdown(
+    settings: &RunSettings,
+    pool: DbPool,
+    readiness: &Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if !startup::prepare_database(settings, &shutdown).await? {
+        return Ok(());
+    }
     let context = Arc::new(HandlerContext {
         pool,
         settings: settings.worker.clone(),
@@ -52,7 +87,7 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> anyhow::
     // died still finishes its transaction before shutdown completes.
     let in_flight = TaskTracker::new();
     loop {
-        let Some(session) = startup::open_session(&settings, &shutdown).await else {
+        let Some(session) = startup::open_session(settings, &shutdown).await else {
             break;
         };
         let relay_stop = CancellationToken::new();
@@ -68,9 +103,10 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> anyhow::
             }
             .run(relay_stop.clone()),
         );
-        let end = consume_session(&session, &context, &in_flight).await;
+        let end = consume_session(&session, &context, &in_flight, readiness).await;
         match end {
             SessionEnd::Shutdown => {
+                readiness.not_consuming("shutting down");
                 let result = tokio::time::timeout(
                     settings.worker.shutdown_grace,
                     finish(&session, &context, &in_flight, relay_stop, relay_task),
@@ -87,6 +123,8 @@ pub async fn run(settings: RunSettings, shutdown: CancellationToken) -> anyhow::
                 };
             }
             SessionEnd::Lost(reason) => {
+                readiness.not_consuming("reconnecting");
+                metrics::broker_reconnected();
                 tracing::warn!(reason = %reason, "lost the broker session; reconnecting");
                 relay_stop.cancel();
                 let _ = relay_task.await;

@@ -6,14 +6,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::BrokerSession;
 use crate::config::RunSettings;
-use crate::db::{self, DbPool};
+use crate::db;
+use crate::observability::metrics;
 
-/// Create and migrate the database if asked, and build the pool. `None` if
-/// the worker was stopped first.
+/// Create and migrate the database if asked. `false` if the worker was
+/// stopped first.
 pub async fn prepare_database(
     settings: &RunSettings,
     shutdown: &CancellationToken,
-) -> anyhow::Result<Option<DbPool>> {
+) -> anyhow::Result<bool> {
     if settings.run_migrations {
         let url = &settings.database.url;
         let migrate = || async {
@@ -23,16 +24,17 @@ pub async fn prepare_database(
         let attempt = migrate
             .retry(settings.worker.retry.until_recovered())
             .notify(|error, delay| {
+                metrics::retried("migrate");
                 tracing::warn!(error = %format!("{error:#}"), retry_in_ms = delay.as_millis() as u64,
                     "database not ready; retrying");
             });
         let applied = tokio::select! {
-            () = shutdown.cancelled() => return Ok(None),
+            () = shutdown.cancelled() => return Ok(false),
             applied = attempt => applied?,
         };
         tracing::info!(migrations.applied = applied.len(), "database ready");
     }
-    Ok(Some(db::connect(&settings.database)?))
+    Ok(true)
 }
 
 /// Open a broker session (connect, declare the topology). `None` if the worker
@@ -51,6 +53,7 @@ pub async fn open_session(
     let attempt = open
         .retry(settings.worker.retry.until_recovered())
         .notify(|error, delay| {
+            metrics::retried("connect");
             tracing::warn!(error = %error, broker = %settings.amqp_url, retry_in_ms = delay.as_millis() as u64,
                 "broker not reachable; retrying");
         });

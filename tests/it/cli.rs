@@ -1,7 +1,7 @@
 //! The binary: the seed's example through `token issue`, `disconnect --wait`
 //! and `token introspect`; configuration errors; SIGTERM.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -9,16 +9,8 @@ use uuid::Uuid;
 
 use crate::support::TestContext;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_disconnect-worker");
-
-fn command(test: &TestContext, args: &[&str]) -> Command {
-    let mut command = Command::new(BINARY);
-    command.args(args).envs(test.binary_env());
-    command
-}
-
 fn run(test: &TestContext, args: &[&str]) -> Output {
-    let output = command(test, args).output().expect("running the binary");
+    let output = test.command(args).output().expect("running the binary");
     assert!(
         output.status.success(),
         "{args:?} failed: {}",
@@ -137,7 +129,8 @@ async fn a_bad_setting_stops_start_up_with_a_message_that_names_it() {
         ("DEAD_LETTER_QUEUE", "", "DEAD_LETTER_QUEUE"),
     ];
     for (variable, value, named) in cases {
-        let output = command(&test, &["run"])
+        let output = test
+            .command(&["run"])
             .env(variable, value)
             .output()
             .expect("run");
@@ -165,11 +158,7 @@ async fn sigterm_finishes_in_flight_work_publishes_events_and_exits_zero() {
                 .await,
         );
     }
-    let mut child = command(&test, &["run", "--run-migrations", "false"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting the worker");
+    let worker = test.spawn_worker_process(&[]);
     let mut events = test.event_tap().await;
     let channel = test.channel().await;
     let mut requests = Vec::new();
@@ -181,15 +170,8 @@ async fn sigterm_finishes_in_flight_work_publishes_events_and_exits_zero() {
     }
     // Wait until it is working, then stop it in the middle of the stream.
     events.event_for(requests[0]).await;
-    let pid = child.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || child.wait().expect("wait"))
-        .await
-        .expect("waiting for the worker");
+    worker.signal("TERM");
+    let status = worker.wait().await;
 
     assert_eq!(status.code(), Some(0), "a graceful stop exits 0");
     assert_eq!(

@@ -6,6 +6,7 @@ mod cli;
 mod concurrency;
 mod idempotency;
 mod isolation;
+mod observability;
 mod outbox;
 mod reconnect;
 mod seed_scenarios;

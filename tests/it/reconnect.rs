@@ -1,7 +1,5 @@
 //! The worker reconnects to RabbitMQ by itself after losing its connection.
 
-use std::net::ToSocketAddrs;
-
 use uuid::Uuid;
 
 use crate::support::proxy::Proxy;
@@ -10,23 +8,9 @@ use crate::support::{eventually, RunningWorker, TestContext};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_reconnects_after_its_broker_connection_is_cut_and_goes_on() {
     let test = TestContext::new().await;
-    let broker = url::Url::parse(&test.amqp_url).expect("url");
-    let upstream = (
-        broker.host_str().expect("host"),
-        broker.port().unwrap_or(5672),
-    )
-        .to_socket_addrs()
-        .expect("resolve")
-        .next()
-        .expect("an address");
-    let proxy = Proxy::start(upstream).await;
-    let mut through_proxy = broker.clone();
-    through_proxy
-        .set_port(Some(proxy.address.port()))
-        .expect("port");
-    through_proxy.set_host(Some("127.0.0.1")).expect("host");
-    let worker =
-        RunningWorker::spawn(test.run_settings_with(&test.database_url, through_proxy.as_str()));
+    let proxy = Proxy::for_url(&test.amqp_url, 5672).await;
+    let through_proxy = proxy.url_through(&test.amqp_url);
+    let worker = RunningWorker::spawn(test.run_settings_with(&test.database_url, &through_proxy));
     let mut events = test.event_tap().await;
     let channel = test.channel().await;
 

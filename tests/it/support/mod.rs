@@ -2,6 +2,7 @@
 //! and queue names on the shared servers, so tests run in parallel.
 
 pub mod broker;
+pub mod process;
 pub mod proxy;
 pub mod queries;
 pub mod services;
@@ -115,6 +116,7 @@ impl TestContext {
                 outbox_batch_size: 100,
             },
             run_migrations: false,
+            http_address: None,
         }
     }
 

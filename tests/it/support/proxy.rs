@@ -2,7 +2,8 @@
 //! drops every connection through it, as a network failure would, without
 //! touching the shared service itself.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -11,10 +12,34 @@ use tokio::task::JoinSet;
 pub struct Proxy {
     pub address: SocketAddr,
     links: Arc<Mutex<JoinSet<()>>>,
+    /// While set, new connections are closed at once: the service is unreachable.
+    refusing: Arc<AtomicBool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
+    /// A proxy to the host and port of a service URL (amqp:// or postgres://).
+    pub async fn for_url(url: &str, default_port: u16) -> Self {
+        let url = url::Url::parse(url).expect("service url");
+        let upstream = (
+            url.host_str().expect("host"),
+            url.port().unwrap_or(default_port),
+        )
+            .to_socket_addrs()
+            .expect("resolve")
+            .next()
+            .expect("an address");
+        Self::start(upstream).await
+    }
+
+    /// `url` with its host and port replaced by the proxy's.
+    pub fn url_through(&self, url: &str) -> String {
+        let mut url = url::Url::parse(url).expect("service url");
+        url.set_host(Some("127.0.0.1")).expect("host");
+        url.set_port(Some(self.address.port())).expect("port");
+        url.to_string()
+    }
+
     pub async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -22,8 +47,13 @@ impl Proxy {
         let address = listener.local_addr().expect("proxy address");
         let links = Arc::new(Mutex::new(JoinSet::new()));
         let accept_links = links.clone();
+        let refusing = Arc::new(AtomicBool::new(false));
+        let accept_refusing = refusing.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
+                if accept_refusing.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let Ok(mut server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
@@ -36,6 +66,7 @@ impl Proxy {
         Self {
             address,
             links,
+            refusing,
             accept,
         }
     }
@@ -43,6 +74,16 @@ impl Proxy {
     /// Drop every open connection; new ones are accepted as before.
     pub fn cut(&self) {
         self.links.lock().expect("proxy lock").abort_all();
+    }
+
+    /// Cut every connection and refuse new ones until [`Proxy::restore`].
+    pub fn go_down(&self) {
+        self.refusing.store(true, Ordering::SeqCst);
+        self.cut();
+    }
+
+    pub fn restore(&self) {
+        self.refusing.store(false, Ordering::SeqCst);
     }
 
     /// How many connections are open through the proxy now.

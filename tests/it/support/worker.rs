@@ -13,7 +13,7 @@ pub struct RunningWorker {
 impl RunningWorker {
     pub fn spawn(settings: RunSettings) -> Self {
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(worker::run(settings, shutdown.clone()));
+        let task = tokio::spawn(worker::run(settings, None, shutdown.clone()));
         Self {
             shutdown,
             task: Some(task),

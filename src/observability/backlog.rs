@@ -1,0 +1,30 @@
+//! Samples the outbox backlog into gauges: a growing backlog or an old
+//! pending event means events are not reaching consumers.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics;
+use crate::db::{outbox, DbPool};
+
+/// How often the backlog is measured.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+pub async fn sample_outbox_backlog(pool: DbPool, stop: CancellationToken) {
+    loop {
+        if let Ok(mut conn) = pool.get().await {
+            if let Ok((pending, oldest)) = outbox::backlog(&mut conn).await {
+                let age = oldest
+                    .and_then(|created| (Utc::now() - created).to_std().ok())
+                    .unwrap_or_default();
+                metrics::outbox_backlog(pending, age);
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(SAMPLE_INTERVAL) => {}
+        }
+    }
+}

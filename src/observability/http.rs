@@ -1,0 +1,74 @@
+//! The HTTP endpoints: `/healthz`, `/readyz`, `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::Readiness;
+
+#[derive(Clone)]
+struct AppState {
+    readiness: Arc<Readiness>,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// Bind the listener now (so a taken port fails start-up) and serve until
+/// `stop` is cancelled.
+pub async fn serve(
+    address: SocketAddr,
+    readiness: Arc<Readiness>,
+    metrics: Option<PrometheusHandle>,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| anyhow::anyhow!("HTTP_PORT: cannot listen on {address}: {error}"))?;
+    tracing::info!(http.address = %address, "serving /healthz, /readyz and /metrics");
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .with_state(AppState { readiness, metrics });
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(error = %error, "the HTTP listener failed");
+        }
+    }))
+}
+
+/// Alive: answering at all means the process and its runtime run.
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "alive" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.readiness.check().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "ready" })),
+        ),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "not_ready", "reason": reason })),
+        ),
+    }
+}
+
+async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = state
+        .metrics
+        .as_ref()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}

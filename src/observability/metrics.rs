@@ -1,0 +1,118 @@
+//! Metric names and the functions that record them, through the `metrics`
+//! facade; exposition in the Prometheus format is metrics-exporter-prometheus.
+//! Without an installed recorder (library use, in-process tests) every call
+//! is a no-op.
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Requests by outcome: `disconnected`, `unknown_token`,
+/// `already_disconnected`, `duplicate` (a request id seen before),
+/// `dead_lettered` (bad input), `requeued` (failed, handed back).
+pub const REQUESTS: &str = "disconnect_worker_requests_total";
+/// Dead-lettered requests by rejection code.
+pub const DEAD_LETTERS: &str = "disconnect_worker_dead_letters_total";
+pub const TOKENS_REVOKED: &str = "disconnect_worker_tokens_revoked_total";
+/// Seconds from receiving a delivery to settling it (ack or dead-letter).
+pub const PROCESSING_SECONDS: &str = "disconnect_worker_processing_seconds";
+/// Retries by operation: `process`, `relay`, `connect`, `migrate`.
+pub const RETRIES: &str = "disconnect_worker_retries_total";
+pub const BROKER_RECONNECTS: &str = "disconnect_worker_broker_reconnects_total";
+pub const EVENTS_PUBLISHED: &str = "disconnect_worker_events_published_total";
+pub const OUTBOX_PENDING: &str = "disconnect_worker_outbox_pending_events";
+pub const OUTBOX_OLDEST_AGE: &str = "disconnect_worker_outbox_oldest_pending_age_seconds";
+pub const IN_FLIGHT: &str = "disconnect_worker_in_flight_requests";
+
+/// Buckets for processing time: a commit takes milliseconds; retries during
+/// an outage take seconds.
+const PROCESSING_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Install the process-wide recorder; the handle renders `/metrics`.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(PROCESSING_SECONDS.into()),
+            &PROCESSING_BUCKETS,
+        )?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(REQUESTS, "Disconnect requests settled, by outcome.");
+    describe_counter!(
+        DEAD_LETTERS,
+        "Bad requests dead-lettered, by rejection code."
+    );
+    describe_counter!(TOKENS_REVOKED, "Access tokens revoked.");
+    describe_histogram!(
+        PROCESSING_SECONDS,
+        Unit::Seconds,
+        "Time from delivery to settlement."
+    );
+    describe_counter!(RETRIES, "Retries after a failure, by operation.");
+    describe_counter!(
+        BROKER_RECONNECTS,
+        "Broker sessions re-opened after losing one."
+    );
+    describe_counter!(EVENTS_PUBLISHED, "Outcome events confirmed by the broker.");
+    describe_gauge!(OUTBOX_PENDING, "Events committed but not yet published.");
+    describe_gauge!(
+        OUTBOX_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest unpublished event."
+    );
+    describe_gauge!(IN_FLIGHT, "Requests being processed now.");
+}
+
+pub fn request_settled(outcome: &'static str, elapsed: Duration) {
+    counter!(REQUESTS, "outcome" => outcome).increment(1);
+    histogram!(PROCESSING_SECONDS).record(elapsed.as_secs_f64());
+}
+
+pub fn dead_lettered(code: &'static str) {
+    counter!(DEAD_LETTERS, "code" => code).increment(1);
+}
+
+pub fn tokens_revoked(count: usize) {
+    counter!(TOKENS_REVOKED).increment(count as u64);
+}
+
+pub fn retried(operation: &'static str) {
+    counter!(RETRIES, "operation" => operation).increment(1);
+}
+
+pub fn broker_reconnected() {
+    counter!(BROKER_RECONNECTS).increment(1);
+}
+
+pub fn events_published(count: usize) {
+    counter!(EVENTS_PUBLISHED).increment(count as u64);
+}
+
+pub fn outbox_backlog(pending: i64, oldest_age: Duration) {
+    gauge!(OUTBOX_PENDING).set(pending as f64);
+    gauge!(OUTBOX_OLDEST_AGE).set(oldest_age.as_secs_f64());
+}
+
+/// Counts a request in flight for as long as it lives.
+pub struct InFlight;
+
+impl InFlight {
+    pub fn start() -> Self {
+        gauge!(IN_FLIGHT).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        gauge!(IN_FLIGHT).decrement(1.0);
+    }
+}

@@ -1,0 +1,66 @@
+//! Readiness: ready when the database answers and the consumer is active.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use diesel_async::RunQueryDsl;
+
+use crate::db::DbPool;
+
+/// How long a readiness probe waits for the database.
+const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Shared between the consume loop (which says whether it is consuming) and
+/// the `/readyz` handler.
+pub struct Readiness {
+    pool: DbPool,
+    /// `None` while consuming; otherwise why not (starting, reconnecting, ...).
+    broker_problem: Mutex<Option<&'static str>>,
+}
+
+impl Readiness {
+    pub fn new(pool: DbPool) -> Self {
+        Self {
+            pool,
+            broker_problem: Mutex::new(Some("starting")),
+        }
+    }
+
+    pub fn consuming(&self) {
+        self.set_broker_problem(None);
+    }
+
+    pub fn not_consuming(&self, why: &'static str) {
+        self.set_broker_problem(Some(why));
+    }
+
+    fn set_broker_problem(&self, problem: Option<&'static str>) {
+        if let Ok(mut slot) = self.broker_problem.lock() {
+            *slot = problem;
+        }
+    }
+
+    /// `Ok` when ready; otherwise a short reason for the probe's body.
+    pub async fn check(&self) -> Result<(), String> {
+        let problem = self
+            .broker_problem
+            .lock()
+            .map(|slot| *slot)
+            .unwrap_or(Some("unknown"));
+        if let Some(problem) = problem {
+            return Err(format!("broker: {problem}"));
+        }
+        let ping = async {
+            let mut conn = self.pool.get().await.map_err(|error| error.to_string())?;
+            diesel::sql_query("SELECT 1")
+                .execute(&mut conn)
+                .await
+                .map_err(|error| error.to_string())
+        };
+        match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err("database: not answering".into()),
+            Err(_) => Err("database: timed out".into()),
+        }
+    }
+}
