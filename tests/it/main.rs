@@ -4,10 +4,12 @@
 mod bad_input;
 mod cli;
 mod concurrency;
+mod database_outage;
 mod idempotency;
 mod isolation;
 mod observability;
 mod outbox;
 mod reconnect;
+mod secrets;
 mod seed_scenarios;
 mod support;

@@ -1,0 +1,64 @@
+//! Postgres going away: the worker retries, acknowledges nothing it could not
+//! commit, reports not-ready, and recovers when Postgres is back.
+
+use uuid::Uuid;
+
+use crate::support::proxy::Proxy;
+use crate::support::{eventually, TestContext};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_wait_out_a_database_outage_and_are_processed_once_it_ends() {
+    let test = TestContext::new().await;
+    let token = test.issue("app", "company-c", "gusto", "user-a").await;
+    let proxy = Proxy::for_url(&test.database_url, 5432).await;
+    let through_proxy = proxy.url_through(&test.database_url);
+    let worker = test.spawn_worker_process(&[("DATABASE_URL", &through_proxy)]);
+    let mut events = test.event_tap().await;
+    eventually("ready", || async {
+        (worker.get("/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+
+    proxy.go_down();
+    let request = test
+        .request_disconnect(&test.channel().await, Uuid::new_v4(), token.token.expose())
+        .await;
+    let body = eventually("not ready", || async {
+        let (status, body) = worker.get("/readyz").await?;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(
+        body.contains("database"),
+        "the reason names the database: {body}"
+    );
+    eventually("a database retry", || async {
+        let (_, metrics) = worker.get("/metrics").await?;
+        metrics
+            .contains("disconnect_worker_retries_total{operation=\"process\"}")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        test.outcome_of(request).await,
+        None,
+        "nothing is committed during the outage"
+    );
+    assert!(test.is_active(&token).await);
+
+    proxy.restore();
+    let event = events.event_for(request).await;
+
+    assert_eq!(event.routing_key, "connection.disconnected");
+    assert!(!test.is_active(&token).await);
+    eventually("ready again", || async {
+        (worker.get("/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    let (_, metrics) = worker.get("/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains("disconnect_worker_requests_total{outcome=\"disconnected\"} 1"),
+        "processed once, not requeued: {metrics}"
+    );
+    assert!(!metrics.contains("outcome=\"requeued\""), "{metrics}");
+}
