@@ -44,6 +44,20 @@ impl BrokerSession {
         })
     }
 
+    /// What is wrong with the session, if anything: the connection or one of
+    /// its channels is no longer usable.
+    pub fn problem(&self) -> Option<&'static str> {
+        if !self.connection.status().connected() {
+            Some("the connection closed")
+        } else if !self.consume_channel.status().connected() {
+            Some("the consume channel closed")
+        } else if !self.publish_channel.status().connected() {
+            Some("the publish channel closed")
+        } else {
+            None
+        }
+    }
+
     /// Close politely; errors are ignored because the connection may already
     /// be gone.
     pub async fn close(&self) {

@@ -1,6 +1,7 @@
 //! The consume loop of one broker session.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
@@ -10,6 +11,12 @@ use tokio_util::task::TaskTracker;
 use super::handle::{handle_delivery, HandlerContext};
 use crate::broker::BrokerSession;
 use crate::observability::Readiness;
+
+/// How often the session checks its publish channel. The broker closes a
+/// channel on a protocol error (a publish to a missing exchange, say); the
+/// consumer stream would not notice a closed publish channel, and without it
+/// no event or dead letter could be sent until the next reconnect.
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 pub enum SessionEnd {
     /// The worker was told to stop; the consumer is cancelled.
@@ -47,6 +54,7 @@ pub async fn consume_session(
     };
     readiness.consuming();
     tracing::info!(queue = %context.topology.request_queue, "consuming requests");
+    let mut health_check = tokio::time::interval(HEALTH_CHECK_INTERVAL);
     loop {
         tokio::select! {
             biased;
@@ -69,6 +77,11 @@ pub async fn consume_session(
                 }
                 Some(Err(error)) => return SessionEnd::Lost(error.to_string()),
                 None => return SessionEnd::Lost("the broker cancelled the consumer".into()),
+            },
+            _ = health_check.tick() => {
+                if let Some(problem) = session.problem() {
+                    return SessionEnd::Lost(problem.into());
+                }
             }
         }
     }

@@ -38,3 +38,66 @@ async fn the_worker_reconnects_after_its_broker_connection_is_cut_and_goes_on() 
         .await
         .expect("a clean stop after reconnecting");
 }
+
+/// A publish to a missing exchange makes the broker close the channel: the
+/// worker notices, opens a new session, declares its topology again (so the
+/// exchange exists again) and publishes the pending event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_recovers_when_the_broker_closes_its_channel_and_declares_its_topology_again() {
+    let test = TestContext::new().await;
+    let _worker = test.spawn_worker();
+    let channel = test.channel().await;
+    let mut events = test.event_tap().await;
+    let first = test.issue("app", "company-c", "gusto", "user-a").await;
+    let request = test
+        .request_disconnect(&channel, Uuid::new_v4(), first.token.expose())
+        .await;
+    events.event_for(request).await;
+
+    channel
+        .exchange_delete(
+            test.topology.event_exchange.as_str().into(),
+            Default::default(),
+        )
+        .await
+        .expect("deleting the event exchange");
+    let second = test.issue("app", "company-d", "gusto", "user-a").await;
+    let orphan = test
+        .request_disconnect(&channel, Uuid::new_v4(), second.token.expose())
+        .await;
+
+    assert_eq!(
+        eventually("the request to be committed", || test.outcome_of(orphan)).await,
+        "disconnected"
+    );
+    eventually("the event exchange declared again", || async {
+        // A passive declare of a missing exchange closes the channel: use a fresh one.
+        let probe = test.channel().await;
+        probe
+            .exchange_declare(
+                test.topology.event_exchange.as_str().into(),
+                lapin::ExchangeKind::Topic,
+                lapin::options::ExchangeDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .ok()
+    })
+    .await;
+    eventually("the pending event published", || async {
+        (test.unpublished_event_count().await == 0).then_some(())
+    })
+    .await;
+    let mut events = test.event_tap().await;
+    let third = test.issue("app", "company-e", "gusto", "user-a").await;
+    let later = test
+        .request_disconnect(&channel, Uuid::new_v4(), third.token.expose())
+        .await;
+    assert_eq!(
+        events.event_for(later).await.routing_key,
+        "connection.disconnected"
+    );
+}
