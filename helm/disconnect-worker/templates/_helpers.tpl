@@ -1,0 +1,129 @@
+{{/*
+Chart name, truncated to 63 characters because some Kubernetes name fields
+are limited to that (DNS label).
+*/}}
+{{- define "disconnect-worker.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name: the release name, plus the chart name unless the
+release name already contains it.
+*/}}
+{{- define "disconnect-worker.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label ("+" is not allowed in
+label values).
+*/}}
+{{- define "disconnect-worker.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "disconnect-worker.labels" -}}
+helm.sh/chart: {{ include "disconnect-worker.chart" . }}
+{{ include "disconnect-worker.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Selector labels shared by the worker and the migration pods (the
+NetworkPolicy selects both). Never change them: Deployment selectors are
+immutable.
+*/}}
+{{- define "disconnect-worker.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "disconnect-worker.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Selector labels of the worker pods only. The component label keeps the
+migration Job's pod out of the Service, the PDB and the autoscalers.
+*/}}
+{{- define "disconnect-worker.workerSelectorLabels" -}}
+{{ include "disconnect-worker.selectorLabels" . }}
+app.kubernetes.io/component: worker
+{{- end }}
+
+{{/*
+ServiceAccount the worker runs as.
+*/}}
+{{- define "disconnect-worker.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "disconnect-worker.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Image reference: a digest pins the image exactly and wins over the tag.
+*/}}
+{{- define "disconnect-worker.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the Secret holding DATABASE_URL and AMQP_URL, and its keys.
+*/}}
+{{- define "disconnect-worker.secretName" -}}
+{{- default (include "disconnect-worker.fullname" .) .Values.existingSecret }}
+{{- end }}
+
+{{- define "disconnect-worker.databaseUrlKey" -}}
+{{- ternary .Values.existingSecretKeys.databaseUrl "DATABASE_URL" (ne .Values.existingSecret "") }}
+{{- end }}
+
+{{- define "disconnect-worker.amqpUrlKey" -}}
+{{- ternary .Values.existingSecretKeys.amqpUrl "AMQP_URL" (ne .Values.existingSecret "") }}
+{{- end }}
+
+{{/*
+Seconds Kubernetes waits between SIGTERM and SIGKILL. The worker drains for up
+to config.shutdownGraceSecs; killing it sooner would abandon in-flight
+requests (redelivered later, but counted against the delivery limit).
+*/}}
+{{- define "disconnect-worker.terminationGracePeriodSeconds" -}}
+{{- $grace := int .Values.config.shutdownGraceSecs }}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- add $grace 10 }}
+{{- else if le (int .Values.terminationGracePeriodSeconds) $grace }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be longer than config.shutdownGraceSecs (%d), or the worker is killed while it drains" (int .Values.terminationGracePeriodSeconds) $grace) }}
+{{- else }}
+{{- int .Values.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks across values that values.schema.json cannot express.
+*/}}
+{{- define "disconnect-worker.validate" -}}
+{{- if and .Values.keda.enabled .Values.autoscaling.enabled }}
+{{- fail "keda.enabled and autoscaling.enabled cannot both be true: two autoscalers would fight over the Deployment's replicas. Enable one." }}
+{{- end }}
+{{- if and (not .Values.existingSecret) (or (not .Values.secret.databaseUrl) (not .Values.secret.amqpUrl)) }}
+{{- fail "secret.databaseUrl and secret.amqpUrl are required (or set existingSecret to a Secret holding DATABASE_URL and AMQP_URL)" }}
+{{- end }}
+{{- if gt (int .Values.config.retryMinDelayMs) (int .Values.config.retryMaxDelayMs) }}
+{{- fail "config.retryMinDelayMs must not exceed config.retryMaxDelayMs (the worker refuses to start otherwise)" }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,184 @@
+"""Render helm/disconnect-worker with Helm's own engine and validate the result.
+
+helm-python-sdk embeds Helm's Go library (libhelm_c), so these tests exercise
+the same template engine and values-schema validation as `helm install`,
+without a helm binary or a cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+
+CHART_DIR = Path(__file__).resolve().parents[2] / "helm" / "disconnect-worker"
+RELEASE = "dw"
+NAMESPACE = "payments"
+
+# The oldest Kubernetes the chart claims to support (Chart.yaml kubeVersion)
+# and the newest one whose schemas kubernetes-validate ships.
+KUBE_VERSIONS = ("1.25.0", "1.37.0")
+
+# Custom resources: the Kubernetes OpenAPI schemas do not describe them, so
+# kubernetes-validate has nothing to check them against. Their shape is
+# asserted by dedicated tests instead.
+CRD_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication"}
+
+# Distinctive fake credentials: finding these strings anywhere but in a
+# Secret means the chart leaked a credential.
+DB_PASSWORD = "s3cr3t-db"
+AMQP_PASSWORD = "s3cr3t-mq"
+DATABASE_URL = f"postgres://u:{DB_PASSWORD}@db/x"
+AMQP_URL = f"amqps://u:{AMQP_PASSWORD}@mq:5671/%2f"
+CREDENTIALS = {"secret": {"databaseUrl": DATABASE_URL, "amqpUrl": AMQP_URL}}
+
+EXISTING_SECRET = {
+    "existingSecret": "dw-credentials",
+    "existingSecretKeys": {"databaseUrl": "pg-url", "amqpUrl": "rabbit-url"},
+}
+
+# Every environment variable the worker reads (README "Configuration").
+PROGRAM_ENV = {
+    "DATABASE_URL", "AMQP_URL", "DATABASE_POOL_SIZE", "REQUEST_EXCHANGE",
+    "REQUEST_QUEUE", "REQUEST_ROUTING_KEY", "DEAD_LETTER_EXCHANGE",
+    "DEAD_LETTER_QUEUE", "EVENT_EXCHANGE", "DELIVERY_LIMIT", "PREFETCH",
+    "MAX_REQUEST_BYTES", "RETRY_MIN_DELAY_MS", "RETRY_MAX_DELAY_MS",
+    "RETRY_MAX_ATTEMPTS", "SHUTDOWN_GRACE_SECS", "OUTBOX_POLL_MS",
+    "OUTBOX_BATCH_SIZE", "RUN_MIGRATIONS", "LOG_FORMAT", "RUST_LOG", "HTTP_PORT",
+}
+SECRET_ENV = {"DATABASE_URL", "AMQP_URL"}
+
+
+def merge(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge value layers, later ones winning (as repeated -f files do)."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
+# The value sets every generic test (lint, schemas, no leaked credential) runs on.
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "defaults": CREDENTIALS,
+    "existing-secret": EXISTING_SECRET,
+    "keda": merge(CREDENTIALS, {"keda": {"enabled": True}}),
+    "keda-existing-secret": merge(EXISTING_SECRET, {"keda": {"enabled": True}}),
+    "service-monitor": merge(CREDENTIALS, {"serviceMonitor": {"enabled": True}}),
+    "network-policy": merge(CREDENTIALS, {"networkPolicy": {
+        "enabled": True,
+        "ingressFrom": [{"namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        "egress": {"enabled": True, "rules": [
+            {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}],
+             "ports": [{"port": 5432}, {"port": 5671}]},
+        ]},
+    }}),
+    "hpa": merge(CREDENTIALS, {"autoscaling": {"enabled": True}}),
+    "no-migrations": merge(CREDENTIALS, {"migrations": {"enabled": False}}),
+    "no-optional-extras": merge(CREDENTIALS, {
+        "serviceAccount": {"create": False},
+        "podDisruptionBudget": {"enabled": False},
+        "topologySpreadConstraints": [],
+        "resources": {},
+    }),
+    "customised": merge(EXISTING_SECRET, {
+        "image": {"repository": "registry.example/dw", "digest": "sha256:" + "ab" * 32},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}],
+        "podLabels": {"team": "payments"},
+        "podAnnotations": {"example.com/owner": "payments"},
+        "priorityClassName": "high",
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "workers",
+                         "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}]}}},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "networkPolicy": {"enabled": True},
+    }),
+}
+
+
+@lru_cache(maxsize=1)
+def _chart() -> helm.Chart:
+    # Loaded once per test run; charts are immutable, so sharing is safe.
+    return helm.Chart.load(CHART_DIR)
+
+
+def default_values() -> dict[str, Any]:
+    """values.yaml as Helm reads it."""
+    return _chart().values
+
+
+def render_files(values: dict[str, Any] | None = None) -> dict[str, str]:
+    """Template path -> rendered text, exactly as `helm template` produces it."""
+    return _chart().render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every Kubernetes object the chart renders for these values."""
+    objects = []
+    for path, text in render_files(values).items():
+        if path.endswith("NOTES.txt"):
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return objects
+
+
+def render_error(values: dict[str, Any]) -> str:
+    """The message Helm refuses these values with (the test fails if it accepts them)."""
+    try:
+        render_files(values)
+    except (helm.HelmValuesError, helm.HelmRenderError) as error:
+        return str(error)
+    raise AssertionError(f"the chart accepted values it should refuse: {values}")
+
+
+def one(objects: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[str, Any]:
+    """The single object of this kind (whose name ends with name_suffix)."""
+    found = [o for o in objects
+             if o["kind"] == kind and o["metadata"]["name"].endswith(name_suffix)]
+    assert len(found) == 1, f"expected one {kind}*{name_suffix}, found {len(found)}"
+    return found[0]
+
+
+def kinds(objects: list[dict[str, Any]]) -> list[str]:
+    return sorted(o["kind"] for o in objects)
+
+
+def validate_strict(obj: dict[str, Any], kube_version: str) -> None:
+    """Check an object against Kubernetes' schemas, unknown fields refused."""
+    what = f"{obj['kind']}/{obj['metadata']['name']} on Kubernetes {kube_version}"
+    try:
+        kubernetes_validate.validate(obj, kube_version, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        # The library's own message quotes the whole schema: keep the point.
+        where = ".".join(str(part) for part in error.path)
+        raise AssertionError(f"{what}: {where}: {error.message}") from None
+    except kubernetes_validate.SchemaNotFoundError as error:
+        raise AssertionError(f"{what}: {error.message}") from None
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    containers = pod_spec(workload)["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def env(workload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Container env by name (the EnvVar objects)."""
+    return {e["name"]: e for e in container(workload).get("env", [])}

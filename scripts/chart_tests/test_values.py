@@ -1,0 +1,99 @@
+"""helm lint, values.schema.json, and the documentation of values.yaml."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import helm_python as helm
+import jsonschema
+import pytest
+
+from chart import CHART_DIR, CREDENTIALS, KUBE_VERSIONS, SCENARIOS, merge, render_error
+
+WARNING = 2  # lint severities: 1 info, 2 warning, 3 error
+
+
+@pytest.mark.parametrize("scenario", ["no values"] + sorted(SCENARIOS))
+def test_helm_lint_is_clean(scenario):
+    values = SCENARIOS.get(scenario)
+    for kube_version in KUBE_VERSIONS:
+        report = helm.lint(CHART_DIR, values, strict=True, kube_version=f"v{kube_version}")
+        problems = [m for m in report["messages"] if m["severity"] >= WARNING]
+        assert not report["errors"] and not problems, report
+
+
+def test_schema_is_a_valid_draft_07_schema():
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+
+
+@pytest.mark.parametrize("values, where, why", [
+    ({"replicaCount": -1}, "/replicaCount", "minimum"),
+    ({"replicaCount": "two"}, "/replicaCount", "integer"),
+    ({"config": {"logFormat": "xml"}}, "/config/logFormat", "'text', 'json'"),
+    ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", "'Always'"),
+    ({"config": {"prefetch": 0}}, "/config/prefetch", "minimum"),
+    ({"config": {"prefetch": "32"}}, "/config/prefetch", "integer"),
+    ({"config": {"requestQueue": "amq.requests"}}, "/config/requestQueue", ""),
+    ({"config": {"prefech": 8}}, "/config", "prefech"),
+    ({"migrations": {"enabled": "yes"}}, "/migrations/enabled", "boolean"),
+    ({"secret": {"databaseUrl": "mysql://u:p@h/x"}}, "/secret/databaseUrl", ""),
+    ({"terminationGracePeriodSeconds": 0}, "/terminationGracePeriodSeconds", "minimum"),
+    ({"podDisruptionBudget": {"maxUnavailable": "half"}}, "/podDisruptionBudget/maxUnavailable", ""),
+    ({"unknownTopLevel": True}, "", "unknownTopLevel"),
+])
+def test_schema_refuses_bad_values_and_says_where(values, where, why):
+    message = render_error(merge(CREDENTIALS, values))
+    assert "don't meet the specifications of the schema" in message
+    assert f"at '{where}'" in message, message
+    assert why in message, message
+
+
+def test_retry_delays_must_be_ordered():
+    message = render_error(merge(CREDENTIALS, {"config": {
+        "retryMinDelayMs": 5000, "retryMaxDelayMs": 1000}}))
+    assert "retryMinDelayMs must not exceed config.retryMaxDelayMs" in message
+
+
+KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z][A-Za-z0-9]*):")
+
+
+def test_every_value_is_documented_and_in_the_schema():
+    """Each value operators set has a comment right above it.
+
+    Nested maps that the schema describes key by key (image, config, ...) are
+    groups: their own keys carry the comments. A key whose value is free-form
+    (resources, podSecurityContext, ...) is commented once, as a whole.
+    """
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    lines = (CHART_DIR / "values.yaml").read_text().splitlines()
+    stack: list[tuple[int, str, dict]] = []  # (indent, key, schema node)
+    seen = set()
+    for number, line in enumerate(lines):
+        match = KEY.match(line)
+        if not match:
+            continue
+        indent = len(match["indent"])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        parent = stack[-1][2] if stack else schema
+        if "properties" not in parent:
+            continue  # inside a free-form default value
+        path = ".".join([k for _, k, _ in stack] + [match["key"]])
+        assert match["key"] in parent["properties"], f"{path} is not in values.schema.json"
+        node = parent["properties"][match["key"]]
+        node = resolve(schema, node)
+        seen.add(path)
+        stack.append((indent, match["key"], node))
+        if "properties" in node:
+            continue  # a group
+        above = lines[number - 1].strip() if number else ""
+        assert above.startswith("#"), f"values.yaml line {number + 1}: {path} has no comment"
+    assert {"replicaCount", "config.prefetch", "keda.queueLength"} <= seen
+
+
+def resolve(schema: dict, node: dict) -> dict:
+    if "$ref" in node:
+        return schema["definitions"][node["$ref"].rsplit("/", 1)[1]]
+    return node
