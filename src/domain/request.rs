@@ -350,3 +350,95 @@ mod tests {
         }
     }
 }
+
+/// The decoder's fuzz target. cargo-fuzz needs a nightly toolchain, which
+/// this project's machines do not have; proptest runs on stable, in every
+/// test run, and shrinks what it finds.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LIMIT: usize = 16 * 1024;
+
+    /// JSON values up to a few levels deep, with keys the decoder knows.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            ".{0,64}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("request_id".to_string()),
+                        Just("access_token".to_string()),
+                        Just("requested_at".to_string()),
+                        Just("requested_by".to_string()),
+                        Just("reason".to_string()),
+                        ".{0,8}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..512),
+                                       content_type in prop::option::of(".{0,32}")) {
+            let _ = DisconnectRequest::decode(&body, content_type.as_deref(), LIMIT);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics_and_rejections_never_quote_strings(value in json_value()) {
+            let body = serde_json::to_vec(&value).unwrap_or_default();
+            if let Err(rejection) = DisconnectRequest::decode(&body, None, LIMIT) {
+                let text = rejection.to_string();
+                let mut strings = Vec::new();
+                collect_strings(&value, &mut strings);
+                // Our own field names may be named; nothing the sender wrote may.
+                const FIELDS: [&str; 5] = ["request_id", "access_token", "requested_at", "requested_by", "reason"];
+                for string in strings.iter().filter(|s| s.len() >= 8 && !FIELDS.contains(&s.as_str())) {
+                    prop_assert!(!text.contains(string.as_str()), "{text} quotes {string}");
+                }
+            }
+        }
+
+        #[test]
+        fn well_formed_requests_with_any_token_text_decode_or_are_rejected_cleanly(token in ".{0,600}") {
+            let body = serde_json::json!({
+                "request_id": "0b6f7a52-8d0e-4c53-9d7e-3f4f0f3c1a77",
+                "access_token": token,
+            });
+            let body = serde_json::to_vec(&body).unwrap_or_default();
+            match DisconnectRequest::decode(&body, Some("application/json"), LIMIT) {
+                Ok(request) => prop_assert_eq!(request.access_token.expose(), token.as_str()),
+                Err(rejection) => prop_assert_eq!(rejection.code, RejectionCode::InvalidField),
+            }
+        }
+    }
+
+    fn collect_strings(value: &serde_json::Value, into: &mut Vec<String>) {
+        match value {
+            serde_json::Value::String(text) => into.push(text.clone()),
+            serde_json::Value::Array(items) => {
+                items.iter().for_each(|item| collect_strings(item, into))
+            }
+            serde_json::Value::Object(map) => map.iter().for_each(|(key, item)| {
+                into.push(key.clone());
+                collect_strings(item, into);
+            }),
+            _ => {}
+        }
+    }
+}

@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod concurrency;
 mod database_outage;
+mod faults;
 mod idempotency;
 mod isolation;
 mod observability;

@@ -7,6 +7,7 @@ pub mod proxy;
 pub mod queries;
 pub mod services;
 pub mod worker;
+pub mod workload;
 
 use std::future::Future;
 use std::time::Duration;
