@@ -175,3 +175,23 @@ async fn tokens_issued_from_several_processes_during_a_disconnect_are_never_left
     }
     assert_eq!(test.active_tokens_on_disconnected_connections().await, 0);
 }
+
+/// A broker connection that goes silent (no close, no bytes) is found dead
+/// by the AMQP heartbeat, replaced, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_broker_connection_is_detected_by_heartbeats_and_replaced() {
+    let test = TestContext::new().await;
+    let workload = Workload::prepare(&test, 600, 2).await;
+    let proxy = Proxy::for_url(&test.amqp_url, 5672).await;
+    // A short heartbeat so the dead path is noticed in seconds, not minutes.
+    let mut url = url::Url::parse(&proxy.url_through(&test.amqp_url)).expect("url");
+    url.query_pairs_mut().append_pair("heartbeat", "1");
+    let _worker = RunningWorker::spawn(test.run_settings_with(&test.database_url, url.as_str()));
+    let mut events = test.event_tap().await;
+    workload.publish(&test).await;
+
+    wait_for_progress(&test, 150).await;
+    proxy.stall();
+
+    test.assert_invariants(&workload, &mut events).await;
+}

@@ -6,6 +6,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -14,6 +16,8 @@ pub struct Proxy {
     links: Arc<Mutex<JoinSet<()>>>,
     /// While set, new connections are closed at once: the service is unreachable.
     refusing: Arc<AtomicBool>,
+    /// One flag per link opened so far: set, the link stops moving bytes.
+    stalls: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -48,17 +52,29 @@ impl Proxy {
         let links = Arc::new(Mutex::new(JoinSet::new()));
         let accept_links = links.clone();
         let refusing = Arc::new(AtomicBool::new(false));
+        let stalls: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+        let accept_stalls = stalls.clone();
         let accept_refusing = refusing.clone();
         let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if accept_refusing.load(Ordering::SeqCst) {
                     continue;
                 }
-                let Ok(mut server) = TcpStream::connect(upstream).await else {
+                let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
+                let stalled = Arc::new(AtomicBool::new(false));
+                accept_stalls
+                    .lock()
+                    .expect("proxy lock")
+                    .push(stalled.clone());
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
                 let link = async move {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    tokio::join!(
+                        pump(client_read, server_write, stalled.clone()),
+                        pump(server_read, client_write, stalled),
+                    );
                 };
                 accept_links.lock().expect("proxy lock").spawn(link);
             }
@@ -67,6 +83,7 @@ impl Proxy {
             address,
             links,
             refusing,
+            stalls,
             accept,
         }
     }
@@ -80,6 +97,14 @@ impl Proxy {
     pub fn go_down(&self) {
         self.refusing.store(true, Ordering::SeqCst);
         self.cut();
+    }
+
+    /// Freeze every open connection: nothing moves and nothing closes, as
+    /// with a dead network path. New connections work normally.
+    pub fn stall(&self) {
+        for stalled in self.stalls.lock().expect("proxy lock").drain(..) {
+            stalled.store(true, Ordering::SeqCst);
+        }
     }
 
     pub fn restore(&self) {
@@ -98,5 +123,22 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.accept.abort();
         self.cut();
+    }
+}
+
+/// Copy bytes one way until either side closes; once `stalled`, hold them.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, stalled: Arc<AtomicBool>) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        if stalled.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
     }
 }
