@@ -181,6 +181,19 @@ pub struct WorkerArgs {
           value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 
+    /// Most requests processed in one database transaction (and acknowledged
+    /// after its commit). A batch is made of unacknowledged deliveries, so
+    /// PREFETCH caps it too.
+    #[arg(long, env = "BATCH_SIZE", value_name = "BATCH_SIZE", default_value_t = 32,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub batch_size: u16,
+
+    /// Milliseconds a batch waits for more requests before it is processed;
+    /// 0 takes only those already received, so a lone request is never delayed.
+    #[arg(long, env = "BATCH_LINGER_MS", value_name = "BATCH_LINGER_MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub batch_linger_ms: u64,
+
     /// Largest request body accepted; larger ones are dead-lettered.
     #[arg(long, env = "MAX_REQUEST_BYTES", value_name = "MAX_REQUEST_BYTES", default_value_t = 16 * 1024,
           value_parser = clap::value_parser!(u32).range(64..=(64 * 1024 * 1024)))]
@@ -283,6 +296,8 @@ impl RunSettings {
             topology: broker.topology()?,
             worker: WorkerSettings {
                 prefetch: worker.prefetch,
+                batch_size: usize::from(worker.batch_size.min(worker.prefetch)),
+                batch_linger: Duration::from_millis(worker.batch_linger_ms),
                 max_request_bytes: worker.max_request_bytes as usize,
                 retry: worker.retry()?,
                 shutdown_grace: Duration::from_secs(worker.shutdown_grace_secs),

@@ -36,14 +36,20 @@ impl ConnectionRow {
     }
 }
 
-/// Lock one connection row for the rest of the transaction. Every change to a
-/// connection or to the set of its tokens takes this lock first.
-pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<ConnectionRow> {
+/// Lock connection rows for the rest of the transaction. Every change to a
+/// connection or to the set of its tokens takes this lock first. Rows are
+/// locked in id order, so two transactions locking overlapping sets cannot
+/// deadlock.
+pub async fn lock_many(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+) -> QueryResult<Vec<ConnectionRow>> {
     connections::table
-        .find(id)
+        .filter(connections::id.eq_any(ids))
+        .order(connections::id)
         .select(ConnectionRow::as_select())
         .for_update()
-        .first(conn)
+        .load(conn)
         .await
 }
 
@@ -90,20 +96,26 @@ pub async fn insert_active(
     Ok((inserted == 1).then_some(id))
 }
 
-/// Mark a locked connection disconnected by `request_id`.
+/// Mark locked connections disconnected, each by its request: (connection
+/// id, request id) pairs, in one statement.
 pub async fn mark_disconnected(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
-    request_id: Uuid,
+    disconnections: &[(Uuid, Uuid)],
     at: DateTime<Utc>,
 ) -> QueryResult<()> {
-    diesel::update(connections::table.find(id))
-        .set((
-            connections::status.eq(DISCONNECTED),
-            connections::disconnected_at.eq(at),
-            connections::disconnected_by_request.eq(request_id),
-        ))
-        .execute(conn)
-        .await
-        .map(drop)
+    use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
+    let (connection_ids, request_ids): (Vec<Uuid>, Vec<Uuid>) =
+        disconnections.iter().copied().unzip();
+    diesel::sql_query(
+        "UPDATE connections AS c \
+         SET status = 'disconnected', disconnected_at = $3, disconnected_by_request = v.request_id \
+         FROM unnest($1::uuid[], $2::uuid[]) AS v (connection_id, request_id) \
+         WHERE c.id = v.connection_id",
+    )
+    .bind::<Array<SqlUuid>, _>(connection_ids)
+    .bind::<Array<SqlUuid>, _>(request_ids)
+    .bind::<Timestamptz, _>(at)
+    .execute(conn)
+    .await
+    .map(drop)
 }

@@ -19,18 +19,31 @@ pub struct PendingEvent {
     pub payload: String,
 }
 
-pub async fn insert(
-    conn: &mut AsyncPgConnection,
+#[derive(Debug, Insertable)]
+#[diesel(table_name = outbox_events)]
+struct NewEvent<'a> {
+    event_id: Uuid,
     request_id: Uuid,
-    event: &OutcomeEvent,
+    routing_key: &'a str,
+    payload: &'a str,
+}
+
+/// Write events to the outbox, in one statement: (request id, event) pairs.
+pub async fn insert_many(
+    conn: &mut AsyncPgConnection,
+    events: &[(Uuid, OutcomeEvent)],
 ) -> QueryResult<()> {
+    let rows: Vec<NewEvent<'_>> = events
+        .iter()
+        .map(|(request_id, event)| NewEvent {
+            event_id: event.event_id,
+            request_id: *request_id,
+            routing_key: event.routing_key,
+            payload: &event.payload,
+        })
+        .collect();
     diesel::insert_into(outbox_events::table)
-        .values((
-            outbox_events::event_id.eq(event.event_id),
-            outbox_events::request_id.eq(request_id),
-            outbox_events::routing_key.eq(event.routing_key),
-            outbox_events::payload.eq(&event.payload),
-        ))
+        .values(&rows)
         .execute(conn)
         .await
         .map(drop)

@@ -26,22 +26,28 @@ pub struct NewRequest<'a> {
     pub event_id: Uuid,
 }
 
-/// The recorded outcome of a request id, if it was processed before.
-pub async fn find_outcome(
+/// The recorded outcomes of those of `request_ids` processed before.
+pub async fn find_outcomes(
     conn: &mut AsyncPgConnection,
-    request_id: Uuid,
-) -> QueryResult<Option<String>> {
+    request_ids: &[Uuid],
+) -> QueryResult<Vec<(Uuid, String)>> {
     disconnect_requests::table
-        .find(request_id)
-        .select(disconnect_requests::outcome)
-        .first(conn)
+        .filter(disconnect_requests::request_id.eq_any(request_ids))
+        .select((
+            disconnect_requests::request_id,
+            disconnect_requests::outcome,
+        ))
+        .load(conn)
         .await
-        .optional()
 }
 
-pub async fn insert(conn: &mut AsyncPgConnection, request: &NewRequest<'_>) -> QueryResult<()> {
+/// Record requests, in one statement.
+pub async fn insert_many(
+    conn: &mut AsyncPgConnection,
+    requests: &[NewRequest<'_>],
+) -> QueryResult<()> {
     diesel::insert_into(disconnect_requests::table)
-        .values(request)
+        .values(requests)
         .execute(conn)
         .await
         .map(drop)

@@ -33,17 +33,20 @@ pub struct TokenView {
     pub connection_status: String,
 }
 
-/// The token with this hash: its id and its connection's id.
-pub async fn find_by_hash(
+/// The tokens with these hashes: (hash, token id, connection id).
+pub async fn find_by_hashes(
     conn: &mut AsyncPgConnection,
-    hash: &TokenHash,
-) -> QueryResult<Option<(Uuid, Uuid)>> {
+    hashes: &[Vec<u8>],
+) -> QueryResult<Vec<(Vec<u8>, Uuid, Uuid)>> {
     access_tokens::table
-        .filter(access_tokens::token_hash.eq(&hash.0[..]))
-        .select((access_tokens::id, access_tokens::connection_id))
-        .first(conn)
+        .filter(access_tokens::token_hash.eq_any(hashes))
+        .select((
+            access_tokens::token_hash,
+            access_tokens::id,
+            access_tokens::connection_id,
+        ))
+        .load(conn)
         .await
-        .optional()
 }
 
 pub async fn insert(conn: &mut AsyncPgConnection, token: &NewToken<'_>) -> QueryResult<()> {
@@ -54,28 +57,36 @@ pub async fn insert(conn: &mut AsyncPgConnection, token: &NewToken<'_>) -> Query
         .map(drop)
 }
 
-/// Revoke every still-active token of a connection in one statement, and
-/// return their ids (in id order, so events are stable).
-pub async fn revoke_all_of_connection(
+#[derive(QueryableByName)]
+pub struct RevokedToken {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    pub connection_id: Uuid,
+}
+
+/// Revoke every still-active token of these connections, each on behalf of
+/// its request, in one statement whatever the number of tokens: (connection
+/// id, request id) pairs. Returns the revoked tokens.
+pub async fn revoke_all_of_connections(
     conn: &mut AsyncPgConnection,
-    connection_id: Uuid,
-    request_id: Uuid,
+    revocations: &[(Uuid, Uuid)],
     at: DateTime<Utc>,
-) -> QueryResult<Vec<Uuid>> {
-    let mut revoked: Vec<Uuid> = diesel::update(
-        access_tokens::table
-            .filter(access_tokens::connection_id.eq(connection_id))
-            .filter(access_tokens::revoked_at.is_null()),
+) -> QueryResult<Vec<RevokedToken>> {
+    use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
+    let (connection_ids, request_ids): (Vec<Uuid>, Vec<Uuid>) = revocations.iter().copied().unzip();
+    diesel::sql_query(
+        "UPDATE access_tokens AS t \
+         SET revoked_at = $3, revoked_by_request = v.request_id \
+         FROM unnest($1::uuid[], $2::uuid[]) AS v (connection_id, request_id) \
+         WHERE t.connection_id = v.connection_id AND t.revoked_at IS NULL \
+         RETURNING t.id, t.connection_id",
     )
-    .set((
-        access_tokens::revoked_at.eq(at),
-        access_tokens::revoked_by_request.eq(request_id),
-    ))
-    .returning(access_tokens::id)
-    .get_results(conn)
-    .await?;
-    revoked.sort_unstable();
-    Ok(revoked)
+    .bind::<Array<SqlUuid>, _>(connection_ids)
+    .bind::<Array<SqlUuid>, _>(request_ids)
+    .bind::<Timestamptz, _>(at)
+    .load(conn)
+    .await
 }
 
 /// The token with this hash and its connection, for introspection.

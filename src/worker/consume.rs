@@ -1,14 +1,17 @@
 //! The consume loop of one broker session.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
+use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
+use lapin::Consumer;
 use tokio_util::task::TaskTracker;
 
-use super::handle::{handle_delivery, HandlerContext};
+use super::handle::{handle_batch, HandlerContext, Received};
+use super::WorkerSettings;
 use crate::broker::BrokerSession;
 use crate::observability::Readiness;
 
@@ -23,6 +26,45 @@ pub enum SessionEnd {
     Shutdown,
     /// The connection or channel died; open a new session.
     Lost(String),
+}
+
+/// Add to `first` the deliveries already received, up to the batch size,
+/// waiting at most the linger time for more. With no linger, a lone request
+/// is processed at once: batches form only when requests queue up.
+async fn collect_batch(
+    first: Delivery,
+    consumer: &mut Consumer,
+    settings: &WorkerSettings,
+) -> (Vec<Received>, Option<SessionEnd>) {
+    let mut batch = vec![Received {
+        delivery: first,
+        at: Instant::now(),
+    }];
+    let deadline = tokio::time::Instant::now() + settings.batch_linger;
+    while batch.len() < settings.batch_size {
+        let next = match consumer.next().now_or_never() {
+            Some(next) => next,
+            None if settings.batch_linger.is_zero() => break,
+            None => match tokio::time::timeout_at(deadline, consumer.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        match next {
+            Some(Ok(delivery)) => batch.push(Received {
+                delivery,
+                at: Instant::now(),
+            }),
+            Some(Err(error)) => return (batch, Some(SessionEnd::Lost(error.to_string()))),
+            None => {
+                return (
+                    batch,
+                    Some(SessionEnd::Lost("the broker cancelled the consumer".into())),
+                )
+            }
+        }
+    }
+    (batch, None)
 }
 
 pub async fn consume_session(
@@ -67,16 +109,17 @@ pub async fn consume_session(
                     .await;
                 return SessionEnd::Shutdown;
             }
-            next = consumer.next() => match next {
-                Some(Ok(delivery)) => {
-                    in_flight.spawn(handle_delivery(
-                        context.clone(),
-                        session.publish_channel.clone(),
-                        delivery,
-                    ));
+            next = consumer.next() => {
+                let first = match next {
+                    Some(Ok(delivery)) => delivery,
+                    Some(Err(error)) => return SessionEnd::Lost(error.to_string()),
+                    None => return SessionEnd::Lost("the broker cancelled the consumer".into()),
+                };
+                let (batch, end) = collect_batch(first, &mut consumer, &context.settings).await;
+                in_flight.spawn(handle_batch(context.clone(), session.publish_channel.clone(), batch));
+                if let Some(end) = end {
+                    return end;
                 }
-                Some(Err(error)) => return SessionEnd::Lost(error.to_string()),
-                None => return SessionEnd::Lost("the broker cancelled the consumer".into()),
             },
             _ = health_check.tick() => {
                 if let Some(problem) = session.problem() {

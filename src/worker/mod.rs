@@ -32,6 +32,11 @@ pub use dead_letter::{REJECTION_CODE_HEADER, REJECTION_REASON_HEADER};
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     pub prefetch: u16,
+    /// Most requests processed in one transaction.
+    pub batch_size: usize,
+    /// How long a batch waits for more requests; zero: it takes only those
+    /// already received.
+    pub batch_linger: Duration,
     pub max_request_bytes: usize,
     pub retry: RetrySettings,
     pub shutdown_grace: Duration,

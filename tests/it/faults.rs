@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::proxy::Proxy;
-use crate::support::workload::Workload;
+use crate::support::workload::{DeadLetters, Workload};
 use crate::support::{eventually, RunningWorker, TestContext};
 
 /// Wait until at least `count` requests are recorded: the stream is under way.
@@ -35,7 +35,8 @@ async fn a_worker_killed_mid_stream_and_restarted_loses_nothing() {
     );
     let _restarted = test.spawn_worker_process(&[]);
 
-    test.assert_invariants(&workload, &mut events).await;
+    test.assert_invariants(&workload, &mut events, DeadLetters::AtLeastOnce)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,7 +58,8 @@ async fn sigterm_under_load_finishes_in_flight_work_and_a_restart_finishes_the_s
     );
     let _restarted = test.spawn_worker_process(&[]);
 
-    test.assert_invariants(&workload, &mut events).await;
+    test.assert_invariants(&workload, &mut events, DeadLetters::Exactly)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,7 +78,8 @@ async fn broker_connections_cut_under_load_lose_nothing() {
         proxy.cut();
     }
 
-    test.assert_invariants(&workload, &mut events).await;
+    test.assert_invariants(&workload, &mut events, DeadLetters::AtLeastOnce)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,7 +105,8 @@ async fn postgres_going_away_under_load_loses_nothing() {
     );
     proxy.restore();
 
-    test.assert_invariants(&workload, &mut events).await;
+    test.assert_invariants(&workload, &mut events, DeadLetters::Exactly)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +117,8 @@ async fn three_worker_processes_on_one_queue_keep_every_invariant() {
     let _workers: Vec<_> = (0..3).map(|_| test.spawn_worker_process(&[])).collect();
     workload.publish(&test).await;
 
-    test.assert_invariants(&workload, &mut events).await;
+    test.assert_invariants(&workload, &mut events, DeadLetters::Exactly)
+        .await;
 }
 
 /// `token issue` from several processes while the connection is being
@@ -193,5 +198,6 @@ async fn a_stalled_broker_connection_is_detected_by_heartbeats_and_replaced() {
     wait_for_progress(&test, 150).await;
     proxy.stall();
 
-    test.assert_invariants(&workload, &mut events).await;
+    test.assert_invariants(&workload, &mut events, DeadLetters::AtLeastOnce)
+        .await;
 }

@@ -2,6 +2,7 @@
 //! and RabbitMQ: see support/services.rs for how they are found.
 
 mod bad_input;
+mod batching;
 mod cli;
 mod concurrency;
 mod database_outage;

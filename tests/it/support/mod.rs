@@ -106,6 +106,8 @@ impl TestContext {
             topology: self.topology.clone(),
             worker: WorkerSettings {
                 prefetch: 16,
+                batch_size: 8,
+                batch_linger: Duration::ZERO,
                 max_request_bytes: 16 * 1024,
                 retry: RetrySettings {
                     min_delay: Duration::from_millis(20),

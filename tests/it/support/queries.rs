@@ -114,4 +114,25 @@ impl TestContext {
             .await
             .expect("query")
     }
+
+    /// Run SQL statements on the test database (to install a fault, say).
+    pub async fn execute(&self, sql: &str) {
+        use diesel_async::SimpleAsyncConnection;
+        let mut conn = self.pool.get().await.expect("db");
+        conn.batch_execute(sql).await.expect("sql");
+    }
+
+    pub async fn sequence_value(&self, sequence: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Value {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            last_value: i64,
+        }
+        let mut conn = self.pool.get().await.expect("db");
+        diesel::sql_query(format!("SELECT last_value FROM {sequence}"))
+            .get_result::<Value>(&mut conn)
+            .await
+            .expect("sequence")
+            .last_value
+    }
 }
