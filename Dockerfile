@@ -10,6 +10,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
+COPY build.rs ./
 # Cache mounts keep downloaded crates and compiled dependencies between builds
 # (BuildKit), so a source change recompiles only this crate. target/ lives in
 # the cache, hence the copy out of it.

@@ -188,9 +188,9 @@ pub struct WorkerArgs {
           value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub batch_size: u16,
 
-    /// Milliseconds a batch waits for more requests before it is processed;
-    /// 0 takes only those already received, so a lone request is never delayed.
-    #[arg(long, env = "BATCH_LINGER_MS", value_name = "BATCH_LINGER_MS", default_value_t = 0,
+    /// Milliseconds a batch waits for more requests while earlier batches are
+    /// still being processed; an idle worker never waits. 0: never wait.
+    #[arg(long, env = "BATCH_LINGER_MS", value_name = "BATCH_LINGER_MS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub batch_linger_ms: u64,
 

@@ -28,23 +28,31 @@ pub enum SessionEnd {
     Lost(String),
 }
 
-/// Add to `first` the deliveries already received, up to the batch size,
-/// waiting at most the linger time for more. With no linger, a lone request
-/// is processed at once: batches form only when requests queue up.
+/// Add to `first` the deliveries already received, up to the batch size.
+/// While earlier batches are still being processed (the worker is busy), wait
+/// up to the linger time for more: batches then fill up, which is what lets
+/// throughput rise with load. When the worker is idle a lone request is
+/// processed at once, so light traffic gets no added latency.
 async fn collect_batch(
     first: Delivery,
     consumer: &mut Consumer,
     settings: &WorkerSettings,
+    busy: bool,
 ) -> (Vec<Received>, Option<SessionEnd>) {
+    let linger = if busy {
+        settings.batch_linger
+    } else {
+        Duration::ZERO
+    };
     let mut batch = vec![Received {
         delivery: first,
         at: Instant::now(),
     }];
-    let deadline = tokio::time::Instant::now() + settings.batch_linger;
+    let deadline = tokio::time::Instant::now() + linger;
     while batch.len() < settings.batch_size {
         let next = match consumer.next().now_or_never() {
             Some(next) => next,
-            None if settings.batch_linger.is_zero() => break,
+            None if linger.is_zero() => break,
             None => match tokio::time::timeout_at(deadline, consumer.next()).await {
                 Ok(next) => next,
                 Err(_) => break,
@@ -115,7 +123,7 @@ pub async fn consume_session(
                     Some(Err(error)) => return SessionEnd::Lost(error.to_string()),
                     None => return SessionEnd::Lost("the broker cancelled the consumer".into()),
                 };
-                let (batch, end) = collect_batch(first, &mut consumer, &context.settings).await;
+                let (batch, end) = collect_batch(first, &mut consumer, &context.settings, !in_flight.is_empty()).await;
                 in_flight.spawn(handle_batch(context.clone(), session.publish_channel.clone(), batch));
                 if let Some(end) = end {
                     return end;

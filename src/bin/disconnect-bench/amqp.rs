@@ -1,0 +1,122 @@
+//! Broker plumbing shared by the runs: unique names, publishing requests as
+//! fast as the broker confirms them (or at a set rate), and timing events.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::task::JoinHandle;
+
+pub async fn connect(url: &str) -> anyhow::Result<(Connection, Channel)> {
+    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    Ok((connection, channel))
+}
+
+pub fn request_body(request_id: &str, token: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "request_id": request_id, "access_token": token }))
+        .unwrap_or_default()
+}
+
+/// Publish every (request id, body), persistent, with confirms; at `rate`
+/// per second if given. Returns when each was handed to the broker.
+pub async fn publish_requests(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    requests: &[(String, Vec<u8>)],
+    rate: Option<f64>,
+) -> anyhow::Result<HashMap<String, Instant>> {
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let started = Instant::now();
+    let mut sent = HashMap::with_capacity(requests.len());
+    for (index, (request_id, body)) in requests.iter().enumerate() {
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(index as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let properties = BasicProperties::default()
+            .with_content_type(ShortString::from("application/json"))
+            .with_message_id(ShortString::from(request_id.as_str()))
+            .with_delivery_mode(2);
+        sent.insert(request_id.clone(), Instant::now());
+        channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await?;
+        // Keep the unconfirmed window bounded, as a real producer would.
+        if index % 1000 == 999 {
+            channel.wait_for_confirms().await?;
+        }
+    }
+    channel.wait_for_confirms().await?;
+    Ok(sent)
+}
+
+/// A queue bound to every event of `exchange`; the task returns, once
+/// `expected` distinct requests have an event, when each first arrived.
+pub async fn tap_events(
+    channel: &Channel,
+    exchange: &str,
+    expected: usize,
+) -> anyhow::Result<JoinHandle<HashMap<String, Instant>>> {
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            exchange.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            // Auto-ack: the tap must not be what limits the measurement.
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(tokio::spawn(async move {
+        let mut arrived = HashMap::with_capacity(expected);
+        while arrived.len() < expected {
+            let Some(Ok(delivery)) = consumer.next().await else {
+                break;
+            };
+            if let Some(request_id) = delivery.properties.correlation_id() {
+                arrived
+                    .entry(request_id.to_string())
+                    .or_insert_with(Instant::now);
+            }
+        }
+        arrived
+    }))
+}

@@ -1,0 +1,124 @@
+//! The broker baseline: a pass-through consumer that receives each request,
+//! publishes an event with publisher confirms and acknowledges, no database.
+//! The same topology and prefetch as the worker.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::BasicProperties;
+use serde::Serialize;
+
+use super::amqp;
+use super::end_to_end::unique_topology;
+use super::stats::Latency;
+use super::Args;
+use disconnect_worker::broker::publish::publish_confirmed;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerBaseline {
+    pub requests: usize,
+    pub seconds: f64,
+    pub requests_per_second: f64,
+    pub latency: Latency,
+}
+
+pub async fn run(args: &Args) -> anyhow::Result<BrokerBaseline> {
+    let topology = unique_topology("broker");
+    let (connection, channel) = amqp::connect(&args.amqp_url).await?;
+    topology.declare(&channel).await?;
+
+    // The pass-through consumer, on its own connection like a worker.
+    let (consumer_connection, consume_channel) = amqp::connect(&args.amqp_url).await?;
+    consume_channel
+        .basic_qos(args.prefetch, BasicQosOptions::default())
+        .await?;
+    let publish_channel = consumer_connection.create_channel().await?;
+    publish_channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut consumer = consume_channel
+        .basic_consume(
+            topology.request_queue.as_str().into(),
+            "pass-through".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let exchange = Arc::new(topology.event_exchange.clone());
+    let pass_through = tokio::spawn(async move {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            let channel = publish_channel.clone();
+            let exchange = exchange.clone();
+            tokio::spawn(async move {
+                let request_id = delivery
+                    .properties
+                    .message_id()
+                    .clone()
+                    .unwrap_or_else(|| ShortString::from(""));
+                let body = format!(
+                    r#"{{"event_type":"connection.disconnected","request_id":"{request_id}"}}"#
+                );
+                let properties = BasicProperties::default().with_correlation_id(request_id);
+                if publish_confirmed(
+                    &channel,
+                    &exchange,
+                    "connection.disconnected",
+                    body.as_bytes(),
+                    properties,
+                )
+                .await
+                .is_ok()
+                {
+                    let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                }
+            });
+        }
+    });
+
+    let requests: Vec<(String, Vec<u8>)> = (0..args.connections)
+        .map(|_| {
+            let id = uuid::Uuid::new_v4().to_string();
+            let body = amqp::request_body(&id, "bench-token");
+            (id, body)
+        })
+        .collect();
+    let tap_channel = connection.create_channel().await?;
+    let tap = amqp::tap_events(&tap_channel, &topology.event_exchange, requests.len()).await?;
+    let started = Instant::now();
+    let sent = amqp::publish_requests(
+        &channel,
+        &topology.request_exchange,
+        &topology.request_routing_key,
+        &requests,
+        None,
+    )
+    .await?;
+    let arrived = tap.await?;
+    let seconds = arrived
+        .values()
+        .max()
+        .map_or(0.0, |last| last.duration_since(started).as_secs_f64());
+    anyhow::ensure!(
+        arrived.len() == requests.len(),
+        "only {} of {} events arrived",
+        arrived.len(),
+        requests.len()
+    );
+    pass_through.abort();
+    super::end_to_end::delete_topology(&channel, &topology).await;
+    let _ = consumer_connection.close(200, "done".into()).await;
+    let _ = connection.close(200, "done".into()).await;
+    Ok(BrokerBaseline {
+        requests: requests.len(),
+        seconds,
+        requests_per_second: requests.len() as f64 / seconds,
+        latency: Latency::of(
+            sent.iter()
+                .filter_map(|(id, at)| Some(arrived.get(id)?.duration_since(*at)))
+                .collect(),
+        ),
+    })
+}

@@ -1,0 +1,132 @@
+//! disconnect-bench: measures, in one run against the local Postgres and
+//! RabbitMQ, on data it seeds itself, how fast the worker drains disconnect
+//! requests compared with what the database and the broker allow alone.
+//!
+//!   cargo run --release --bin disconnect-bench -- --connections 5000 --json bench.json
+
+mod amqp;
+mod broker_baseline;
+mod db_baseline;
+mod end_to_end;
+mod report;
+mod seed;
+mod stats;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+use disconnect_worker::config::{DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "disconnect-bench",
+    about = "Benchmark the disconnect worker against its own limits"
+)]
+pub struct Args {
+    /// Connections seeded per measured run; each run disconnects all of them.
+    #[arg(long, default_value_t = 5000)]
+    pub connections: usize,
+    /// Tokens per connection.
+    #[arg(long, default_value_t = 5)]
+    pub tokens_per_connection: usize,
+    /// Extra token rows (on other connections) seeded first, to measure how
+    /// throughput holds as the table grows.
+    #[arg(long, default_value_t = 0)]
+    pub padding_token_rows: usize,
+    /// Tokens of the one large connection whose revocation is timed.
+    #[arg(long, default_value_t = 100_000)]
+    pub large_connection_tokens: usize,
+    /// Concurrent transactions of the database baseline.
+    #[arg(long, default_value_t = 16)]
+    pub db_concurrency: usize,
+    /// Prefetch of the broker baseline's consumer and of the worker.
+    #[arg(long, default_value_t = 256)]
+    pub prefetch: u16,
+    /// Worker BATCH_SIZE.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: u16,
+    /// Worker BATCH_LINGER_MS.
+    #[arg(long, default_value_t = 5)]
+    pub batch_linger_ms: u64,
+    /// Worker DATABASE_POOL_SIZE.
+    #[arg(long, default_value_t = 8)]
+    pub pool_size: u16,
+    /// Server to create the benchmark database on (the database part is ignored).
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: String,
+    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
+    pub amqp_url: String,
+    /// The worker binary; default: `disconnect-worker` beside this program.
+    #[arg(long)]
+    pub worker_binary: Option<PathBuf>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Rate of the paced run, requests/s; default: half the saturating rate.
+    #[arg(long)]
+    pub paced_rate: Option<f64>,
+    /// Print EXPLAIN ANALYZE of the revocation statements.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let env = seed::BenchEnv::create(&args)
+        .await
+        .context("preparing the benchmark database")?;
+    let result = run(&args, &env).await;
+    env.drop_database().await;
+    let results = result?;
+    report::print(&args, &results);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("results written to {}", path.display());
+    }
+    Ok(())
+}
+
+async fn run(args: &Args, env: &seed::BenchEnv) -> anyhow::Result<report::Results> {
+    if args.padding_token_rows > 0 {
+        eprintln!("seeding {} padding token rows...", args.padding_token_rows);
+        env.seed_padding(args.padding_token_rows).await?;
+    }
+    eprintln!(
+        "database baseline: {} requests, {} concurrent transactions...",
+        args.connections, args.db_concurrency
+    );
+    let db = db_baseline::run(args, env).await?;
+    eprintln!(
+        "broker baseline: {} requests through a pass-through consumer...",
+        args.connections
+    );
+    let broker = broker_baseline::run(args).await?;
+    eprintln!("worker, saturating: {} requests...", args.connections);
+    let saturating = end_to_end::run(args, env, "sat", None).await?;
+    let half_rate = args
+        .paced_rate
+        .unwrap_or(saturating.requests_per_second / 2.0);
+    eprintln!("worker, half rate ({half_rate:.0} requests/s)...");
+    let half = end_to_end::run(args, env, "half", Some(half_rate)).await?;
+    eprintln!(
+        "one connection with {} tokens...",
+        args.large_connection_tokens
+    );
+    let large = db_baseline::revoke_large_connection(args, env).await?;
+    if args.explain {
+        env.explain().await?;
+    }
+    Ok(report::Results::new(
+        args, db, broker, saturating, half, large,
+    ))
+}

@@ -1,0 +1,106 @@
+//! The results: one table on stdout, the same as JSON with --json.
+
+use serde::Serialize;
+
+use super::broker_baseline::BrokerBaseline;
+use super::db_baseline::{DbBaseline, LargeConnection};
+use super::end_to_end::EndToEnd;
+use super::Args;
+
+#[derive(Debug, Serialize)]
+pub struct Results {
+    pub connections: usize,
+    pub tokens_per_connection: usize,
+    pub padding_token_rows: usize,
+    pub prefetch: u16,
+    pub batch_size: u16,
+    pub batch_linger_ms: u64,
+    pub pool_size: u16,
+    pub db_concurrency: usize,
+    pub database_baseline: DbBaseline,
+    pub broker_baseline: BrokerBaseline,
+    pub worker_saturating: EndToEnd,
+    pub worker_half_rate: EndToEnd,
+    pub worker_over_database_baseline: f64,
+    pub worker_over_broker_baseline: f64,
+    pub large_connection: LargeConnection,
+}
+
+impl Results {
+    pub fn new(
+        args: &Args,
+        database_baseline: DbBaseline,
+        broker_baseline: BrokerBaseline,
+        worker_saturating: EndToEnd,
+        worker_half_rate: EndToEnd,
+        large_connection: LargeConnection,
+    ) -> Self {
+        Self {
+            connections: args.connections,
+            tokens_per_connection: args.tokens_per_connection,
+            padding_token_rows: args.padding_token_rows,
+            prefetch: args.prefetch,
+            batch_size: args.batch_size,
+            batch_linger_ms: args.batch_linger_ms,
+            pool_size: args.pool_size,
+            db_concurrency: args.db_concurrency,
+            worker_over_database_baseline: worker_saturating.requests_per_second
+                / database_baseline.requests_per_second,
+            worker_over_broker_baseline: worker_saturating.requests_per_second
+                / broker_baseline.requests_per_second,
+            database_baseline,
+            broker_baseline,
+            worker_saturating,
+            worker_half_rate,
+            large_connection,
+        }
+    }
+}
+
+pub fn print(args: &Args, results: &Results) {
+    println!(
+        "\n{} connections x {} tokens ({} padding token rows); worker PREFETCH={} BATCH_SIZE={} BATCH_LINGER_MS={} DATABASE_POOL_SIZE={}\n",
+        args.connections, args.tokens_per_connection, args.padding_token_rows, args.prefetch, args.batch_size, args.batch_linger_ms, args.pool_size
+    );
+    println!("| run | requests/s | p50 ms | p99 ms | max ms | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| database baseline ({} concurrent transactions) | {:.0} | | | | |",
+        results.db_concurrency, results.database_baseline.requests_per_second
+    );
+    let broker = &results.broker_baseline;
+    println!(
+        "| broker baseline (pass-through consumer) | {:.0} | {:.1} | {:.1} | {:.1} | |",
+        broker.requests_per_second,
+        broker.latency.p50_ms,
+        broker.latency.p99_ms,
+        broker.latency.max_ms
+    );
+    for (name, run) in [
+        ("worker, saturating", &results.worker_saturating),
+        ("worker, half rate", &results.worker_half_rate),
+    ] {
+        let name = match run.offered_rate {
+            Some(rate) => format!("{name} ({rate:.0}/s offered)"),
+            None => name.to_string(),
+        };
+        println!(
+            "| {name} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} (steady {:.1} to {:.1}) |",
+            run.requests_per_second,
+            run.latency.p50_ms,
+            run.latency.p99_ms,
+            run.latency.max_ms,
+            run.peak_memory_mib,
+            run.steady_memory_mib.0,
+            run.steady_memory_mib.1
+        );
+    }
+    println!(
+        "\nworker / database baseline = {:.2}; worker / broker baseline = {:.2}",
+        results.worker_over_database_baseline, results.worker_over_broker_baseline
+    );
+    println!(
+        "one connection with {} tokens revoked in {:.0} ms (one statement)",
+        results.large_connection.tokens_revoked, results.large_connection.milliseconds
+    );
+}

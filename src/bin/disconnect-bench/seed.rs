@@ -1,0 +1,154 @@
+//! The benchmark's own database, seeded in bulk with SQL.
+
+use anyhow::Context;
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use disconnect_worker::db::{self, DatabaseSettings, DbPool};
+use disconnect_worker::secret::SecretUrl;
+use rand::Rng;
+
+use super::Args;
+
+pub struct BenchEnv {
+    pub database_url: String,
+    pub pool: DbPool,
+    admin_url: url::Url,
+    name: String,
+}
+
+impl BenchEnv {
+    /// A new database on the server of `--database-url`, migrated.
+    pub async fn create(args: &Args) -> anyhow::Result<Self> {
+        let mut admin_url = url::Url::parse(&args.database_url).context("DATABASE_URL")?;
+        admin_url.set_path("/postgres");
+        let name = format!(
+            "disconnect_bench_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let mut admin = AsyncPgConnection::establish(admin_url.as_str())
+            .await
+            .context("connecting")?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+        let mut url = admin_url.clone();
+        url.set_path(&format!("/{name}"));
+        let secret = SecretUrl::parse("DATABASE_URL", url.as_str(), &["postgres", "postgresql"])
+            .map_err(anyhow::Error::msg)?;
+        db::migrate(&secret).await?;
+        let pool = db::connect(&DatabaseSettings {
+            url: secret,
+            pool_size: args.db_concurrency + 2,
+        })?;
+        Ok(Self {
+            database_url: url.to_string(),
+            pool,
+            admin_url,
+            name,
+        })
+    }
+
+    pub async fn drop_database(&self) {
+        self.pool.close();
+        if let Ok(mut admin) = AsyncPgConnection::establish(self.admin_url.as_str()).await {
+            let _ = admin
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .await;
+        }
+    }
+
+    /// `connections` active connections of the application `client` with
+    /// `tokens` tokens each; returns one token of each connection, chosen at
+    /// random, for the requests. Token `j` of company `i` is the text
+    /// `bench-<client>-<i>-<j>`, so the seed can hash it in SQL.
+    pub async fn seed_connections(
+        &self,
+        client: &str,
+        connections: usize,
+        tokens: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut conn = self.pool.get().await?;
+        diesel::sql_query(
+            "INSERT INTO connections (id, client_id, company_id, provider_id, status) \
+             SELECT gen_random_uuid(), $1, i::text, 'gusto', 'active' FROM generate_series(1, $2) AS i",
+        )
+        .bind::<Text, _>(client)
+        .bind::<BigInt, _>(connections as i64)
+        .execute(&mut conn)
+        .await?;
+        diesel::sql_query(
+            "INSERT INTO access_tokens (id, connection_id, token_hash, token_prefix) \
+             SELECT gen_random_uuid(), c.id, sha256(convert_to('bench-' || c.client_id || '-' || c.company_id || '-' || j, 'UTF8')), 'bench' \
+             FROM connections AS c, generate_series(1, $2) AS j WHERE c.client_id = $1",
+        )
+        .bind::<Text, _>(client)
+        .bind::<BigInt, _>(tokens as i64)
+        .execute(&mut conn)
+        .await?;
+        diesel::sql_query("ANALYZE connections, access_tokens")
+            .execute(&mut conn)
+            .await?;
+        let mut rng = rand::rng();
+        Ok((1..=connections)
+            .map(|company| format!("bench-{client}-{company}-{}", rng.random_range(1..=tokens)))
+            .collect())
+    }
+
+    /// Token rows on connections no request names, in chunks of a million.
+    pub async fn seed_padding(&self, rows: usize) -> anyhow::Result<()> {
+        const TOKENS_PER_CONNECTION: usize = 10;
+        let mut seeded = 0;
+        let mut chunk = 0;
+        while seeded < rows {
+            let count = (rows - seeded).min(1_000_000);
+            self.seed_connections(
+                &format!("padding{chunk}"),
+                count.div_ceil(TOKENS_PER_CONNECTION),
+                TOKENS_PER_CONNECTION,
+            )
+            .await?;
+            seeded += count.div_ceil(TOKENS_PER_CONNECTION) * TOKENS_PER_CONNECTION;
+            chunk += 1;
+            eprintln!("  {seeded} padding rows");
+        }
+        Ok(())
+    }
+
+    /// Print the plans of the statements a disconnect runs, on real rows.
+    pub async fn explain(&self) -> anyhow::Result<()> {
+        #[derive(diesel::QueryableByName)]
+        struct Line {
+            #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+            line: String,
+        }
+        let tokens = self.seed_connections("explain", 2, 3).await?;
+        let mut conn = self.pool.get().await?;
+        let statements = [
+            format!(
+                "SELECT token_hash, id, connection_id FROM access_tokens WHERE token_hash = ANY(ARRAY[sha256(convert_to('{}', 'UTF8'))])",
+                tokens[0]
+            ),
+            "SELECT id FROM connections WHERE id = ANY(ARRAY(SELECT id FROM connections WHERE client_id = 'explain')) ORDER BY id FOR UPDATE".to_string(),
+            "UPDATE access_tokens AS t SET revoked_at = now(), revoked_by_request = gen_random_uuid() \
+             FROM (SELECT id AS connection_id FROM connections WHERE client_id = 'explain') AS v \
+             WHERE t.connection_id = v.connection_id AND t.revoked_at IS NULL"
+                .to_string(),
+        ];
+        conn.batch_execute("BEGIN").await?;
+        for statement in statements {
+            println!("\nEXPLAIN ANALYZE {statement}");
+            let plan: Vec<Line> =
+                diesel::sql_query(format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {statement}"))
+                    .load(&mut conn)
+                    .await?;
+            for line in plan {
+                println!("  {}", line.line);
+            }
+        }
+        conn.batch_execute("ROLLBACK").await?;
+        Ok(())
+    }
+}
