@@ -177,7 +177,7 @@ fn check_amqp_name(setting: &str, name: &str) -> Result<(), String> {
 pub struct WorkerArgs {
     /// Unacknowledged deliveries the broker sends ahead (AMQP prefetch): the
     /// number of requests processed at once, and the bound on memory.
-    #[arg(long, env = "PREFETCH", value_name = "PREFETCH", default_value_t = 32,
+    #[arg(long, env = "PREFETCH", value_name = "PREFETCH", default_value_t = 128,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 

@@ -125,6 +125,8 @@ CONFIG_TO_ENV = {
     "eventExchange": ("EVENT_EXCHANGE", "ex"),
     "deliveryLimit": ("DELIVERY_LIMIT", 7),
     "prefetch": ("PREFETCH", 64),
+    "batchSize": ("BATCH_SIZE", 16),
+    "batchLingerMs": ("BATCH_LINGER_MS", 0),
     # Large numbers: Helm reads them as floats, which must not print as 6.7e+07.
     "maxRequestBytes": ("MAX_REQUEST_BYTES", 67108864),
     "retryMinDelayMs": ("RETRY_MIN_DELAY_MS", 250),

@@ -126,16 +126,28 @@ impl BenchEnv {
         }
         let tokens = self.seed_connections("explain", 2, 3).await?;
         let mut conn = self.pool.get().await?;
+        #[derive(diesel::QueryableByName)]
+        struct Ids {
+            #[diesel(sql_type = Text)]
+            ids: String,
+        }
+        // The statements exactly as the worker sends them, with its arrays
+        // written out: the ids of the two connections just seeded.
+        let ids: Ids = diesel::sql_query("SELECT string_agg(id::text, ',') AS ids FROM connections WHERE client_id = 'explain'")
+            .get_result(&mut conn)
+            .await?;
+        let ids = format!("'{{{}}}'::uuid[]", ids.ids);
         let statements = [
             format!(
                 "SELECT token_hash, id, connection_id FROM access_tokens WHERE token_hash = ANY(ARRAY[sha256(convert_to('{}', 'UTF8'))])",
                 tokens[0]
             ),
-            "SELECT id FROM connections WHERE id = ANY(ARRAY(SELECT id FROM connections WHERE client_id = 'explain')) ORDER BY id FOR UPDATE".to_string(),
-            "UPDATE access_tokens AS t SET revoked_at = now(), revoked_by_request = gen_random_uuid() \
-             FROM (SELECT id AS connection_id FROM connections WHERE client_id = 'explain') AS v \
-             WHERE t.connection_id = v.connection_id AND t.revoked_at IS NULL"
-                .to_string(),
+            format!("SELECT id FROM connections WHERE id = ANY({ids}) ORDER BY id FOR UPDATE"),
+            format!(
+                "UPDATE access_tokens AS t SET revoked_at = now(), revoked_by_request = v.request_id \
+                 FROM unnest({ids}, ARRAY[gen_random_uuid(), gen_random_uuid()]) AS v (connection_id, request_id) \
+                 WHERE t.connection_id = v.connection_id AND t.revoked_at IS NULL RETURNING t.id, t.connection_id"
+            ),
         ];
         conn.batch_execute("BEGIN").await?;
         for statement in statements {
