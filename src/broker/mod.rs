@@ -3,6 +3,7 @@
 
 pub mod publish;
 pub mod session;
+pub mod subscribe;
 pub mod topology;
 
 pub use session::BrokerSession;

@@ -1,7 +1,10 @@
 //! Exchanges and queues the worker declares. Declaring is idempotent, so the
 //! worker does it on every (re)connect and the CLI before publishing.
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 
@@ -37,6 +40,39 @@ fn quorum_queue_arguments() -> FieldTable {
 }
 
 impl Topology {
+    /// Every name under `prefix`: for benchmarks and tests that share a
+    /// broker and must not touch each other's queues.
+    pub fn with_prefix(prefix: &str, delivery_limit: u32) -> Self {
+        Self {
+            request_exchange: format!("{prefix}.disconnect.requests"),
+            request_queue: format!("{prefix}.disconnect.requests"),
+            request_routing_key: "disconnect".into(),
+            dead_letter_exchange: format!("{prefix}.disconnect.dead"),
+            dead_letter_queue: format!("{prefix}.disconnect.requests.dead"),
+            event_exchange: format!("{prefix}.connection.events"),
+            delivery_limit,
+        }
+    }
+
+    /// Delete every queue and exchange of this topology, ignoring those
+    /// already gone. For cleaning up after benchmarks and tests.
+    pub async fn delete(&self, channel: &Channel) {
+        for queue in [&self.request_queue, &self.dead_letter_queue] {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in [
+            &self.request_exchange,
+            &self.dead_letter_exchange,
+            &self.event_exchange,
+        ] {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+
     /// Declare the request exchange and queue, the dead-letter exchange and
     /// queue, and the event exchange.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {

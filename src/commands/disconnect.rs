@@ -6,14 +6,14 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use lapin::options::BasicAckOptions;
+use lapin::{Connection, ConnectionProperties, Consumer};
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::ConfigError;
 use crate::broker::publish::{json_properties, publish_confirmed};
+use crate::broker::subscribe::{subscribe, Acks};
 use crate::cli::DisconnectArgs;
 use crate::domain::event::{DISCONNECTED, DISCONNECT_REJECTED};
 use crate::domain::AccessToken;
@@ -45,7 +45,16 @@ pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
     let request_id = Uuid::new_v4();
     // Subscribe before publishing, so the event cannot slip past us.
     let events = if args.wait {
-        Some(subscribe_to_outcomes(&channel, &topology.event_exchange).await?)
+        Some(
+            subscribe(
+                &channel,
+                &topology.event_exchange,
+                &[DISCONNECTED, DISCONNECT_REJECTED],
+                Acks::Manual,
+            )
+            .await
+            .context("subscribing to outcome events")?,
+        )
     } else {
         None
     };
@@ -76,40 +85,6 @@ pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
     }
     let _ = connection.close(200, "done".into()).await;
     Ok(())
-}
-
-/// A private, auto-deleted queue bound to both outcome routing keys.
-async fn subscribe_to_outcomes(channel: &Channel, exchange: &str) -> anyhow::Result<Consumer> {
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    for key in [DISCONNECTED, DISCONNECT_REJECTED] {
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                exchange.into(),
-                key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-    }
-    Ok(channel
-        .basic_consume(
-            queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?)
 }
 
 async fn wait_for_outcome(

@@ -4,12 +4,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use disconnect_worker::broker::subscribe::{subscribe, Acks};
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::{FieldTable, ShortString};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::task::JoinHandle;
 
@@ -73,38 +71,8 @@ pub async fn tap_events(
     exchange: &str,
     expected: usize,
 ) -> anyhow::Result<JoinHandle<HashMap<String, Instant>>> {
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            exchange.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.name().clone(),
-            "".into(),
-            // Auto-ack: the tap must not be what limits the measurement.
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    // Automatic acks: the tap must not be what limits the measurement.
+    let mut consumer = subscribe(channel, exchange, &["#"], Acks::Automatic).await?;
     Ok(tokio::spawn(async move {
         let mut arrived = HashMap::with_capacity(expected);
         while arrived.len() < expected {

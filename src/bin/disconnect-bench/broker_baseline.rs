@@ -108,7 +108,7 @@ pub async fn run(args: &Args) -> anyhow::Result<BrokerBaseline> {
         requests.len()
     );
     pass_through.abort();
-    super::end_to_end::delete_topology(&channel, &topology).await;
+    topology.delete(&channel).await;
     let _ = consumer_connection.close(200, "done".into()).await;
     let _ = connection.close(200, "done".into()).await;
     Ok(BrokerBaseline {

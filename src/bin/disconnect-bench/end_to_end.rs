@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use disconnect_worker::broker::Topology;
-use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::Channel;
 use serde::Serialize;
@@ -35,36 +35,13 @@ pub struct EndToEnd {
 }
 
 pub fn unique_topology(run: &str) -> Topology {
-    let prefix = format!(
-        "bench-{run}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    Topology {
-        request_exchange: format!("{prefix}.requests"),
-        request_queue: format!("{prefix}.requests"),
-        request_routing_key: "disconnect".into(),
-        dead_letter_exchange: format!("{prefix}.dead"),
-        dead_letter_queue: format!("{prefix}.dead"),
-        event_exchange: format!("{prefix}.events"),
-        delivery_limit: 10,
-    }
-}
-
-pub async fn delete_topology(channel: &Channel, topology: &Topology) {
-    for queue in [&topology.request_queue, &topology.dead_letter_queue] {
-        let _ = channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for exchange in [
-        &topology.request_exchange,
-        &topology.dead_letter_exchange,
-        &topology.event_exchange,
-    ] {
-        let _ = channel
-            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
-    }
+    Topology::with_prefix(
+        &format!(
+            "bench-{run}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
+        10,
+    )
 }
 
 fn worker_binary(args: &Args) -> anyhow::Result<PathBuf> {
@@ -202,7 +179,7 @@ pub async fn run(
         steady.iter().copied().reduce(f64::min).unwrap_or_default(),
         steady.iter().copied().reduce(f64::max).unwrap_or_default(),
     );
-    delete_topology(&channel, &topology).await;
+    topology.delete(&channel).await;
     let _ = connection.close(200, "done".into()).await;
     Ok(EndToEnd {
         requests: requests.len(),

@@ -133,9 +133,11 @@ impl BenchEnv {
         }
         // The statements exactly as the worker sends them, with its arrays
         // written out: the ids of the two connections just seeded.
-        let ids: Ids = diesel::sql_query("SELECT string_agg(id::text, ',') AS ids FROM connections WHERE client_id = 'explain'")
-            .get_result(&mut conn)
-            .await?;
+        let ids: Ids = diesel::sql_query(
+            "SELECT string_agg(id::text, ',') AS ids FROM connections WHERE client_id = 'explain'",
+        )
+        .get_result(&mut conn)
+        .await?;
         let ids = format!("'{{{}}}'::uuid[]", ids.ids);
         let statements = [
             format!(

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
+use disconnect_worker::broker::subscribe::{subscribe, Acks};
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
-    ConfirmSelectOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
@@ -32,22 +32,8 @@ pub async fn delete_topology(amqp_url: &str, topology: &disconnect_worker::broke
     else {
         return;
     };
-    let Ok(channel) = connection.create_channel().await else {
-        return;
-    };
-    for queue in [&topology.request_queue, &topology.dead_letter_queue] {
-        let _ = channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for exchange in [
-        &topology.request_exchange,
-        &topology.dead_letter_exchange,
-        &topology.event_exchange,
-    ] {
-        let _ = channel
-            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
+    if let Ok(channel) = connection.create_channel().await {
+        topology.delete(&channel).await;
     }
     let _ = connection.close(200, "test done".into()).await;
 }
@@ -99,37 +85,14 @@ impl TestContext {
     /// A queue bound to every event, declared before requests are published.
     pub async fn event_tap(&self) -> EventTap {
         let channel = self.channel().await;
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("tap queue");
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                self.topology.event_exchange.as_str().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("tap binding");
-        let consumer = channel
-            .basic_consume(
-                queue.name().clone(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("tap consumer");
+        let consumer = subscribe(
+            &channel,
+            &self.topology.event_exchange,
+            &["#"],
+            Acks::Manual,
+        )
+        .await
+        .expect("subscribing to events");
         EventTap {
             _channel: channel,
             consumer,

@@ -63,16 +63,7 @@ impl TestContext {
             pool_size: 16,
         })
         .expect("pool");
-        let prefix = format!("t{}", &unique[..12]);
-        let topology = Topology {
-            request_exchange: format!("{prefix}.disconnect.requests"),
-            request_queue: format!("{prefix}.disconnect.requests"),
-            request_routing_key: "disconnect".into(),
-            dead_letter_exchange: format!("{prefix}.disconnect.dead"),
-            dead_letter_queue: format!("{prefix}.disconnect.requests.dead"),
-            event_exchange: format!("{prefix}.connection.events"),
-            delivery_limit: 10,
-        };
+        let topology = Topology::with_prefix(&format!("t{}", &unique[..12]), 10);
         let context = Self {
             database_name,
             database_url,
