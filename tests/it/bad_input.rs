@@ -58,6 +58,16 @@ async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason_and_the_next_r
             json(),
         ),
         (
+            // A huge string within the size limit: a 12 KiB "token".
+            "invalid_field",
+            format!(
+                r#"{{"request_id":"{id}","access_token":"{}"}}"#,
+                "A".repeat(12 * 1024)
+            )
+            .into_bytes(),
+            json(),
+        ),
+        (
             "not_json",
             format!("{}{}", "[".repeat(5000), "]".repeat(5000)).into_bytes(),
             json(),
