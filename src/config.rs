@@ -233,6 +233,12 @@ pub struct WorkerArgs {
           value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub outbox_batch_size: u16,
 
+    /// Hours a published event stays in the outbox table before it is
+    /// deleted (the audit record in disconnect_requests stays); 0 keeps them.
+    #[arg(long, env = "OUTBOX_RETENTION_HOURS", value_name = "OUTBOX_RETENTION_HOURS", default_value_t = 168,
+          value_parser = clap::value_parser!(u32).range(0..=87_600))]
+    pub outbox_retention_hours: u32,
+
     /// Port of the HTTP listener for /healthz, /readyz and /metrics, on all
     /// interfaces; 0 turns the listener off.
     #[arg(
@@ -303,6 +309,8 @@ impl RunSettings {
                 shutdown_grace: Duration::from_secs(worker.shutdown_grace_secs),
                 outbox_poll_interval: Duration::from_millis(worker.outbox_poll_ms),
                 outbox_batch_size: i64::from(worker.outbox_batch_size),
+                outbox_retention: (worker.outbox_retention_hours > 0)
+                    .then(|| Duration::from_secs(u64::from(worker.outbox_retention_hours) * 3600)),
             },
             run_migrations: worker.run_migrations,
             http_address: (worker.http_port != 0)

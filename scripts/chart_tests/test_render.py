@@ -135,6 +135,7 @@ CONFIG_TO_ENV = {
     "shutdownGraceSecs": ("SHUTDOWN_GRACE_SECS", 45),
     "outboxPollMs": ("OUTBOX_POLL_MS", 5000),
     "outboxBatchSize": ("OUTBOX_BATCH_SIZE", 10000),
+    "outboxRetentionHours": ("OUTBOX_RETENTION_HOURS", 0),
     "logFormat": ("LOG_FORMAT", "text"),
     "rustLog": ("RUST_LOG", "disconnect_worker=debug,info"),
 }

@@ -89,3 +89,21 @@ pub async fn backlog(conn: &mut AsyncPgConnection) -> QueryResult<(i64, Option<D
         .first(conn)
         .await
 }
+
+/// Delete events published before `before`; returns how many. Bounded per
+/// call so a large backlog is pruned in short transactions.
+pub async fn delete_published_before(
+    conn: &mut AsyncPgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<usize> {
+    use diesel::sql_types::{BigInt, Timestamptz};
+    diesel::sql_query(
+        "DELETE FROM outbox_events WHERE id IN \
+         (SELECT id FROM outbox_events WHERE published_at < $1 LIMIT $2)",
+    )
+    .bind::<Timestamptz, _>(before)
+    .bind::<BigInt, _>(limit)
+    .execute(conn)
+    .await
+}

@@ -42,6 +42,8 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
     pub outbox_poll_interval: Duration,
     pub outbox_batch_size: i64,
+    /// How long published events are kept; `None`: forever.
+    pub outbox_retention: Option<Duration>,
 }
 
 /// Run until `shutdown` is cancelled, then stop gracefully: stop consuming,
@@ -64,6 +66,13 @@ pub async fn run(
         None => None,
     };
     tokio::spawn(sample_outbox_backlog(pool.clone(), background.clone()));
+    if let Some(retention) = settings.worker.outbox_retention {
+        tokio::spawn(relay::prune_published(
+            pool.clone(),
+            retention,
+            background.clone(),
+        ));
+    }
     let result = consume_until_shutdown(&settings, pool, &readiness, shutdown).await;
     background.cancel();
     if let Some(http) = http {

@@ -86,3 +86,50 @@ async fn a_graceful_stop_publishes_pending_events_first() {
         events.event_for(request_id).await;
     }
 }
+
+/// Published events past their retention are deleted; unpublished ones and
+/// the audit records never are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_events_past_their_retention_are_pruned_and_nothing_else() {
+    let test = TestContext::new().await;
+    let mut conn = test.pool.get().await.expect("db");
+    let mut requests = Vec::new();
+    for company in ["company-old", "company-new", "company-pending"] {
+        let token = test.issue("app", company, "gusto", "user-a").await;
+        let request = DisconnectRequest::decode(
+            &crate::support::broker::request_body(Uuid::new_v4(), token.token.expose()),
+            None,
+            16 * 1024,
+        )
+        .expect("valid request");
+        record_disconnect(&mut conn, &request)
+            .await
+            .expect("committed");
+        requests.push(request.request_id.0);
+    }
+    test.execute(&format!(
+        "UPDATE outbox_events SET published_at = now() - interval '10 days' WHERE request_id = '{}'; \
+         UPDATE outbox_events SET published_at = now() - interval '1 hour' WHERE request_id = '{}';",
+        requests[0], requests[1]
+    ))
+    .await;
+
+    let deleted = disconnect_worker::relay::prune_once(
+        &test.pool,
+        std::time::Duration::from_secs(7 * 24 * 3600),
+    )
+    .await
+    .expect("pruned");
+
+    assert_eq!(deleted, 1, "only the event published ten days ago");
+    assert_eq!(
+        test.unpublished_event_count().await,
+        1,
+        "the pending event stays"
+    );
+    assert_eq!(
+        test.recorded_request_count().await,
+        3,
+        "the audit records stay"
+    );
+}
