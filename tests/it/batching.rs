@@ -3,16 +3,12 @@
 
 use std::time::Duration;
 
-use disconnect_worker::domain::{AccessToken, DisconnectRequest, Outcome};
+use disconnect_worker::domain::{AccessToken, Outcome};
 use disconnect_worker::service::{record_disconnects, Processed};
 use uuid::Uuid;
 
-use crate::support::broker::request_body;
+use crate::support::broker::decoded_request;
 use crate::support::{eventually, RunningWorker, TestContext};
-
-fn request(id: Uuid, token: &str) -> DisconnectRequest {
-    DisconnectRequest::decode(&request_body(id, token), None, 16 * 1024).expect("valid")
-}
 
 fn request_with_reason(id: Uuid, token: &str, reason: &str) -> Vec<u8> {
     serde_json::to_vec(
@@ -46,12 +42,12 @@ async fn one_batch_decides_exactly_what_sequential_processing_would() {
         Uuid::new_v4(),
     );
     let batch = [
-        request(first, a1.token.expose()),
-        request(first, a1.token.expose()),
-        request(sibling, a2.token.expose()),
-        request(other, b.token.expose()),
-        request(unknown, AccessToken::generate().expose()),
-        request(repeat, a2.token.expose()),
+        decoded_request(first, a1.token.expose()),
+        decoded_request(first, a1.token.expose()),
+        decoded_request(sibling, a2.token.expose()),
+        decoded_request(other, b.token.expose()),
+        decoded_request(unknown, AccessToken::generate().expose()),
+        decoded_request(repeat, a2.token.expose()),
     ];
     let mut conn = test.pool.get().await.expect("db");
     let processed = record_disconnects(&mut conn, &batch)

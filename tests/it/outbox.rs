@@ -1,9 +1,10 @@
 //! Events are written with the state change and published at least once.
 
-use disconnect_worker::domain::{DisconnectRequest, RequestId};
+use disconnect_worker::domain::RequestId;
 use disconnect_worker::service::{record_disconnect, Processed};
 use uuid::Uuid;
 
+use crate::support::broker::decoded_request;
 use crate::support::{eventually, TestContext};
 
 /// A worker that crashed after committing and before publishing leaves
@@ -13,12 +14,7 @@ use crate::support::{eventually, TestContext};
 async fn an_event_left_unpublished_by_a_crash_is_published_when_the_worker_runs_again() {
     let test = TestContext::new().await;
     let token = test.issue("app", "company-c", "gusto", "user-a").await;
-    let request = DisconnectRequest::decode(
-        &crate::support::broker::request_body(Uuid::new_v4(), token.token.expose()),
-        None,
-        16 * 1024,
-    )
-    .expect("valid request");
+    let request = decoded_request(Uuid::new_v4(), token.token.expose());
     let mut conn = test.pool.get().await.expect("db");
     let processed = record_disconnect(&mut conn, &request)
         .await
@@ -65,12 +61,7 @@ async fn a_graceful_stop_publishes_pending_events_first() {
     let mut request_ids = Vec::new();
     for company in ["company-c", "company-d", "company-e"] {
         let token = test.issue("app", company, "gusto", "user-a").await;
-        let request = DisconnectRequest::decode(
-            &crate::support::broker::request_body(Uuid::new_v4(), token.token.expose()),
-            None,
-            16 * 1024,
-        )
-        .expect("valid request");
+        let request = decoded_request(Uuid::new_v4(), token.token.expose());
         let mut conn = test.pool.get().await.expect("db");
         record_disconnect(&mut conn, &request)
             .await
@@ -96,12 +87,7 @@ async fn published_events_past_their_retention_are_pruned_and_nothing_else() {
     let mut requests = Vec::new();
     for company in ["company-old", "company-new", "company-pending"] {
         let token = test.issue("app", company, "gusto", "user-a").await;
-        let request = DisconnectRequest::decode(
-            &crate::support::broker::request_body(Uuid::new_v4(), token.token.expose()),
-            None,
-            16 * 1024,
-        )
-        .expect("valid request");
+        let request = decoded_request(Uuid::new_v4(), token.token.expose());
         record_disconnect(&mut conn, &request)
             .await
             .expect("committed");

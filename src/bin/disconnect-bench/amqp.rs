@@ -5,11 +5,15 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use disconnect_worker::broker::subscribe::{subscribe, Acks};
+use disconnect_worker::broker::Topology;
 use futures_util::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde::Serialize;
 use tokio::task::JoinHandle;
+
+use super::stats::Latency;
 
 pub async fn connect(url: &str) -> anyhow::Result<(Connection, Channel)> {
     let connection = Connection::connect(url, ConnectionProperties::default()).await?;
@@ -87,4 +91,69 @@ pub async fn tap_events(
         }
         arrived
     }))
+}
+
+/// One request per token, each with a new request id: (request id, body).
+pub fn requests_for<'a>(tokens: impl Iterator<Item = &'a str>) -> Vec<(String, Vec<u8>)> {
+    tokens
+        .map(|token| {
+            let id = uuid::Uuid::new_v4().to_string();
+            let body = request_body(&id, token);
+            (id, body)
+        })
+        .collect()
+}
+
+/// Throughput and latency of one stream of requests.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    pub requests: usize,
+    pub seconds: f64,
+    pub requests_per_second: f64,
+    pub latency: Latency,
+}
+
+/// Subscribe to the events, publish the requests (at `rate` per second if
+/// given), and wait for every request's event: throughput from the first
+/// publish to the last event, latency from each publish to its event.
+pub async fn measure_stream(
+    publish_channel: &Channel,
+    tap_channel: &Channel,
+    topology: &Topology,
+    requests: &[(String, Vec<u8>)],
+    rate: Option<f64>,
+) -> anyhow::Result<Measured> {
+    let tap = tap_events(tap_channel, &topology.event_exchange, requests.len()).await?;
+    let started = Instant::now();
+    let sent = publish_requests(
+        publish_channel,
+        &topology.request_exchange,
+        &topology.request_routing_key,
+        requests,
+        rate,
+    )
+    .await?;
+    let arrived = tokio::time::timeout(Duration::from_secs(600), tap)
+        .await
+        .map_err(|_| anyhow::anyhow!("events stopped arriving"))??;
+    anyhow::ensure!(
+        arrived.len() == requests.len(),
+        "only {} of {} events arrived",
+        arrived.len(),
+        requests.len()
+    );
+    let seconds = arrived
+        .values()
+        .max()
+        .map_or(0.0, |last| last.duration_since(started).as_secs_f64());
+    Ok(Measured {
+        requests: requests.len(),
+        seconds,
+        requests_per_second: requests.len() as f64 / seconds,
+        latency: Latency::of(
+            sent.iter()
+                .filter_map(|(id, at)| Some(arrived.get(id)?.duration_since(*at)))
+                .collect(),
+        ),
+    })
 }

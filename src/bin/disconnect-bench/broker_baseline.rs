@@ -3,7 +3,6 @@
 //! The same topology and prefetch as the worker.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
@@ -11,18 +10,15 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::BasicProperties;
 use serde::Serialize;
 
-use super::amqp;
+use super::amqp::{self, Measured};
 use super::end_to_end::unique_topology;
-use super::stats::Latency;
 use super::Args;
 use disconnect_worker::broker::publish::publish_confirmed;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BrokerBaseline {
-    pub requests: usize,
-    pub seconds: f64,
-    pub requests_per_second: f64,
-    pub latency: Latency,
+    #[serde(flatten)]
+    pub measured: Measured,
 }
 
 pub async fn run(args: &Args) -> anyhow::Result<BrokerBaseline> {
@@ -78,47 +74,12 @@ pub async fn run(args: &Args) -> anyhow::Result<BrokerBaseline> {
         }
     });
 
-    let requests: Vec<(String, Vec<u8>)> = (0..args.connections)
-        .map(|_| {
-            let id = uuid::Uuid::new_v4().to_string();
-            let body = amqp::request_body(&id, "bench-token");
-            (id, body)
-        })
-        .collect();
+    let requests = amqp::requests_for(std::iter::repeat_n("bench-token", args.connections));
     let tap_channel = connection.create_channel().await?;
-    let tap = amqp::tap_events(&tap_channel, &topology.event_exchange, requests.len()).await?;
-    let started = Instant::now();
-    let sent = amqp::publish_requests(
-        &channel,
-        &topology.request_exchange,
-        &topology.request_routing_key,
-        &requests,
-        None,
-    )
-    .await?;
-    let arrived = tap.await?;
-    let seconds = arrived
-        .values()
-        .max()
-        .map_or(0.0, |last| last.duration_since(started).as_secs_f64());
-    anyhow::ensure!(
-        arrived.len() == requests.len(),
-        "only {} of {} events arrived",
-        arrived.len(),
-        requests.len()
-    );
+    let measured = amqp::measure_stream(&channel, &tap_channel, &topology, &requests, None).await?;
     pass_through.abort();
     topology.delete(&channel).await;
     let _ = consumer_connection.close(200, "done".into()).await;
     let _ = connection.close(200, "done".into()).await;
-    Ok(BrokerBaseline {
-        requests: requests.len(),
-        seconds,
-        requests_per_second: requests.len() as f64 / seconds,
-        latency: Latency::of(
-            sent.iter()
-                .filter_map(|(id, at)| Some(arrived.get(id)?.duration_since(*at)))
-                .collect(),
-        ),
-    })
+    Ok(BrokerBaseline { measured })
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use disconnect_worker::broker::Topology;
@@ -15,18 +15,15 @@ use lapin::types::FieldTable;
 use lapin::Channel;
 use serde::Serialize;
 
-use super::amqp;
+use super::amqp::{self, Measured};
 use super::seed::BenchEnv;
-use super::stats::Latency;
 use super::Args;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EndToEnd {
-    pub requests: usize,
+    #[serde(flatten)]
+    pub measured: Measured,
     pub offered_rate: Option<f64>,
-    pub seconds: f64,
-    pub requests_per_second: f64,
-    pub latency: Latency,
     /// Peak resident memory of the worker process (VmHWM), MiB.
     pub peak_memory_mib: f64,
     /// Resident memory sampled every 100 ms while requests flowed: the
@@ -123,16 +120,8 @@ pub async fn run(
     let pid = worker.0.id();
     wait_for_consumer(&channel, &topology.request_queue).await?;
 
-    let requests: Vec<(String, Vec<u8>)> = tokens
-        .iter()
-        .map(|token| {
-            let id = uuid::Uuid::new_v4().to_string();
-            let body = amqp::request_body(&id, token);
-            (id, body)
-        })
-        .collect();
+    let requests = amqp::requests_for(tokens.iter().map(String::as_str));
     let tap_channel = connection.create_channel().await?;
-    let tap = amqp::tap_events(&tap_channel, &topology.event_exchange, requests.len()).await?;
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = tokio::spawn({
         let sampling = sampling.clone();
@@ -148,32 +137,12 @@ pub async fn run(
             samples
         }
     });
-    let started = Instant::now();
-    let sent = amqp::publish_requests(
-        &channel,
-        &topology.request_exchange,
-        &topology.request_routing_key,
-        &requests,
-        rate,
-    )
-    .await?;
-    let arrived = tokio::time::timeout(Duration::from_secs(600), tap)
-        .await
-        .context("events stopped arriving")??;
-    let seconds = arrived
-        .values()
-        .max()
-        .map_or(0.0, |last| last.duration_since(started).as_secs_f64());
+    let measured = amqp::measure_stream(&channel, &tap_channel, &topology, &requests, rate).await;
     let (_, peak_memory_mib) = memory_mib(pid).unwrap_or_default();
     sampling.store(false, Ordering::Relaxed);
     let samples = sampler.await.unwrap_or_default();
     drop(worker);
-    anyhow::ensure!(
-        arrived.len() == requests.len(),
-        "only {} of {} events arrived",
-        arrived.len(),
-        requests.len()
-    );
+    let measured = measured?;
     let steady = &samples[samples.len() / 4..];
     let steady_memory_mib = (
         steady.iter().copied().reduce(f64::min).unwrap_or_default(),
@@ -182,15 +151,8 @@ pub async fn run(
     topology.delete(&channel).await;
     let _ = connection.close(200, "done".into()).await;
     Ok(EndToEnd {
-        requests: requests.len(),
+        measured,
         offered_rate: rate,
-        seconds,
-        requests_per_second: requests.len() as f64 / seconds,
-        latency: Latency::of(
-            sent.iter()
-                .filter_map(|(id, at)| Some(arrived.get(id)?.duration_since(*at)))
-                .collect(),
-        ),
         peak_memory_mib,
         steady_memory_mib,
     })

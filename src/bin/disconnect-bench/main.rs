@@ -115,7 +115,7 @@ async fn run(args: &Args, env: &seed::BenchEnv) -> anyhow::Result<report::Result
     let saturating = end_to_end::run(args, env, "sat", None).await?;
     let half_rate = args
         .paced_rate
-        .unwrap_or(saturating.requests_per_second / 2.0);
+        .unwrap_or(saturating.measured.requests_per_second / 2.0);
     eprintln!("worker, half rate ({half_rate:.0} requests/s)...");
     let half = end_to_end::run(args, env, "half", Some(half_rate)).await?;
     eprintln!(

@@ -44,10 +44,10 @@ impl Results {
             batch_linger_ms: args.batch_linger_ms,
             pool_size: args.pool_size,
             db_concurrency: args.db_concurrency,
-            worker_over_database_baseline: worker_saturating.requests_per_second
+            worker_over_database_baseline: worker_saturating.measured.requests_per_second
                 / database_baseline.requests_per_second,
-            worker_over_broker_baseline: worker_saturating.requests_per_second
-                / broker_baseline.requests_per_second,
+            worker_over_broker_baseline: worker_saturating.measured.requests_per_second
+                / broker_baseline.measured.requests_per_second,
             database_baseline,
             broker_baseline,
             worker_saturating,
@@ -68,7 +68,7 @@ pub fn print(args: &Args, results: &Results) {
         "| database baseline ({} concurrent transactions) | {:.0} | | | | |",
         results.db_concurrency, results.database_baseline.requests_per_second
     );
-    let broker = &results.broker_baseline;
+    let broker = &results.broker_baseline.measured;
     println!(
         "| broker baseline (pass-through consumer) | {:.0} | {:.1} | {:.1} | {:.1} | |",
         broker.requests_per_second,
@@ -86,10 +86,10 @@ pub fn print(args: &Args, results: &Results) {
         };
         println!(
             "| {name} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} (steady {:.1} to {:.1}) |",
-            run.requests_per_second,
-            run.latency.p50_ms,
-            run.latency.p99_ms,
-            run.latency.max_ms,
+            run.measured.requests_per_second,
+            run.measured.latency.p50_ms,
+            run.measured.latency.p99_ms,
+            run.measured.latency.max_ms,
             run.peak_memory_mib,
             run.steady_memory_mib.0,
             run.steady_memory_mib.1

@@ -50,6 +50,19 @@ pub fn request_body(request_id: Uuid, token: &str) -> Vec<u8> {
     .expect("json")
 }
 
+/// A decoded request, as the worker would hand it to the service layer.
+pub fn decoded_request(
+    request_id: Uuid,
+    token: &str,
+) -> disconnect_worker::domain::DisconnectRequest {
+    disconnect_worker::domain::DisconnectRequest::decode(
+        &request_body(request_id, token),
+        None,
+        16 * 1024,
+    )
+    .expect("a valid request")
+}
+
 impl TestContext {
     /// Publish raw bytes to the request exchange, confirmed.
     pub async fn publish_raw(&self, channel: &Channel, body: &[u8], properties: BasicProperties) {
