@@ -154,3 +154,18 @@ impl Topology {
         Ok(())
     }
 }
+
+/// The state of an existing queue (ready messages, consumers), without
+/// declaring it: a passive declare, which fails if the queue is missing.
+pub async fn inspect_queue(channel: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use disconnect_worker::broker::topology::inspect_queue;
 use disconnect_worker::broker::Topology;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use lapin::Channel;
 use serde::Serialize;
 
@@ -160,16 +159,7 @@ pub async fn run(
 
 async fn wait_for_consumer(channel: &Channel, queue: &str) -> anyhow::Result<()> {
     for _ in 0..300 {
-        let declared = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let declared = inspect_queue(channel, queue).await?;
         if declared.consumer_count() > 0 {
             return Ok(());
         }

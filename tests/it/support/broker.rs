@@ -3,12 +3,10 @@
 use std::time::Duration;
 
 use disconnect_worker::broker::subscribe::{subscribe, Acks};
+use disconnect_worker::broker::topology::inspect_queue;
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use serde_json::Value;
 use uuid::Uuid;
@@ -149,15 +147,7 @@ impl TestContext {
 
     /// Messages ready in a queue (not counting those delivered, unacked).
     pub async fn ready_messages(&self, channel: &Channel, queue: &str) -> usize {
-        channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+        inspect_queue(channel, queue)
             .await
             .expect("passive declare")
             .message_count() as usize
