@@ -222,13 +222,21 @@ pub struct WorkerArgs {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub shutdown_grace_secs: u64,
 
-    /// Milliseconds between outbox sweeps for events no delivery woke the relay for
-    /// (left by a crash, or by another replica).
+    /// Milliseconds between relay sweeps for events left unpublished (by a
+    /// crash, or by another replica that died).
     #[arg(long, env = "OUTBOX_POLL_MS", value_name = "OUTBOX_POLL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub outbox_poll_ms: u64,
 
-    /// Events published per outbox sweep before the next batch is claimed.
+    /// Milliseconds an event may stay unpublished before the relay publishes it
+    /// in place of the worker that wrote it. Each worker publishes its own events
+    /// right after commit; this only delays recovery from a crash. Shorter
+    /// means more events published twice when a worker is slow to mark them.
+    #[arg(long, env = "OUTBOX_RELAY_DELAY_MS", value_name = "OUTBOX_RELAY_DELAY_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(500..=3_600_000))]
+    pub outbox_relay_delay_ms: u64,
+
+    /// Events published per relay sweep before the next batch is claimed.
     #[arg(long, env = "OUTBOX_BATCH_SIZE", value_name = "OUTBOX_BATCH_SIZE", default_value_t = 100,
           value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub outbox_batch_size: u16,
@@ -309,6 +317,7 @@ impl RunSettings {
                 shutdown_grace: Duration::from_secs(worker.shutdown_grace_secs),
                 outbox_poll_interval: Duration::from_millis(worker.outbox_poll_ms),
                 outbox_batch_size: i64::from(worker.outbox_batch_size),
+                outbox_relay_delay: Duration::from_millis(worker.outbox_relay_delay_ms),
                 outbox_retention: (worker.outbox_retention_hours > 0)
                     .then(|| Duration::from_secs(u64::from(worker.outbox_retention_hours) * 3600)),
             },

@@ -9,7 +9,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod observability;
-pub mod relay;
+pub mod outbox;
 pub mod retry;
 pub mod secret;
 pub mod service;

@@ -1,22 +1,38 @@
 //! Queries on `outbox_events`: events written with the state change and
 //! published afterwards.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
+use diesel::data_types::PgInterval;
+use diesel::dsl::now;
 use diesel::prelude::*;
+use diesel::sql_types::Interval;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::schema::outbox_events;
 use crate::domain::OutcomeEvent;
 
+/// An event as the outbox holds it, ready to publish.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = outbox_events)]
 pub struct PendingEvent {
-    pub id: i64,
     pub event_id: Uuid,
     pub request_id: Uuid,
     pub routing_key: String,
     pub payload: String,
+}
+
+impl From<&OutcomeEvent> for PendingEvent {
+    fn from(event: &OutcomeEvent) -> Self {
+        Self {
+            event_id: event.event_id,
+            request_id: event.request_id,
+            routing_key: event.routing_key.to_string(),
+            payload: event.payload.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Insertable)]
@@ -28,16 +44,13 @@ struct NewEvent<'a> {
     payload: &'a str,
 }
 
-/// Write events to the outbox, in one statement: (request id, event) pairs.
-pub async fn insert_many(
-    conn: &mut AsyncPgConnection,
-    events: &[(Uuid, OutcomeEvent)],
-) -> QueryResult<()> {
+/// Write events to the outbox, in one statement.
+pub async fn insert_many(conn: &mut AsyncPgConnection, events: &[OutcomeEvent]) -> QueryResult<()> {
     let rows: Vec<NewEvent<'_>> = events
         .iter()
-        .map(|(request_id, event)| NewEvent {
+        .map(|event| NewEvent {
             event_id: event.event_id,
-            request_id: *request_id,
+            request_id: event.request_id,
             routing_key: event.routing_key,
             payload: &event.payload,
         })
@@ -49,14 +62,19 @@ pub async fn insert_many(
         .map(drop)
 }
 
-/// The oldest unpublished events, locked for this transaction. Rows another
-/// replica is publishing are skipped rather than waited for.
-pub async fn claim_unpublished(
+/// The oldest events still unpublished `delay` after they were written,
+/// locked for this transaction. The age is measured on the database's clock,
+/// so the worker's clock does not matter. Rows another replica is publishing
+/// are skipped rather than waited for.
+pub async fn claim_unpublished_older_than(
     conn: &mut AsyncPgConnection,
+    delay: Duration,
     limit: i64,
 ) -> QueryResult<Vec<PendingEvent>> {
+    let delay = PgInterval::from_microseconds(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
     outbox_events::table
         .filter(outbox_events::published_at.is_null())
+        .filter((outbox_events::created_at + delay.into_sql::<Interval>()).lt(now))
         .order(outbox_events::id)
         .limit(limit)
         .select(PendingEvent::as_select())
@@ -66,16 +84,37 @@ pub async fn claim_unpublished(
         .await
 }
 
+/// Those of `event_ids` still unpublished, locked for this transaction.
+pub async fn claim_unpublished_by_ids(
+    conn: &mut AsyncPgConnection,
+    event_ids: &[Uuid],
+) -> QueryResult<Vec<PendingEvent>> {
+    outbox_events::table
+        .filter(outbox_events::published_at.is_null())
+        .filter(outbox_events::event_id.eq_any(event_ids))
+        .order(outbox_events::id)
+        .select(PendingEvent::as_select())
+        .for_update()
+        .skip_locked()
+        .load(conn)
+        .await
+}
+
+/// Mark events published; an event marked before keeps its first time.
+/// Returns how many were marked now.
 pub async fn mark_published(
     conn: &mut AsyncPgConnection,
-    ids: &[i64],
+    event_ids: &[Uuid],
     at: DateTime<Utc>,
-) -> QueryResult<()> {
-    diesel::update(outbox_events::table.filter(outbox_events::id.eq_any(ids)))
-        .set(outbox_events::published_at.eq(at))
-        .execute(conn)
-        .await
-        .map(drop)
+) -> QueryResult<usize> {
+    diesel::update(
+        outbox_events::table
+            .filter(outbox_events::event_id.eq_any(event_ids))
+            .filter(outbox_events::published_at.is_null()),
+    )
+    .set(outbox_events::published_at.eq(at))
+    .execute(conn)
+    .await
 }
 
 /// How many events wait to be published, and when the oldest was written.

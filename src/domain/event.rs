@@ -11,9 +11,10 @@ pub const DISCONNECTED: &str = "connection.disconnected";
 pub const DISCONNECT_REJECTED: &str = "connection.disconnect_rejected";
 
 /// An event ready for the outbox: its id, routing key and exact bytes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutcomeEvent {
     pub event_id: Uuid,
+    pub request_id: Uuid,
     pub routing_key: &'static str,
     pub payload: String,
 }
@@ -84,6 +85,7 @@ impl OutcomeEvent {
         };
         Self {
             event_id,
+            request_id: request_id.0,
             routing_key,
             // Serialising these plain structs cannot fail: no maps with
             // non-string keys, no custom serialisers.

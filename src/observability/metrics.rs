@@ -61,7 +61,10 @@ fn describe() {
         BROKER_RECONNECTS,
         "Broker sessions re-opened after losing one."
     );
-    describe_counter!(EVENTS_PUBLISHED, "Outcome events confirmed by the broker.");
+    describe_counter!(
+        EVENTS_PUBLISHED,
+        "Outcome events confirmed by the broker, by path: after_commit or relay."
+    );
     describe_gauge!(OUTBOX_PENDING, "Events committed but not yet published.");
     describe_gauge!(
         OUTBOX_OLDEST_AGE,
@@ -92,8 +95,10 @@ pub fn broker_reconnected() {
     counter!(BROKER_RECONNECTS).increment(1);
 }
 
-pub fn events_published(count: usize) {
-    counter!(EVENTS_PUBLISHED).increment(count as u64);
+/// `path`: "after_commit" (the handler) or "relay" (a failed or orphaned
+/// event, published late).
+pub fn events_published(path: &'static str, count: usize) {
+    counter!(EVENTS_PUBLISHED, "path" => path).increment(count as u64);
 }
 
 pub fn outbox_backlog(pending: i64, oldest_age: Duration) {

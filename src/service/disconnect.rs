@@ -20,8 +20,12 @@ const RACE_RETRIES: usize = 3;
 /// What processing did with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Processed {
-    /// This delivery recorded the request's outcome and its event.
-    Recorded { outcome: Outcome, event_id: Uuid },
+    /// This delivery recorded the request's outcome and its event, which is
+    /// committed to the outbox and still to be published.
+    Recorded {
+        outcome: Outcome,
+        event: OutcomeEvent,
+    },
     /// The request id was processed before; nothing changed.
     AlreadyProcessed { outcome: String },
 }
@@ -247,9 +251,9 @@ async fn record(
         outcome_in_batch.insert(request_id, outcome.as_str().to_string());
         results.push(Processed::Recorded {
             outcome: outcome.clone(),
-            event_id: event.event_id,
+            event: event.clone(),
         });
-        events.push((request_id, event));
+        events.push(event);
     }
     if !rows.is_empty() {
         requests::insert_many(conn, &rows).await?;

@@ -11,16 +11,17 @@ use backon::Retryable;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Channel;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::dead_letter::dead_letter;
 use super::WorkerSettings;
 use crate::broker::Topology;
+use crate::db::outbox::PendingEvent;
 use crate::db::{DbError, DbPool};
 use crate::domain::{DisconnectRequest, Outcome};
 use crate::observability::metrics;
+use crate::outbox::Outbox;
 use crate::service::{record_disconnects, Processed};
 
 /// What every batch handler shares.
@@ -28,8 +29,8 @@ pub struct HandlerContext {
     pub pool: DbPool,
     pub settings: WorkerSettings,
     pub topology: Topology,
-    /// Woken after each commit so the relay publishes the events at once.
-    pub outbox_wakeup: Arc<Notify>,
+    /// Publishes each batch's events once it has committed.
+    pub outbox: Arc<Outbox>,
     /// Cancelled on shutdown: outage retries stop and the deliveries go back.
     pub shutdown: CancellationToken,
 }
@@ -88,12 +89,7 @@ pub async fn handle_batch(
     let requests: Vec<DisconnectRequest> =
         pending.iter().map(|item| item.request.clone()).collect();
     match process_with_retries(&context, &requests).await {
-        Ok(processed) => {
-            context.outbox_wakeup.notify_one();
-            for (item, processed) in pending.into_iter().zip(processed) {
-                settle_processed(item, &processed).await;
-            }
-        }
+        Ok(processed) => settle_committed(&context, &publish_channel, pending, processed).await,
         Err(error)
             if !error.is_transient() && pending.len() > 1 && !context.shutdown.is_cancelled() =>
         {
@@ -101,9 +97,8 @@ pub async fn handle_batch(
                 "a batch failed; processing its requests one by one");
             for item in pending {
                 match process_with_retries(&context, std::slice::from_ref(&item.request)).await {
-                    Ok(mut processed) => {
-                        context.outbox_wakeup.notify_one();
-                        settle_processed(item, &processed.remove(0)).await;
+                    Ok(processed) => {
+                        settle_committed(&context, &publish_channel, vec![item], processed).await;
                     }
                     Err(error) => return_to_queue(item, &error).await,
                 }
@@ -145,6 +140,32 @@ async fn decode_or_dead_letter(
             None
         }
     }
+}
+
+/// Publish the events of a committed batch and acknowledge its deliveries,
+/// both at once: neither waits for the other's round trip.
+async fn settle_committed(
+    context: &HandlerContext,
+    publish_channel: &Channel,
+    pending: Vec<Pending>,
+    processed: Vec<Processed>,
+) {
+    let events: Vec<PendingEvent> = processed
+        .iter()
+        .filter_map(|processed| match processed {
+            Processed::Recorded { event, .. } => Some(PendingEvent::from(event)),
+            Processed::AlreadyProcessed { .. } => None,
+        })
+        .collect();
+    let acks = async {
+        for (item, processed) in pending.into_iter().zip(&processed) {
+            settle_processed(item, processed).await;
+        }
+    };
+    tokio::join!(
+        context.outbox.publish_committed(publish_channel, events),
+        acks
+    );
 }
 
 /// Acknowledge a request whose outcome is committed: from here on a lost ack

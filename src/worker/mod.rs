@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -21,7 +20,7 @@ use crate::config::RunSettings;
 use crate::db::{self, DbPool};
 use crate::observability::backlog::sample_outbox_backlog;
 use crate::observability::{http, metrics, Readiness};
-use crate::relay;
+use crate::outbox::{prune, relay, Outbox};
 use crate::retry::RetrySettings;
 use consume::{consume_session, SessionEnd};
 use handle::HandlerContext;
@@ -42,6 +41,9 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
     pub outbox_poll_interval: Duration,
     pub outbox_batch_size: i64,
+    /// How long an event may stay unpublished before the relay publishes it
+    /// in place of the handler that wrote it.
+    pub outbox_relay_delay: Duration,
     /// How long published events are kept; `None`: forever.
     pub outbox_retention: Option<Duration>,
 }
@@ -67,7 +69,7 @@ pub async fn run(
     };
     tokio::spawn(sample_outbox_backlog(pool.clone(), background.clone()));
     if let Some(retention) = settings.worker.outbox_retention {
-        tokio::spawn(relay::prune_published(
+        tokio::spawn(prune::prune_published(
             pool.clone(),
             retention,
             background.clone(),
@@ -90,13 +92,22 @@ async fn consume_until_shutdown(
     if !startup::prepare_database(settings, &shutdown).await? {
         return Ok(());
     }
+    let outbox = Arc::new(Outbox::new(
+        settings.topology.event_exchange.clone(),
+        settings.worker.outbox_relay_delay,
+    ));
     let context = Arc::new(HandlerContext {
-        pool,
+        pool: pool.clone(),
         settings: settings.worker.clone(),
         topology: settings.topology.clone(),
-        outbox_wakeup: Arc::new(Notify::new()),
+        outbox: outbox.clone(),
         shutdown: shutdown.clone(),
     });
+    // Stopped only after the last handler and the final flush, in `finish`;
+    // on an error exit the unmarked events are left to the relay.
+    let marks_stop = CancellationToken::new();
+    let _marks_guard = marks_stop.clone().drop_guard();
+    tokio::spawn(outbox.clone().run_marks(pool, marks_stop));
     // Tracks handler tasks across sessions: a task started on a session that
     // died still finishes its transaction before shutdown completes.
     let in_flight = TaskTracker::new();
@@ -109,11 +120,10 @@ async fn consume_until_shutdown(
             relay::Relay {
                 pool: context.pool.clone(),
                 channel: session.publish_channel.clone(),
-                exchange: settings.topology.event_exchange.clone(),
+                outbox: context.outbox.clone(),
                 batch_size: settings.worker.outbox_batch_size,
                 poll_interval: settings.worker.outbox_poll_interval,
                 retry: settings.worker.retry.clone(),
-                wakeup: context.outbox_wakeup.clone(),
             }
             .run(relay_stop.clone()),
         );
@@ -161,10 +171,15 @@ async fn finish(
     in_flight.wait().await;
     relay_stop.cancel();
     let _ = relay_task.await;
+    context
+        .outbox
+        .flush_marks(&context.pool)
+        .await
+        .context("marking the last published events")?;
     relay::drain(
         &context.pool,
         &session.publish_channel,
-        &context.topology.event_exchange,
+        &context.outbox,
         context.settings.outbox_batch_size,
     )
     .await

@@ -48,7 +48,10 @@ async fn metrics_count_requests_by_outcome_tokens_revoked_and_events_published()
             // Events are counted once the broker confirmed them and the outbox
             // row is marked, a moment after consumers may already see them.
             let settled = sample(&body, "disconnect_worker_processing_seconds_count") == Some(4.0);
-            let published = sample(&body, "disconnect_worker_events_published_total") >= Some(2.0);
+            let published = sample(
+                &body,
+                "disconnect_worker_events_published_total{path=\"after_commit\"}",
+            ) >= Some(2.0);
             // The in-flight gauge drops when a request's handling ends, just
             // after it is counted.
             let idle = sample(&body, "disconnect_worker_in_flight_requests") == Some(0.0);

@@ -2,6 +2,8 @@
 
 use disconnect_worker::domain::RequestId;
 use disconnect_worker::service::{record_disconnect, Processed};
+use std::time::Duration;
+
 use uuid::Uuid;
 
 use crate::support::broker::decoded_request;
@@ -38,14 +40,97 @@ async fn an_event_left_unpublished_by_a_crash_is_published_when_the_worker_runs_
     .await;
 }
 
-/// Graceful shutdown publishes what is pending before exiting.
+/// The worker publishes a batch's events itself, right after the commit,
+/// and marks them published: no relay sweep is involved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_published_and_marked_right_after_commit_without_the_relay() {
+    let test = TestContext::new().await;
+    let mut settings = test.run_settings();
+    // The relay's one sweep at start finds nothing, and it never sweeps again.
+    settings.worker.outbox_poll_interval = Duration::from_secs(3600);
+    settings.worker.outbox_relay_delay = Duration::from_secs(3600);
+    let _worker = crate::support::RunningWorker::spawn(settings);
+    let mut events = test.event_tap().await;
+    let channel = test.channel().await;
+    let mut request_ids = Vec::new();
+    for company in ["company-c", "company-d"] {
+        let token = test.issue("app", company, "gusto", "user-a").await;
+        request_ids.push(
+            test.request_disconnect(&channel, Uuid::new_v4(), token.token.expose())
+                .await,
+        );
+    }
+
+    for request_id in &request_ids {
+        let event = events.event_for(*request_id).await;
+        assert_eq!(event.routing_key, "connection.disconnected");
+    }
+    eventually("the events marked published", || async {
+        (test.unpublished_event_count().await == 0).then_some(())
+    })
+    .await;
+}
+
+/// Write events as a worker that crashed after its commit would leave them:
+/// committed, unpublished, and written `age` ago.
+async fn leave_unpublished_events(test: &TestContext, companies: &[&str], age: &str) -> Vec<Uuid> {
+    let mut request_ids = Vec::new();
+    let mut conn = test.pool.get().await.expect("db");
+    for company in companies {
+        let token = test.issue("app", company, "gusto", "user-a").await;
+        let request = decoded_request(Uuid::new_v4(), token.token.expose());
+        record_disconnect(&mut conn, &request)
+            .await
+            .expect("committed");
+        request_ids.push(request.request_id.0);
+    }
+    test.execute(&format!(
+        "UPDATE outbox_events SET created_at = now() - interval '{age}'"
+    ))
+    .await;
+    request_ids
+}
+
+/// An unpublished event younger than the relay delay belongs to the worker
+/// that wrote it, which is publishing it: the relay leaves it alone, so it is
+/// not published twice. Once older, the relay publishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_an_unpublished_event_only_once_it_is_older_than_the_relay_delay() {
+    let test = TestContext::new().await;
+    let mut settings = test.run_settings();
+    settings.worker.outbox_poll_interval = Duration::from_millis(20);
+    settings.worker.outbox_relay_delay = Duration::from_secs(3600);
+    let _worker = crate::support::RunningWorker::spawn(settings);
+    let request_ids = leave_unpublished_events(&test, &["company-c"], "59 minutes").await;
+    let mut events = test.event_tap().await;
+
+    // Many sweeps pass (one every 20 ms); none may take the event.
+    assert!(
+        events
+            .next_within(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "the relay published an event younger than its delay"
+    );
+    assert_eq!(test.unpublished_event_count().await, 1);
+
+    test.execute("UPDATE outbox_events SET created_at = now() - interval '61 minutes'")
+        .await;
+    events.event_for(request_ids[0]).await;
+    eventually("the event marked published", || async {
+        (test.unpublished_event_count().await == 0).then_some(())
+    })
+    .await;
+}
+
+/// Graceful shutdown publishes what is left to the relay before exiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_publishes_pending_events_first() {
     let test = TestContext::new().await;
     let mut settings = test.run_settings();
-    // Only the shutdown drain can publish: the relay's timer never fires and
-    // nothing wakes it, because the events are written outside the worker.
-    settings.worker.outbox_poll_interval = std::time::Duration::from_secs(3600);
+    // Only the shutdown drain can publish: the relay's timer never fires
+    // after its first sweep, and nothing wakes it.
+    settings.worker.outbox_poll_interval = Duration::from_secs(3600);
     let worker = crate::support::RunningWorker::spawn(settings);
     let mut events = test.event_tap().await;
     // Let the worker's first sweep pass before writing the rows.
@@ -58,16 +143,12 @@ async fn a_graceful_stop_publishes_pending_events_first() {
         )
         .await;
     events.event_for(sentinel_request).await;
-    let mut request_ids = Vec::new();
-    for company in ["company-c", "company-d", "company-e"] {
-        let token = test.issue("app", company, "gusto", "user-a").await;
-        let request = decoded_request(Uuid::new_v4(), token.token.expose());
-        let mut conn = test.pool.get().await.expect("db");
-        record_disconnect(&mut conn, &request)
-            .await
-            .expect("committed");
-        request_ids.push(request.request_id.0);
-    }
+    eventually("the sentinel's event marked published", || async {
+        (test.unpublished_event_count().await == 0).then_some(())
+    })
+    .await;
+    let request_ids =
+        leave_unpublished_events(&test, &["company-c", "company-d", "company-e"], "1 hour").await;
     assert_eq!(test.unpublished_event_count().await, 3);
 
     worker.stop().await.expect("a clean stop");
@@ -100,7 +181,7 @@ async fn published_events_past_their_retention_are_pruned_and_nothing_else() {
     ))
     .await;
 
-    let deleted = disconnect_worker::relay::prune_once(
+    let deleted = disconnect_worker::outbox::prune::prune_once(
         &test.pool,
         std::time::Duration::from_secs(7 * 24 * 3600),
     )

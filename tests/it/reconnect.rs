@@ -41,11 +41,14 @@ async fn the_worker_reconnects_after_its_broker_connection_is_cut_and_goes_on() 
 
 /// A publish to a missing exchange makes the broker close the channel: the
 /// worker notices, opens a new session, declares its topology again (so the
-/// exchange exists again) and publishes the pending event.
+/// exchange exists again) and publishes the event whose publish failed, at
+/// once rather than after the relay delay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_recovers_when_the_broker_closes_its_channel_and_declares_its_topology_again() {
     let test = TestContext::new().await;
-    let _worker = test.spawn_worker();
+    let mut settings = test.run_settings();
+    settings.worker.outbox_relay_delay = std::time::Duration::from_secs(3600);
+    let _worker = RunningWorker::spawn(settings);
     let channel = test.channel().await;
     let mut events = test.event_tap().await;
     let first = test.issue("app", "company-c", "gusto", "user-a").await;

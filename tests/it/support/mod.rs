@@ -108,6 +108,7 @@ impl TestContext {
                 shutdown_grace: Duration::from_secs(20),
                 outbox_poll_interval: Duration::from_millis(200),
                 outbox_batch_size: 100,
+                outbox_relay_delay: Duration::from_millis(1000),
                 outbox_retention: None,
             },
             run_migrations: false,

@@ -1,0 +1,65 @@
+//! A shared list of event ids waiting for a background step.
+
+use std::sync::Mutex;
+
+use uuid::Uuid;
+
+/// Most ids held. Past it the oldest are dropped, which loses no event: an
+/// unmarked or unsent event is still unpublished in the outbox table, and
+/// the relay publishes it once it is older than the relay delay.
+const MAX_IDS: usize = 100_000;
+
+#[derive(Debug, Default)]
+pub struct EventIds {
+    ids: Mutex<Vec<Uuid>>,
+}
+
+impl EventIds {
+    pub fn push(&self, ids: impl IntoIterator<Item = Uuid>) {
+        let mut held = self.lock();
+        held.extend(ids);
+        if held.len() > MAX_IDS {
+            let excess = held.len() - MAX_IDS;
+            held.drain(..excess);
+        }
+    }
+
+    /// Take every id held; give back with [`EventIds::push`] what could not
+    /// be handled.
+    pub fn take(&self) -> Vec<Uuid> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Uuid>> {
+        // A panic while holding the lock cannot leave the list half-changed
+        // in a way that matters: every id in it is still a valid id.
+        self.ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taking_empties_the_list_and_pushing_gives_back() {
+        let ids = EventIds::default();
+        let first = Uuid::new_v4();
+        ids.push([first]);
+        assert_eq!(ids.take(), vec![first]);
+        assert!(ids.take().is_empty());
+    }
+
+    #[test]
+    fn past_the_bound_the_oldest_ids_are_dropped() {
+        let ids = EventIds::default();
+        let all: Vec<Uuid> = (0..MAX_IDS + 3).map(|_| Uuid::new_v4()).collect();
+        ids.push(all.iter().copied());
+        let held = ids.take();
+        assert_eq!(held.len(), MAX_IDS);
+        assert_eq!(held[0], all[3]);
+        assert_eq!(held.last(), all.last());
+    }
+}
