@@ -65,12 +65,19 @@ async fn a_re_sent_event_is_byte_identical_with_the_same_event_id() {
         .request_disconnect(&test.channel().await, Uuid::new_v4(), token.token.expose())
         .await;
     let first = events.event_for(request).await;
-    // As if the confirm had been lost: the relay publishes it again.
+    crate::support::eventually("the event marked published", || async {
+        (test.unpublished_event_count().await == 0).then_some(())
+    })
+    .await;
+    // As if the worker had died before marking it: the relay publishes it
+    // again once it is older than the relay delay.
     let mut conn = test.pool.get().await.expect("db");
-    diesel::sql_query("UPDATE outbox_events SET published_at = NULL")
-        .execute(&mut conn)
-        .await
-        .expect("reset");
+    diesel::sql_query(
+        "UPDATE outbox_events SET published_at = NULL, created_at = now() - interval '1 hour'",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("reset");
     let second = loop {
         let event = events
             .next_within(crate::support::PATIENCE)
