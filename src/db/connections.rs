@@ -1,7 +1,10 @@
 //! Queries on `connections`.
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -103,19 +106,36 @@ pub async fn mark_disconnected(
     disconnections: &[(Uuid, Uuid)],
     at: DateTime<Utc>,
 ) -> QueryResult<()> {
-    use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
     let (connection_ids, request_ids): (Vec<Uuid>, Vec<Uuid>) =
         disconnections.iter().copied().unzip();
-    diesel::sql_query(
-        "UPDATE connections AS c \
-         SET status = 'disconnected', disconnected_at = $3, disconnected_by_request = v.request_id \
-         FROM unnest($1::uuid[], $2::uuid[]) AS v (connection_id, request_id) \
-         WHERE c.id = v.connection_id",
-    )
-    .bind::<Array<SqlUuid>, _>(connection_ids)
-    .bind::<Array<SqlUuid>, _>(request_ids)
-    .bind::<Timestamptz, _>(at)
+    MarkDisconnected {
+        connection_ids,
+        request_ids,
+        at,
+    }
     .execute(conn)
     .await
     .map(drop)
+}
+
+/// A query type rather than `sql_query`, so that Diesel prepares it once
+/// per connection instead of parsing and planning it on every call.
+#[derive(QueryId)]
+struct MarkDisconnected {
+    connection_ids: Vec<Uuid>,
+    request_ids: Vec<Uuid>,
+    at: DateTime<Utc>,
+}
+
+impl QueryFragment<Pg> for MarkDisconnected {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("UPDATE connections AS c SET status = 'disconnected', disconnected_at = ");
+        out.push_bind_param::<Timestamptz, _>(&self.at)?;
+        out.push_sql(", disconnected_by_request = v.request_id FROM unnest(");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.connection_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.request_ids)?;
+        out.push_sql(") AS v (connection_id, request_id) WHERE c.id = v.connection_id");
+        Ok(())
+    }
 }

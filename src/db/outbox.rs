@@ -6,8 +6,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use diesel::data_types::PgInterval;
 use diesel::dsl::now;
+use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::Interval;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sql_types::{Array, Interval, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -35,31 +37,48 @@ impl From<&OutcomeEvent> for PendingEvent {
     }
 }
 
-#[derive(Debug, Insertable)]
-#[diesel(table_name = outbox_events)]
-struct NewEvent<'a> {
-    event_id: Uuid,
-    request_id: Uuid,
-    routing_key: &'a str,
-    payload: &'a str,
-}
-
 /// Write events to the outbox, in one statement.
 pub async fn insert_many(conn: &mut AsyncPgConnection, events: &[OutcomeEvent]) -> QueryResult<()> {
-    let rows: Vec<NewEvent<'_>> = events
-        .iter()
-        .map(|event| NewEvent {
-            event_id: event.event_id,
-            request_id: event.request_id,
-            routing_key: event.routing_key,
-            payload: &event.payload,
-        })
-        .collect();
-    diesel::insert_into(outbox_events::table)
-        .values(&rows)
-        .execute(conn)
-        .await
-        .map(drop)
+    if events.is_empty() {
+        return Ok(());
+    }
+    InsertEvents {
+        event_ids: events.iter().map(|event| event.event_id).collect(),
+        request_ids: events.iter().map(|event| event.request_id).collect(),
+        routing_keys: events.iter().map(|event| event.routing_key).collect(),
+        payloads: events.iter().map(|event| event.payload.clone()).collect(),
+    }
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// A multi-row insert whose text does not depend on the number of rows, so
+/// Diesel prepares it once per connection (see `requests::insert_many`).
+#[derive(QueryId)]
+struct InsertEvents {
+    event_ids: Vec<Uuid>,
+    request_ids: Vec<Uuid>,
+    routing_keys: Vec<&'static str>,
+    payloads: Vec<String>,
+}
+
+impl QueryFragment<Pg> for InsertEvents {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "INSERT INTO outbox_events (event_id, request_id, routing_key, payload) \
+             SELECT * FROM unnest(",
+        );
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.event_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.request_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.routing_keys)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.payloads)?;
+        out.push_sql(")");
+        Ok(())
+    }
 }
 
 /// The oldest events still unpublished `delay` after they were written,

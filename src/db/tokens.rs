@@ -1,7 +1,10 @@
 //! Queries on `access_tokens`.
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -57,11 +60,10 @@ pub async fn insert(conn: &mut AsyncPgConnection, token: &NewToken<'_>) -> Query
         .map(drop)
 }
 
-#[derive(QueryableByName)]
+/// A token revoked by [`revoke_all_of_connections`].
+#[derive(Debug, Queryable)]
 pub struct RevokedToken {
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
     pub id: Uuid,
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
     pub connection_id: Uuid,
 }
 
@@ -73,20 +75,46 @@ pub async fn revoke_all_of_connections(
     revocations: &[(Uuid, Uuid)],
     at: DateTime<Utc>,
 ) -> QueryResult<Vec<RevokedToken>> {
-    use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
     let (connection_ids, request_ids): (Vec<Uuid>, Vec<Uuid>) = revocations.iter().copied().unzip();
-    diesel::sql_query(
-        "UPDATE access_tokens AS t \
-         SET revoked_at = $3, revoked_by_request = v.request_id \
-         FROM unnest($1::uuid[], $2::uuid[]) AS v (connection_id, request_id) \
-         WHERE t.connection_id = v.connection_id AND t.revoked_at IS NULL \
-         RETURNING t.id, t.connection_id",
-    )
-    .bind::<Array<SqlUuid>, _>(connection_ids)
-    .bind::<Array<SqlUuid>, _>(request_ids)
-    .bind::<Timestamptz, _>(at)
+    RevokeAllOfConnections {
+        connection_ids,
+        request_ids,
+        at,
+    }
     .load(conn)
     .await
+}
+
+/// The revocation statement, written as a query type rather than with
+/// `sql_query` so that Diesel prepares it once per connection: a
+/// `sql_query` is parsed and planned again on every call, with an extra
+/// round trip to do it.
+#[derive(QueryId)]
+struct RevokeAllOfConnections {
+    connection_ids: Vec<Uuid>,
+    request_ids: Vec<Uuid>,
+    at: DateTime<Utc>,
+}
+
+impl QueryFragment<Pg> for RevokeAllOfConnections {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("UPDATE access_tokens AS t SET revoked_at = ");
+        out.push_bind_param::<Timestamptz, _>(&self.at)?;
+        out.push_sql(", revoked_by_request = v.request_id FROM unnest(");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.connection_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.request_ids)?;
+        out.push_sql(
+            ") AS v (connection_id, request_id) \
+             WHERE t.connection_id = v.connection_id AND t.revoked_at IS NULL \
+             RETURNING t.id, t.connection_id",
+        );
+        Ok(())
+    }
+}
+
+impl Query for RevokeAllOfConnections {
+    type SqlType = (SqlUuid, SqlUuid);
 }
 
 /// The token with this hash and its connection, for introspection.
