@@ -8,7 +8,7 @@ use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::schema::connections;
+use super::schema::{access_tokens, connections};
 use crate::domain::ConnectionRef;
 
 pub const ACTIVE: &str = "active";
@@ -39,20 +39,24 @@ impl ConnectionRow {
     }
 }
 
-/// Lock connection rows for the rest of the transaction. Every change to a
+/// Lock, for the rest of the transaction, the connections of the tokens with
+/// these hashes. Every change to a
 /// connection or to the set of its tokens takes this lock first. Rows are
 /// locked in id order, so two transactions locking overlapping sets cannot
 /// deadlock.
-pub async fn lock_many(
-    conn: &mut AsyncPgConnection,
-    ids: &[Uuid],
+pub async fn lock_of_token_hashes(
+    mut conn: &AsyncPgConnection,
+    hashes: &[Vec<u8>],
 ) -> QueryResult<Vec<ConnectionRow>> {
+    let of_tokens = access_tokens::table
+        .filter(access_tokens::token_hash.eq_any(hashes))
+        .select(access_tokens::connection_id);
     connections::table
-        .filter(connections::id.eq_any(ids))
+        .filter(connections::id.eq_any(of_tokens))
         .order(connections::id)
         .select(ConnectionRow::as_select())
         .for_update()
-        .load(conn)
+        .load(&mut conn)
         .await
 }
 
@@ -102,7 +106,7 @@ pub async fn insert_active(
 /// Mark locked connections disconnected, each by its request: (connection
 /// id, request id) pairs, in one statement.
 pub async fn mark_disconnected(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     disconnections: &[(Uuid, Uuid)],
     at: DateTime<Utc>,
 ) -> QueryResult<()> {
@@ -113,7 +117,7 @@ pub async fn mark_disconnected(
         request_ids,
         at,
     }
-    .execute(conn)
+    .execute(&mut conn)
     .await
     .map(drop)
 }

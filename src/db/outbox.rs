@@ -38,7 +38,7 @@ impl From<&OutcomeEvent> for PendingEvent {
 }
 
 /// Write events to the outbox, in one statement.
-pub async fn insert_many(conn: &mut AsyncPgConnection, events: &[OutcomeEvent]) -> QueryResult<()> {
+pub async fn insert_many(mut conn: &AsyncPgConnection, events: &[OutcomeEvent]) -> QueryResult<()> {
     if events.is_empty() {
         return Ok(());
     }
@@ -48,7 +48,7 @@ pub async fn insert_many(conn: &mut AsyncPgConnection, events: &[OutcomeEvent]) 
         routing_keys: events.iter().map(|event| event.routing_key).collect(),
         payloads: events.iter().map(|event| event.payload.clone()).collect(),
     }
-    .execute(conn)
+    .execute(&mut conn)
     .await
     .map(drop)
 }

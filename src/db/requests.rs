@@ -31,7 +31,7 @@ pub struct NewRequest<'a> {
 
 /// The recorded outcomes of those of `request_ids` processed before.
 pub async fn find_outcomes(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     request_ids: &[Uuid],
 ) -> QueryResult<Vec<(Uuid, String)>> {
     disconnect_requests::table
@@ -40,13 +40,13 @@ pub async fn find_outcomes(
             disconnect_requests::request_id,
             disconnect_requests::outcome,
         ))
-        .load(conn)
+        .load(&mut conn)
         .await
 }
 
 /// Record requests, in one statement.
 pub async fn insert_many(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     requests: &[NewRequest<'_>],
 ) -> QueryResult<()> {
     let Some(first) = requests.first() else {
@@ -70,7 +70,7 @@ pub async fn insert_many(
         event_ids: requests.iter().map(|row| row.event_id).collect(),
         processed_at: first.processed_at,
     }
-    .execute(conn)
+    .execute(&mut conn)
     .await
     .map(drop)
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Bytea, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -38,7 +38,7 @@ pub struct TokenView {
 
 /// The tokens with these hashes: (hash, token id, connection id).
 pub async fn find_by_hashes(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     hashes: &[Vec<u8>],
 ) -> QueryResult<Vec<(Vec<u8>, Uuid, Uuid)>> {
     access_tokens::table
@@ -48,7 +48,7 @@ pub async fn find_by_hashes(
             access_tokens::id,
             access_tokens::connection_id,
         ))
-        .load(conn)
+        .load(&mut conn)
         .await
 }
 
@@ -60,35 +60,68 @@ pub async fn insert(conn: &mut AsyncPgConnection, token: &NewToken<'_>) -> Query
         .map(drop)
 }
 
-/// A token revoked by [`revoke_all_of_connections`].
-#[derive(Debug, Queryable)]
-pub struct RevokedToken {
-    pub id: Uuid,
-    pub connection_id: Uuid,
+/// An active token: (token id, connection id).
+pub type ActiveToken = (Uuid, Uuid);
+
+/// The active tokens of every connection that has a token with one of these
+/// hashes. Read after those connections are locked, it is exactly the set
+/// [`revoke_all_of_connections`] will revoke: issuing a token takes the same
+/// lock.
+pub async fn active_siblings_of_hashes(
+    mut conn: &AsyncPgConnection,
+    hashes: &[Vec<u8>],
+) -> QueryResult<Vec<ActiveToken>> {
+    ActiveSiblingsOfHashes {
+        hashes: hashes.to_vec(),
+    }
+    .load(&mut conn)
+    .await
 }
 
 /// Revoke every still-active token of these connections, each on behalf of
 /// its request, in one statement whatever the number of tokens: (connection
-/// id, request id) pairs. Returns the revoked tokens.
+/// id, request id) pairs. Returns how many were revoked.
 pub async fn revoke_all_of_connections(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     revocations: &[(Uuid, Uuid)],
     at: DateTime<Utc>,
-) -> QueryResult<Vec<RevokedToken>> {
+) -> QueryResult<usize> {
     let (connection_ids, request_ids): (Vec<Uuid>, Vec<Uuid>) = revocations.iter().copied().unzip();
     RevokeAllOfConnections {
         connection_ids,
         request_ids,
         at,
     }
-    .load(conn)
+    .execute(&mut conn)
     .await
 }
 
-/// The revocation statement, written as a query type rather than with
-/// `sql_query` so that Diesel prepares it once per connection: a
-/// `sql_query` is parsed and planned again on every call, with an extra
-/// round trip to do it.
+// These two are query types rather than `sql_query` so that Diesel prepares
+// them once per connection: a `sql_query` is parsed and planned again on
+// every call, with an extra round trip to do it.
+
+#[derive(QueryId)]
+struct ActiveSiblingsOfHashes {
+    hashes: Vec<Vec<u8>>,
+}
+
+impl QueryFragment<Pg> for ActiveSiblingsOfHashes {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT t.id, t.connection_id FROM access_tokens AS t \
+             WHERE t.revoked_at IS NULL AND t.connection_id IN \
+             (SELECT connection_id FROM access_tokens WHERE token_hash = ANY(",
+        );
+        out.push_bind_param::<Array<Bytea>, _>(&self.hashes)?;
+        out.push_sql("))");
+        Ok(())
+    }
+}
+
+impl Query for ActiveSiblingsOfHashes {
+    type SqlType = (SqlUuid, SqlUuid);
+}
+
 #[derive(QueryId)]
 struct RevokeAllOfConnections {
     connection_ids: Vec<Uuid>,
@@ -106,15 +139,10 @@ impl QueryFragment<Pg> for RevokeAllOfConnections {
         out.push_bind_param::<Array<SqlUuid>, _>(&self.request_ids)?;
         out.push_sql(
             ") AS v (connection_id, request_id) \
-             WHERE t.connection_id = v.connection_id AND t.revoked_at IS NULL \
-             RETURNING t.id, t.connection_id",
+             WHERE t.connection_id = v.connection_id AND t.revoked_at IS NULL",
         );
         Ok(())
     }
-}
-
-impl Query for RevokeAllOfConnections {
-    type SqlType = (SqlUuid, SqlUuid);
 }
 
 /// The token with this hash and its connection, for introspection.

@@ -1,6 +1,12 @@
 //! Disconnecting the connections of tokens: revoke every sibling token,
 //! record each request and write its outcome event, for a batch of requests
 //! in one transaction whose statement count does not grow with the batch.
+//!
+//! The statements go in two pipelined rounds (diesel-async sends the
+//! statements of futures polled together without waiting for each answer):
+//! reads and locks, then writes. With BEGIN and COMMIT that is four round
+//! trips per batch, whatever its size; the cost of a transaction is mostly
+//! per round trip on a busy machine, not per row.
 
 use std::collections::{HashMap, HashSet};
 
@@ -74,40 +80,42 @@ pub async fn record_disconnects(
     }
 }
 
+/// The batch in two pipelined rounds (see the module docs): read and lock,
+/// decide, then write.
 async fn apply_batch(
     conn: &mut AsyncPgConnection,
     requests: &[DisconnectRequest],
 ) -> Result<Vec<Processed>, QueryError> {
+    let conn: &AsyncPgConnection = conn;
     let request_ids: Vec<Uuid> = requests
         .iter()
         .map(|request| request.request_id.0)
-        .collect();
-    let seen_before: HashMap<Uuid, String> = requests::find_outcomes(conn, &request_ids)
-        .await?
-        .into_iter()
         .collect();
     let hashes: Vec<Vec<u8>> = requests
         .iter()
         .map(|request| request.access_token.hash().0.to_vec())
         .collect();
-    let token_of: HashMap<Vec<u8>, (Uuid, Uuid)> = tokens::find_by_hashes(conn, &hashes)
-        .await?
+
+    // Round 1. Postgres runs these in order: the connection locks (which
+    // order us against token issuing and other disconnects) are held before
+    // the active tokens are read, so that read is what the revocation takes.
+    let (seen_before, found, locked, active) = futures_util::try_join!(
+        requests::find_outcomes(conn, &request_ids),
+        tokens::find_by_hashes(conn, &hashes),
+        connections::lock_of_token_hashes(conn, &hashes),
+        tokens::active_siblings_of_hashes(conn, &hashes),
+    )?;
+    let seen_before: HashMap<Uuid, String> = seen_before.into_iter().collect();
+    let token_of: HashMap<Vec<u8>, (Uuid, Uuid)> = found
         .into_iter()
         .map(|(hash, token_id, connection_id)| (hash, (token_id, connection_id)))
         .collect();
-    let mut connection_ids: Vec<Uuid> = token_of
-        .values()
-        .map(|(_, connection_id)| *connection_id)
-        .collect();
-    connection_ids.sort_unstable();
-    connection_ids.dedup();
-    // The locks order us against token issuing and other disconnects.
     let mut locked: HashMap<Uuid, connections::ConnectionRow> =
-        connections::lock_many(conn, &connection_ids)
-            .await?
-            .into_iter()
-            .map(|row| (row.id, row))
-            .collect();
+        locked.into_iter().map(|row| (row.id, row)).collect();
+    let mut active_of: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for (token_id, connection_id) in active {
+        active_of.entry(connection_id).or_default().push(token_id);
+    }
 
     // Decide every outcome in delivery order, as sequential processing would.
     let mut decided: Vec<Decision> = Vec::with_capacity(requests.len());
@@ -145,21 +153,50 @@ async fn apply_batch(
     }
 
     let now = Utc::now();
-    let mut revoked_of: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
-    if !revocations.is_empty() {
-        for token in tokens::revoke_all_of_connections(conn, &revocations, now).await? {
-            revoked_of
-                .entry(token.connection_id)
-                .or_default()
-                .push(token.id);
-        }
-        connections::mark_disconnected(conn, &revocations, now).await?;
-    }
+    let expected_revoked: usize = revocations
+        .iter()
+        .map(|(connection_id, _)| active_of.get(connection_id).map_or(0, Vec::len))
+        .sum();
     let outcomes = decided
         .into_iter()
-        .map(|decision| decision.into_outcome(&mut locked, &mut revoked_of))
+        .map(|decision| decision.into_outcome(&mut locked, &mut active_of))
         .collect::<Vec<_>>();
-    record(conn, requests, outcomes, &seen_before, now).await
+    let (rows, events, results) = records(requests, outcomes, &seen_before, now);
+
+    // Round 2: every write at once. `join` rather than `try_join`, so the
+    // error reported is the first statement's (a lost race on a request id
+    // fails the audit insert, and the later statements only fail because
+    // the transaction is aborted).
+    let revoke = async {
+        if revocations.is_empty() {
+            return Ok(0);
+        }
+        tokens::revoke_all_of_connections(conn, &revocations, now).await
+    };
+    let mark = async {
+        if revocations.is_empty() {
+            return Ok(());
+        }
+        connections::mark_disconnected(conn, &revocations, now).await
+    };
+    let (revoked, marked, recorded, written) = futures_util::join!(
+        revoke,
+        mark,
+        requests::insert_many(conn, &rows),
+        outbox::insert_many(conn, &events),
+    );
+    let revoked = revoked?;
+    marked?;
+    recorded?;
+    written?;
+    if revoked != expected_revoked {
+        // Cannot happen while issuing takes the connection lock; if it ever
+        // does, the events would list the wrong tokens, so nothing commits.
+        return Err(QueryError::QueryBuilderError(
+            format!("revoked {revoked} tokens where {expected_revoked} were active").into(),
+        ));
+    }
+    Ok(results)
 }
 
 /// An outcome before the revocation has run.
@@ -207,36 +244,37 @@ impl Decision {
     }
 }
 
-/// Write the audit records and outcome events of the batch, two statements.
-async fn record(
-    conn: &mut AsyncPgConnection,
-    requests: &[DisconnectRequest],
+/// The audit records and outcome events of the batch, and each request's
+/// result.
+fn records<'a>(
+    requests: &'a [DisconnectRequest],
     outcomes: Vec<Option<(Outcome, Option<Uuid>)>>,
     seen_before: &HashMap<Uuid, String>,
     processed_at: DateTime<Utc>,
-) -> Result<Vec<Processed>, QueryError> {
+) -> (Vec<NewRequest<'a>>, Vec<OutcomeEvent>, Vec<Processed>) {
     let mut rows = Vec::new();
     let mut events = Vec::new();
     let mut results = Vec::with_capacity(requests.len());
-    let mut outcome_in_batch: HashMap<Uuid, String> = HashMap::new();
-    for (request, outcome) in requests.iter().zip(&outcomes) {
+    let mut outcome_in_batch: HashMap<Uuid, &'static str> = HashMap::new();
+    for (request, outcome) in requests.iter().zip(outcomes) {
         let request_id = request.request_id.0;
         let Some((outcome, token_id)) = outcome else {
             let earlier = seen_before
                 .get(&request_id)
-                .or_else(|| outcome_in_batch.get(&request_id));
+                .map(String::as_str)
+                .or_else(|| outcome_in_batch.get(&request_id).copied());
             results.push(Processed::AlreadyProcessed {
-                outcome: earlier.cloned().unwrap_or_default(),
+                outcome: earlier.unwrap_or_default().to_string(),
             });
             continue;
         };
-        let event = OutcomeEvent::for_outcome(request.request_id, outcome, processed_at);
+        let event = OutcomeEvent::for_outcome(request.request_id, &outcome, processed_at);
         rows.push(NewRequest {
             request_id,
             outcome: outcome.as_str(),
             connection_id: outcome.connection_id(),
-            token_id: *token_id,
-            revoked_token_count: match outcome {
+            token_id,
+            revoked_token_count: match &outcome {
                 Outcome::Disconnected {
                     revoked_token_ids, ..
                 } => i32::try_from(revoked_token_ids.len()).unwrap_or(i32::MAX),
@@ -248,16 +286,9 @@ async fn record(
             processed_at,
             event_id: event.event_id,
         });
-        outcome_in_batch.insert(request_id, outcome.as_str().to_string());
-        results.push(Processed::Recorded {
-            outcome: outcome.clone(),
-            event: event.clone(),
-        });
-        events.push(event);
+        outcome_in_batch.insert(request_id, outcome.as_str());
+        events.push(event.clone());
+        results.push(Processed::Recorded { outcome, event });
     }
-    if !rows.is_empty() {
-        requests::insert_many(conn, &rows).await?;
-        outbox::insert_many(conn, &events).await?;
-    }
-    Ok(results)
+    (rows, events, results)
 }

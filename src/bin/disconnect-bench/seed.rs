@@ -139,16 +139,28 @@ impl BenchEnv {
         .get_result(&mut conn)
         .await?;
         let ids = format!("'{{{}}}'::uuid[]", ids.ids);
+        let hashes = format!(
+            "ARRAY[sha256(convert_to('{}', 'UTF8')), sha256(convert_to('{}', 'UTF8'))]",
+            tokens[0], tokens[3]
+        );
         let statements = [
             format!(
-                "SELECT token_hash, id, connection_id FROM access_tokens WHERE token_hash = ANY(ARRAY[sha256(convert_to('{}', 'UTF8'))])",
-                tokens[0]
+                "SELECT token_hash, id, connection_id FROM access_tokens WHERE token_hash = ANY({hashes})"
             ),
-            format!("SELECT id FROM connections WHERE id = ANY({ids}) ORDER BY id FOR UPDATE"),
+            format!(
+                "SELECT id FROM connections WHERE id IN \
+                 (SELECT connection_id FROM access_tokens WHERE token_hash = ANY({hashes})) \
+                 ORDER BY id FOR UPDATE"
+            ),
+            format!(
+                "SELECT t.id, t.connection_id FROM access_tokens AS t \
+                 WHERE t.revoked_at IS NULL AND t.connection_id IN \
+                 (SELECT connection_id FROM access_tokens WHERE token_hash = ANY({hashes}))"
+            ),
             format!(
                 "UPDATE access_tokens AS t SET revoked_at = now(), revoked_by_request = v.request_id \
                  FROM unnest({ids}, ARRAY[gen_random_uuid(), gen_random_uuid()]) AS v (connection_id, request_id) \
-                 WHERE t.connection_id = v.connection_id AND t.revoked_at IS NULL RETURNING t.id, t.connection_id"
+                 WHERE t.connection_id = v.connection_id AND t.revoked_at IS NULL"
             ),
         ];
         conn.batch_execute("BEGIN").await?;
