@@ -134,6 +134,7 @@ CONFIG_TO_ENV = {
     "retryMaxAttempts": ("RETRY_MAX_ATTEMPTS", 9),
     "shutdownGraceSecs": ("SHUTDOWN_GRACE_SECS", 45),
     "outboxPollMs": ("OUTBOX_POLL_MS", 5000),
+    "outboxRelayDelayMs": ("OUTBOX_RELAY_DELAY_MS", 3600000),
     "outboxBatchSize": ("OUTBOX_BATCH_SIZE", 10000),
     "outboxRetentionHours": ("OUTBOX_RETENTION_HOURS", 0),
     "logFormat": ("LOG_FORMAT", "text"),
