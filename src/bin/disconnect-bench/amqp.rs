@@ -13,6 +13,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
+use super::cpu::{self, CpuUse};
 use super::stats::Latency;
 
 pub async fn connect(url: &str) -> anyhow::Result<(Connection, Channel)> {
@@ -108,6 +109,8 @@ pub fn requests_for<'a>(tokens: impl Iterator<Item = &'a str>) -> Vec<(String, V
 /// Throughput and latency of one stream of requests.
 #[derive(Debug, Clone, Serialize)]
 pub struct Measured {
+    /// CPU used while the run was measured.
+    pub cpu: CpuUse,
     pub requests: usize,
     pub seconds: f64,
     pub requests_per_second: f64,
@@ -126,6 +129,7 @@ pub async fn measure_stream(
 ) -> anyhow::Result<Measured> {
     let expected = requests.iter().map(|(id, _)| id.clone()).collect();
     let tap = tap_events(tap_channel, &topology.event_exchange, expected).await?;
+    let cpu_before = cpu::snapshot();
     let started = Instant::now();
     let sent = publish_requests(
         publish_channel,
@@ -138,6 +142,7 @@ pub async fn measure_stream(
     let arrived = tokio::time::timeout(Duration::from_secs(600), tap)
         .await
         .map_err(|_| anyhow::anyhow!("events stopped arriving"))??;
+    let cpu = cpu_before.per_thousand(&cpu::snapshot(), requests.len());
     anyhow::ensure!(
         arrived.len() == requests.len(),
         "only {} of {} events arrived",
@@ -149,6 +154,7 @@ pub async fn measure_stream(
         .max()
         .map_or(0.0, |last| last.duration_since(started).as_secs_f64());
     Ok(Measured {
+        cpu,
         requests: requests.len(),
         seconds,
         requests_per_second: requests.len() as f64 / seconds,

@@ -4,17 +4,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use diesel_async::RunQueryDsl;
 use disconnect_worker::domain::{AccessToken, DisconnectRequest, Outcome, RequestId};
 use disconnect_worker::service::{record_disconnect, Processed};
-use diesel_async::RunQueryDsl;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+use super::cpu::{self, CpuUse};
 use super::seed::BenchEnv;
 use super::Args;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DbBaseline {
+    /// CPU used while the run was measured.
+    pub cpu: CpuUse,
     pub requests: usize,
     pub seconds: f64,
     pub requests_per_second: f64,
@@ -39,6 +42,7 @@ pub async fn run(args: &Args, env: &BenchEnv) -> anyhow::Result<DbBaseline> {
         .map(|token| request_for(token))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let queue = Arc::new(Mutex::new(requests));
+    let cpu_before = cpu::snapshot();
     let started = Instant::now();
     let workers: Vec<_> = (0..args.db_concurrency)
         .map(|_| {
@@ -67,6 +71,7 @@ pub async fn run(args: &Args, env: &BenchEnv) -> anyhow::Result<DbBaseline> {
         disconnected += worker.await??;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_before.per_thousand(&cpu::snapshot(), tokens.len());
     // The baseline has no publisher: mark its events published, or the
     // workers of the later phases would publish them during their runs.
     let mut conn = env.pool.get().await?;
@@ -79,6 +84,7 @@ pub async fn run(args: &Args, env: &BenchEnv) -> anyhow::Result<DbBaseline> {
         tokens.len()
     );
     Ok(DbBaseline {
+        cpu,
         requests: tokens.len(),
         seconds,
         requests_per_second: tokens.len() as f64 / seconds,

@@ -6,6 +6,7 @@
 
 mod amqp;
 mod broker_baseline;
+mod cpu;
 mod db_baseline;
 mod end_to_end;
 mod report;
@@ -42,10 +43,10 @@ pub struct Args {
     #[arg(long, default_value_t = 16)]
     pub db_concurrency: usize,
     /// Prefetch of the broker baseline's consumer and of the worker.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 256)]
     pub prefetch: u16,
     /// Worker BATCH_SIZE.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 64)]
     pub batch_size: u16,
     /// Worker BATCH_LINGER_MS.
     #[arg(long, default_value_t = 5)]

@@ -95,6 +95,7 @@ pub fn print(args: &Args, results: &Results) {
             run.steady_memory_mib.1
         );
     }
+    print_cpu(results);
     println!(
         "\nworker / database baseline = {:.2}; worker / broker baseline = {:.2}",
         results.worker_over_database_baseline, results.worker_over_broker_baseline
@@ -103,4 +104,26 @@ pub fn print(args: &Args, results: &Results) {
         "one connection with {} tokens revoked in {:.0} ms (one statement)",
         results.large_connection.tokens_revoked, results.large_connection.milliseconds
     );
+}
+
+/// Where the CPU went in each run: milliseconds per 1,000 requests. On a
+/// machine shared by every process, this is what bounds throughput.
+fn print_cpu(results: &Results) {
+    println!("\nCPU per 1,000 requests, ms (machine: every process and the kernel)\n");
+    println!("| run | postgres | rabbitmq | worker | bench | machine |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, cpu) in [
+        ("database baseline", &results.database_baseline.cpu),
+        ("broker baseline", &results.broker_baseline.measured.cpu),
+        (
+            "worker, saturating",
+            &results.worker_saturating.measured.cpu,
+        ),
+        ("worker, half rate", &results.worker_half_rate.measured.cpu),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            cpu.postgres_ms, cpu.rabbitmq_ms, cpu.worker_ms, cpu.bench_ms, cpu.machine_ms
+        );
+    }
 }
