@@ -177,14 +177,14 @@ fn check_amqp_name(setting: &str, name: &str) -> Result<(), String> {
 pub struct WorkerArgs {
     /// Unacknowledged deliveries the broker sends ahead (AMQP prefetch): the
     /// number of requests processed at once, and the bound on memory.
-    #[arg(long, env = "PREFETCH", value_name = "PREFETCH", default_value_t = 128,
+    #[arg(long, env = "PREFETCH", value_name = "PREFETCH", default_value_t = 256,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 
     /// Most requests processed in one database transaction (and acknowledged
     /// after its commit). A batch is made of unacknowledged deliveries, so
     /// PREFETCH caps it too.
-    #[arg(long, env = "BATCH_SIZE", value_name = "BATCH_SIZE", default_value_t = 32,
+    #[arg(long, env = "BATCH_SIZE", value_name = "BATCH_SIZE", default_value_t = 64,
           value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub batch_size: u16,
 
