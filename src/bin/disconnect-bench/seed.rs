@@ -141,7 +141,7 @@ impl BenchEnv {
         let ids = format!("'{{{}}}'::uuid[]", ids.ids);
         let hashes = format!(
             "ARRAY[sha256(convert_to('{}', 'UTF8')), sha256(convert_to('{}', 'UTF8'))]",
-            tokens[0], tokens[3]
+            tokens[0], tokens[1]
         );
         let statements = [
             format!(
