@@ -16,27 +16,6 @@ use uuid::Uuid;
 use super::schema::outbox_events;
 use crate::domain::OutcomeEvent;
 
-/// An event as the outbox holds it, ready to publish.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = outbox_events)]
-pub struct PendingEvent {
-    pub event_id: Uuid,
-    pub request_id: Uuid,
-    pub routing_key: String,
-    pub payload: String,
-}
-
-impl From<&OutcomeEvent> for PendingEvent {
-    fn from(event: &OutcomeEvent) -> Self {
-        Self {
-            event_id: event.event_id,
-            request_id: event.request_id,
-            routing_key: event.routing_key.to_string(),
-            payload: event.payload.clone(),
-        }
-    }
-}
-
 /// Write events to the outbox, in one statement.
 pub async fn insert_many(mut conn: &AsyncPgConnection, events: &[OutcomeEvent]) -> QueryResult<()> {
     if events.is_empty() {
@@ -45,8 +24,11 @@ pub async fn insert_many(mut conn: &AsyncPgConnection, events: &[OutcomeEvent]) 
     InsertEvents {
         event_ids: events.iter().map(|event| event.event_id).collect(),
         request_ids: events.iter().map(|event| event.request_id).collect(),
-        routing_keys: events.iter().map(|event| event.routing_key).collect(),
-        payloads: events.iter().map(|event| event.payload.clone()).collect(),
+        routing_keys: events
+            .iter()
+            .map(|event| event.routing_key.as_str())
+            .collect(),
+        payloads: events.iter().map(|event| event.payload.as_str()).collect(),
     }
     .execute(&mut conn)
     .await
@@ -55,15 +37,21 @@ pub async fn insert_many(mut conn: &AsyncPgConnection, events: &[OutcomeEvent]) 
 
 /// A multi-row insert whose text does not depend on the number of rows, so
 /// Diesel prepares it once per connection (see `requests::insert_many`).
-#[derive(QueryId)]
-struct InsertEvents {
+struct InsertEvents<'a> {
     event_ids: Vec<Uuid>,
     request_ids: Vec<Uuid>,
-    routing_keys: Vec<&'static str>,
-    payloads: Vec<String>,
+    routing_keys: Vec<&'a str>,
+    payloads: Vec<&'a str>,
 }
 
-impl QueryFragment<Pg> for InsertEvents {
+// By hand: the derive does not take a lifetime, and borrowing spares a copy
+// of every payload.
+impl QueryId for InsertEvents<'_> {
+    type QueryId = InsertEvents<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for InsertEvents<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
             "INSERT INTO outbox_events (event_id, request_id, routing_key, payload) \
@@ -81,6 +69,34 @@ impl QueryFragment<Pg> for InsertEvents {
     }
 }
 
+/// The columns an event is published from.
+type EventRow = (Uuid, Uuid, String, String);
+
+const EVENT_COLUMNS: (
+    outbox_events::event_id,
+    outbox_events::request_id,
+    outbox_events::routing_key,
+    outbox_events::payload,
+) = (
+    outbox_events::event_id,
+    outbox_events::request_id,
+    outbox_events::routing_key,
+    outbox_events::payload,
+);
+
+fn into_events(rows: Vec<EventRow>) -> Vec<OutcomeEvent> {
+    rows.into_iter()
+        .map(
+            |(event_id, request_id, routing_key, payload)| OutcomeEvent {
+                event_id,
+                request_id,
+                routing_key,
+                payload,
+            },
+        )
+        .collect()
+}
+
 /// The oldest events still unpublished `delay` after they were written,
 /// locked for this transaction. The age is measured on the database's clock,
 /// so the worker's clock does not matter. Rows another replica is publishing
@@ -89,34 +105,36 @@ pub async fn claim_unpublished_older_than(
     conn: &mut AsyncPgConnection,
     delay: Duration,
     limit: i64,
-) -> QueryResult<Vec<PendingEvent>> {
+) -> QueryResult<Vec<OutcomeEvent>> {
     let delay = PgInterval::from_microseconds(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
     outbox_events::table
         .filter(outbox_events::published_at.is_null())
         .filter((outbox_events::created_at + delay.into_sql::<Interval>()).lt(now))
         .order(outbox_events::id)
         .limit(limit)
-        .select(PendingEvent::as_select())
+        .select(EVENT_COLUMNS)
         .for_update()
         .skip_locked()
-        .load(conn)
+        .load::<EventRow>(conn)
         .await
+        .map(into_events)
 }
 
 /// Those of `event_ids` still unpublished, locked for this transaction.
 pub async fn claim_unpublished_by_ids(
     conn: &mut AsyncPgConnection,
     event_ids: &[Uuid],
-) -> QueryResult<Vec<PendingEvent>> {
+) -> QueryResult<Vec<OutcomeEvent>> {
     outbox_events::table
         .filter(outbox_events::published_at.is_null())
         .filter(outbox_events::event_id.eq_any(event_ids))
         .order(outbox_events::id)
-        .select(PendingEvent::as_select())
+        .select(EVENT_COLUMNS)
         .for_update()
         .skip_locked()
-        .load(conn)
+        .load::<EventRow>(conn)
         .await
+        .map(into_events)
 }
 
 /// Mark events published; an event marked before keeps its first time.

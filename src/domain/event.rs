@@ -10,12 +10,13 @@ use super::request::RequestId;
 pub const DISCONNECTED: &str = "connection.disconnected";
 pub const DISCONNECT_REJECTED: &str = "connection.disconnect_rejected";
 
-/// An event ready for the outbox: its id, routing key and exact bytes.
+/// An event: its id, its request, routing key and exact bytes; the same
+/// value is written to the outbox, read back by the relay, and published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutcomeEvent {
     pub event_id: Uuid,
     pub request_id: Uuid,
-    pub routing_key: &'static str,
+    pub routing_key: String,
     pub payload: String,
 }
 
@@ -86,7 +87,7 @@ impl OutcomeEvent {
         Self {
             event_id,
             request_id: request_id.0,
-            routing_key,
+            routing_key: routing_key.to_string(),
             // Serialising these plain structs cannot fail: no maps with
             // non-string keys, no custom serialisers.
             payload: payload.unwrap_or_default(),

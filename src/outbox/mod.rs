@@ -29,8 +29,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::publish::{json_properties, publish_confirmed, PublishError};
-use crate::db::outbox::{self, PendingEvent};
+use crate::db::outbox;
 use crate::db::{DbError, DbPool};
+use crate::domain::OutcomeEvent;
 use crate::observability::metrics;
 use ids::EventIds;
 
@@ -74,7 +75,7 @@ impl Outbox {
     /// Publish events whose transaction has committed. A failure is not the
     /// request's failure (its outcome is committed): the events go to the
     /// relay, which publishes them on this session or the next.
-    pub async fn publish_committed(&self, channel: &Channel, events: Vec<PendingEvent>) {
+    pub async fn publish_committed(&self, channel: &Channel, events: Vec<OutcomeEvent>) {
         if events.is_empty() {
             return;
         }
@@ -139,7 +140,7 @@ impl Outbox {
 pub async fn publish_all(
     channel: &Channel,
     exchange: &str,
-    events: &[PendingEvent],
+    events: &[OutcomeEvent],
 ) -> Result<(), PublishError> {
     let confirms = events.iter().map(|event| {
         publish_confirmed(

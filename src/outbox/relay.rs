@@ -19,8 +19,9 @@ use uuid::Uuid;
 
 use super::{publish_all, Outbox};
 use crate::broker::publish::PublishError;
-use crate::db::outbox::{self, PendingEvent};
+use crate::db::outbox;
 use crate::db::{DbError, DbPool};
+use crate::domain::OutcomeEvent;
 use crate::observability::metrics;
 use crate::retry::RetrySettings;
 
@@ -59,7 +60,7 @@ enum Claim<'a> {
 }
 
 impl Claim<'_> {
-    async fn load(&self, conn: &mut AsyncPgConnection) -> Result<Vec<PendingEvent>, QueryError> {
+    async fn load(&self, conn: &mut AsyncPgConnection) -> Result<Vec<OutcomeEvent>, QueryError> {
         match self {
             Self::Ids(ids) => outbox::claim_unpublished_by_ids(conn, ids).await,
             Self::OlderThan(delay, limit) => {

@@ -17,9 +17,8 @@ use tracing::Instrument;
 use super::dead_letter::dead_letter;
 use super::WorkerSettings;
 use crate::broker::Topology;
-use crate::db::outbox::PendingEvent;
 use crate::db::{DbError, DbPool};
-use crate::domain::{DisconnectRequest, Outcome};
+use crate::domain::{DisconnectRequest, Outcome, OutcomeEvent};
 use crate::observability::metrics;
 use crate::outbox::Outbox;
 use crate::service::{record_disconnects, Processed};
@@ -150,10 +149,10 @@ async fn settle_committed(
     pending: Vec<Pending>,
     processed: Vec<Processed>,
 ) {
-    let events: Vec<PendingEvent> = processed
+    let events: Vec<OutcomeEvent> = processed
         .iter()
         .filter_map(|processed| match processed {
-            Processed::Recorded { event, .. } => Some(PendingEvent::from(event)),
+            Processed::Recorded { event, .. } => Some(event.clone()),
             Processed::AlreadyProcessed { .. } => None,
         })
         .collect();
