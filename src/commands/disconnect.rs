@@ -4,30 +4,17 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use futures_util::StreamExt;
 use lapin::options::BasicAckOptions;
 use lapin::{Connection, ConnectionProperties, Consumer};
-use serde::Serialize;
-use uuid::Uuid;
 
 use super::ConfigError;
 use crate::broker::publish::{json_properties, publish_confirmed};
 use crate::broker::subscribe::{subscribe, Acks};
 use crate::cli::DisconnectArgs;
 use crate::domain::event::{DISCONNECTED, DISCONNECT_REJECTED};
-use crate::domain::AccessToken;
-
-#[derive(Serialize)]
-struct RequestBody<'a> {
-    request_id: Uuid,
-    access_token: &'a str,
-    requested_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    requested_by: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-}
+use crate::domain::{AccessToken, DisconnectRequest};
 
 pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
     let url = args.broker.amqp_url().map_err(ConfigError)?;
@@ -42,7 +29,12 @@ pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
         .declare(&channel)
         .await
         .context("declaring the topology")?;
-    let request_id = Uuid::new_v4();
+    let request = DisconnectRequest {
+        requested_at: Some(Utc::now()),
+        requested_by: args.requested_by.clone(),
+        reason: args.reason.clone(),
+        ..DisconnectRequest::new(token)
+    };
     // Subscribe before publishing, so the event cannot slip past us.
     let events = if args.wait {
         Some(
@@ -58,20 +50,13 @@ pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let body = serde_json::to_vec(&RequestBody {
-        request_id,
-        access_token: token.expose(),
-        requested_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
-        requested_by: args.requested_by.as_deref(),
-        reason: args.reason.as_deref(),
-    })?;
     channel.confirm_select(Default::default()).await?;
-    let id = request_id.to_string();
+    let id = request.request_id.to_string();
     publish_confirmed(
         &channel,
         &topology.request_exchange,
         &topology.request_routing_key,
-        &body,
+        &request.encode(),
         json_properties(&id, &id),
     )
     .await

@@ -3,7 +3,7 @@
 use tokio_util::sync::CancellationToken;
 
 use super::ConfigError;
-use crate::config::{BrokerArgs, DatabaseArgs, RunSettings, WorkerArgs};
+use crate::config::{self, BrokerArgs, DatabaseArgs, WorkerArgs};
 use crate::observability;
 use crate::worker;
 
@@ -12,9 +12,9 @@ pub async fn run(
     broker: &BrokerArgs,
     worker_args: &WorkerArgs,
 ) -> anyhow::Result<()> {
-    let settings = RunSettings::from_args(database, broker, worker_args).map_err(ConfigError)?;
-    tracing::info!(database = %settings.database.url, broker = %settings.amqp_url,
-        queue = %settings.topology.request_queue, prefetch = settings.worker.prefetch, "starting");
+    let settings = config::run_settings(database, broker, worker_args).map_err(ConfigError)?;
+    tracing::info!(database = %settings.database.url, broker = %settings.broker.url,
+        queue = %settings.broker.topology.request_queue, prefetch = settings.broker.prefetch, "starting");
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let metrics = observability::metrics::install()?;

@@ -6,29 +6,22 @@ use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use uuid::Uuid;
 
 use super::schema::{access_tokens, connections};
-use crate::domain::ConnectionRef;
-
-pub const ACTIVE: &str = "active";
-pub const DISCONNECTED: &str = "disconnected";
+use super::Disconnection;
+use crate::domain::{ConnectionId, ConnectionRef, ConnectionStatus, RequestId, TokenHash};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = connections)]
 pub struct ConnectionRow {
-    pub id: Uuid,
+    pub id: ConnectionId,
     pub client_id: String,
     pub company_id: String,
     pub provider_id: String,
-    pub status: String,
+    pub status: ConnectionStatus,
 }
 
 impl ConnectionRow {
-    pub fn is_active(&self) -> bool {
-        self.status == ACTIVE
-    }
-
     pub fn into_ref(self) -> ConnectionRef {
         ConnectionRef {
             connection_id: self.id,
@@ -40,13 +33,12 @@ impl ConnectionRow {
 }
 
 /// Lock, for the rest of the transaction, the connections of the tokens with
-/// these hashes. Every change to a
-/// connection or to the set of its tokens takes this lock first. Rows are
-/// locked in id order, so two transactions locking overlapping sets cannot
-/// deadlock.
+/// these hashes. Every change to a connection or to the set of its tokens
+/// takes this lock first. Rows are locked in id order, so two transactions
+/// locking overlapping sets cannot deadlock.
 pub async fn lock_of_token_hashes(
     mut conn: &AsyncPgConnection,
-    hashes: &[Vec<u8>],
+    hashes: &[TokenHash],
 ) -> QueryResult<Vec<ConnectionRow>> {
     let of_tokens = access_tokens::table
         .filter(access_tokens::token_hash.eq_any(hashes))
@@ -72,7 +64,7 @@ pub async fn lock_active_for_pair(
         .filter(connections::client_id.eq(client_id))
         .filter(connections::company_id.eq(company_id))
         .filter(connections::provider_id.eq(provider_id))
-        .filter(connections::status.eq(ACTIVE))
+        .filter(connections::status.eq(ConnectionStatus::Active))
         .select(ConnectionRow::as_select())
         .for_update()
         .first(conn)
@@ -87,15 +79,15 @@ pub async fn insert_active(
     client_id: &str,
     company_id: &str,
     provider_id: &str,
-) -> QueryResult<Option<Uuid>> {
-    let id = Uuid::now_v7();
+) -> QueryResult<Option<ConnectionId>> {
+    let id = ConnectionId::generate();
     let inserted = diesel::insert_into(connections::table)
         .values((
             connections::id.eq(id),
             connections::client_id.eq(client_id),
             connections::company_id.eq(company_id),
             connections::provider_id.eq(provider_id),
-            connections::status.eq(ACTIVE),
+            connections::status.eq(ConnectionStatus::Active),
         ))
         .on_conflict_do_nothing()
         .execute(conn)
@@ -103,18 +95,16 @@ pub async fn insert_active(
     Ok((inserted == 1).then_some(id))
 }
 
-/// Mark locked connections disconnected, each by its request: (connection
-/// id, request id) pairs, in one statement.
+/// Mark locked connections disconnected, each by its request, in one
+/// statement.
 pub async fn mark_disconnected(
     mut conn: &AsyncPgConnection,
-    disconnections: &[(Uuid, Uuid)],
+    disconnections: &[Disconnection],
     at: DateTime<Utc>,
 ) -> QueryResult<()> {
-    let (connection_ids, request_ids): (Vec<Uuid>, Vec<Uuid>) =
-        disconnections.iter().copied().unzip();
     MarkDisconnected {
-        connection_ids,
-        request_ids,
+        connection_ids: disconnections.iter().map(|d| d.connection_id).collect(),
+        request_ids: disconnections.iter().map(|d| d.request_id).collect(),
         at,
     }
     .execute(&mut conn)
@@ -126,8 +116,8 @@ pub async fn mark_disconnected(
 /// per connection instead of parsing and planning it on every call.
 #[derive(QueryId)]
 struct MarkDisconnected {
-    connection_ids: Vec<Uuid>,
-    request_ids: Vec<Uuid>,
+    connection_ids: Vec<ConnectionId>,
+    request_ids: Vec<RequestId>,
     at: DateTime<Utc>,
 }
 

@@ -1,8 +1,8 @@
 //! Postgres access: the pool, database creation, migrations, and one module of
-//! small named queries per table.
+//! small named queries per table. The outbox's table belongs to the outbox
+//! (`crate::outbox::store`).
 
 pub mod connections;
-pub mod outbox;
 pub mod requests;
 pub mod schema;
 pub mod setup;
@@ -12,11 +12,21 @@ use diesel::result::{DatabaseErrorKind, Error as QueryError};
 use diesel_async::pooled_connection::deadpool::{Pool, PoolError};
 use diesel_async::AsyncPgConnection;
 
+use crate::domain::{ConnectionId, RequestId};
+
 pub use setup::{connect, migrate, DatabaseSettings};
 
 pub type DbPool = Pool<AsyncPgConnection>;
 
-/// A failure talking to Postgres, classified for the retry policy.
+/// A connection disconnected by a request: what the revocation and the
+/// connection update of one batch are made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disconnection {
+    pub connection_id: ConnectionId,
+    pub request_id: RequestId,
+}
+
+/// A failure talking to Postgres.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("could not get a database connection: {0}")]
@@ -25,28 +35,123 @@ pub enum DbError {
     Query(#[from] QueryError),
 }
 
+/// What a failure means to whoever would try again. Decided here, where the
+/// error is understood, so callers match on a closed set instead of
+/// inspecting database errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Postgres cannot be reached, or does not take writes now (a failover in
+    /// progress): an outage, which ends by itself.
+    Unavailable,
+    /// Postgres asked us to try again (a serialization failure), or a
+    /// concurrent transaction recorded the same request id first: the next
+    /// attempt sees the winner's work.
+    Conflict,
+    /// Postgres refused the statement (a constraint, a trigger, a schema
+    /// problem): trying again as it is may not help.
+    Refused,
+}
+
 impl DbError {
-    /// Worth retrying as it is: the database was unreachable or asked us to try
-    /// again. Anything else is a bug or a schema problem that retrying at once
-    /// will not fix.
-    pub fn is_transient(&self) -> bool {
+    pub fn class(&self) -> FailureClass {
         match self {
-            Self::Pool(_) => true,
-            Self::Query(error) => query_error_is_transient(error),
+            Self::Pool(_) => FailureClass::Unavailable,
+            Self::Query(error) => query_error_class(error),
         }
     }
 }
 
-fn query_error_is_transient(error: &QueryError) -> bool {
+fn query_error_class(error: &QueryError) -> FailureClass {
     match error {
-        QueryError::DatabaseError(kind, _) => matches!(
-            kind,
-            DatabaseErrorKind::SerializationFailure
-                | DatabaseErrorKind::UnableToSendCommand
-                | DatabaseErrorKind::ClosedConnection
-                | DatabaseErrorKind::ReadOnlyTransaction
-        ),
-        QueryError::BrokenTransactionManager | QueryError::AlreadyInTransaction => true,
-        _ => false,
+        QueryError::DatabaseError(kind, info) => match kind {
+            DatabaseErrorKind::UnableToSendCommand
+            | DatabaseErrorKind::ClosedConnection
+            | DatabaseErrorKind::ReadOnlyTransaction => FailureClass::Unavailable,
+            DatabaseErrorKind::SerializationFailure => FailureClass::Conflict,
+            DatabaseErrorKind::UniqueViolation
+                if info.constraint_name() == Some(requests::PRIMARY_KEY) =>
+            {
+                FailureClass::Conflict
+            }
+            _ => FailureClass::Refused,
+        },
+        // The connection was left mid-transaction by an earlier failure; the
+        // pool replaces it.
+        QueryError::BrokenTransactionManager | QueryError::AlreadyInTransaction => {
+            FailureClass::Unavailable
+        }
+        _ => FailureClass::Refused,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::result::DatabaseErrorInformation;
+
+    struct Info(Option<&'static str>);
+
+    impl DatabaseErrorInformation for Info {
+        fn message(&self) -> &str {
+            "test"
+        }
+        fn details(&self) -> Option<&str> {
+            None
+        }
+        fn hint(&self) -> Option<&str> {
+            None
+        }
+        fn table_name(&self) -> Option<&str> {
+            None
+        }
+        fn column_name(&self) -> Option<&str> {
+            None
+        }
+        fn constraint_name(&self) -> Option<&str> {
+            self.0
+        }
+        fn statement_position(&self) -> Option<i32> {
+            None
+        }
+    }
+
+    fn database_error(kind: DatabaseErrorKind, constraint: Option<&'static str>) -> DbError {
+        DbError::Query(QueryError::DatabaseError(kind, Box::new(Info(constraint))))
+    }
+
+    #[test]
+    fn failures_are_classified_for_the_retry_policy() {
+        use DatabaseErrorKind::*;
+        let cases = [
+            (
+                database_error(ClosedConnection, None),
+                FailureClass::Unavailable,
+            ),
+            (
+                database_error(UnableToSendCommand, None),
+                FailureClass::Unavailable,
+            ),
+            (
+                database_error(ReadOnlyTransaction, None),
+                FailureClass::Unavailable,
+            ),
+            (
+                database_error(SerializationFailure, None),
+                FailureClass::Conflict,
+            ),
+            (
+                database_error(UniqueViolation, Some(requests::PRIMARY_KEY)),
+                FailureClass::Conflict,
+            ),
+            (
+                database_error(UniqueViolation, Some("access_tokens_token_hash_key")),
+                FailureClass::Refused,
+            ),
+            (database_error(CheckViolation, None), FailureClass::Refused),
+            (DbError::Query(QueryError::NotFound), FailureClass::Refused),
+        ];
+        for (error, class) in cases {
+            assert_eq!(error.class(), class, "{error}");
+        }
     }
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use diesel::sql_types::Text;
+use diesel::ConnectionError;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -14,6 +15,10 @@ use crate::secret::SecretUrl;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
+/// A digest of every file in `migrations/` (computed by `build.rs`): equal
+/// digests mean identical schemas.
+pub const MIGRATIONS_DIGEST: &str = env!("MIGRATIONS_DIGEST");
+
 /// How long a caller waits for a pooled connection, and for a new one to be
 /// opened, before the attempt counts as a transient failure and is retried.
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,6 +27,37 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct DatabaseSettings {
     pub url: SecretUrl,
     pub pool_size: usize,
+}
+
+/// Why the database could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The server did not let us in: down, unreachable, or refusing the
+    /// connection; worth waiting for.
+    #[error("cannot connect to {url}: {source}")]
+    Unreachable {
+        /// Printed with the password masked.
+        url: String,
+        source: ConnectionError,
+    },
+    /// Connected, and then something failed that waiting will not fix.
+    #[error("{0:#}")]
+    Failed(#[from] anyhow::Error),
+}
+
+impl SetupError {
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
+}
+
+async fn establish(url: &SecretUrl) -> Result<AsyncPgConnection, SetupError> {
+    AsyncPgConnection::establish(url.expose())
+        .await
+        .map_err(|source| SetupError::Unreachable {
+            url: url.to_string(),
+            source,
+        })
 }
 
 /// Build the connection pool. Connections are opened lazily, so this does not
@@ -41,11 +77,11 @@ pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<DbPool> {
 /// Create the database named in the URL if it does not exist, connecting to
 /// the server's `postgres` database to do so. Safe to run from several
 /// replicas at once.
-pub async fn create_database_if_missing(url: &SecretUrl) -> anyhow::Result<()> {
+pub async fn create_database_if_missing(url: &SecretUrl) -> Result<(), SetupError> {
     let mut parsed = Url::parse(url.expose()).context("DATABASE_URL is not a URL")?;
     let name = parsed.path().trim_start_matches('/').to_string();
     if name.is_empty() {
-        anyhow::bail!("DATABASE_URL names no database");
+        return Err(anyhow::anyhow!("DATABASE_URL names no database").into());
     }
     if let Ok(mut conn) = AsyncPgConnection::establish(url.expose()).await {
         // It exists and we can reach it: nothing to do.
@@ -53,9 +89,9 @@ pub async fn create_database_if_missing(url: &SecretUrl) -> anyhow::Result<()> {
         return Ok(());
     }
     parsed.set_path("/postgres");
-    let mut admin = AsyncPgConnection::establish(parsed.as_str())
-        .await
-        .with_context(|| format!("connecting to the server of {url}"))?;
+    let admin_url = SecretUrl::parse("DATABASE_URL", parsed.as_str(), &["postgres", "postgresql"])
+        .map_err(anyhow::Error::msg)?;
+    let mut admin = establish(&admin_url).await?;
     #[derive(diesel::QueryableByName)]
     struct Exists {
         #[diesel(sql_type = diesel::sql_types::Bool)]
@@ -81,7 +117,9 @@ pub async fn create_database_if_missing(url: &SecretUrl) -> anyhow::Result<()> {
         }
         // Another replica created it between our check and our CREATE.
         Err(error) if error.to_string().contains("already exists") => Ok(()),
-        Err(error) => Err(error).context("creating the database"),
+        Err(error) => Err(anyhow::Error::new(error)
+            .context(format!("creating the database {name}"))
+            .into()),
     }
 }
 
@@ -91,10 +129,8 @@ const MIGRATION_LOCK_KEY: i64 = 0x0064_772d_6d69_6772;
 
 /// Apply every pending embedded migration. Replicas starting together queue on
 /// an advisory lock, so each migration is applied once.
-pub async fn migrate(url: &SecretUrl) -> anyhow::Result<Vec<String>> {
-    let mut lock_holder = AsyncPgConnection::establish(url.expose())
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
+pub async fn migrate(url: &SecretUrl) -> Result<Vec<String>, SetupError> {
+    let mut lock_holder = establish(url).await?;
     diesel::sql_query("SELECT pg_advisory_lock($1)")
         .bind::<diesel::sql_types::BigInt, _>(MIGRATION_LOCK_KEY)
         .execute(&mut lock_holder)
@@ -109,10 +145,8 @@ pub async fn migrate(url: &SecretUrl) -> anyhow::Result<Vec<String>> {
     applied
 }
 
-async fn run_pending_migrations(url: &SecretUrl) -> anyhow::Result<Vec<String>> {
-    let conn = AsyncPgConnection::establish(url.expose())
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
+async fn run_pending_migrations(url: &SecretUrl) -> Result<Vec<String>, SetupError> {
+    let conn = establish(url).await?;
     let mut harness = AsyncMigrationHarness::new(conn);
     // The harness blocks on the async connection; keep it off the async threads.
     let applied = tokio::task::spawn_blocking(move || {

@@ -6,18 +6,18 @@ use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, Bytea, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use uuid::Uuid;
 
 use super::schema::{access_tokens, connections};
-use crate::domain::TokenHash;
+use super::Disconnection;
+use crate::domain::{ConnectionId, ConnectionStatus, RequestId, TokenHash, TokenId};
 
 /// The new row of a token being issued.
 #[derive(Debug, Insertable)]
 #[diesel(table_name = access_tokens)]
 pub struct NewToken<'a> {
-    pub id: Uuid,
-    pub connection_id: Uuid,
-    pub token_hash: &'a [u8],
+    pub id: TokenId,
+    pub connection_id: ConnectionId,
+    pub token_hash: &'a TokenHash,
     pub token_prefix: &'a str,
     pub user_label: Option<&'a str>,
     pub products: &'a [String],
@@ -26,21 +26,36 @@ pub struct NewToken<'a> {
 /// What `token introspect` shows: never the token or its hash.
 #[derive(Debug, Queryable)]
 pub struct TokenView {
-    pub token_id: Uuid,
+    pub token_id: TokenId,
     pub issued_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
-    pub connection_id: Uuid,
+    pub connection_id: ConnectionId,
     pub client_id: String,
     pub company_id: String,
     pub provider_id: String,
-    pub connection_status: String,
+    pub connection_status: ConnectionStatus,
 }
 
-/// The tokens with these hashes: (hash, token id, connection id).
+/// A token found by its hash.
+#[derive(Debug, Clone, Copy, Queryable)]
+pub struct FoundToken {
+    pub hash: TokenHash,
+    pub token_id: TokenId,
+    pub connection_id: ConnectionId,
+}
+
+/// An active token of a connection.
+#[derive(Debug, Clone, Copy, Queryable)]
+pub struct ActiveToken {
+    pub token_id: TokenId,
+    pub connection_id: ConnectionId,
+}
+
+/// The tokens with these hashes.
 pub async fn find_by_hashes(
     mut conn: &AsyncPgConnection,
-    hashes: &[Vec<u8>],
-) -> QueryResult<Vec<(Vec<u8>, Uuid, Uuid)>> {
+    hashes: &[TokenHash],
+) -> QueryResult<Vec<FoundToken>> {
     access_tokens::table
         .filter(access_tokens::token_hash.eq_any(hashes))
         .select((
@@ -60,36 +75,28 @@ pub async fn insert(conn: &mut AsyncPgConnection, token: &NewToken<'_>) -> Query
         .map(drop)
 }
 
-/// An active token: (token id, connection id).
-pub type ActiveToken = (Uuid, Uuid);
-
 /// The active tokens of every connection that has a token with one of these
 /// hashes. Read after those connections are locked, it is exactly the set
 /// [`revoke_all_of_connections`] will revoke: issuing a token takes the same
 /// lock.
 pub async fn active_siblings_of_hashes(
     mut conn: &AsyncPgConnection,
-    hashes: &[Vec<u8>],
+    hashes: &[TokenHash],
 ) -> QueryResult<Vec<ActiveToken>> {
-    ActiveSiblingsOfHashes {
-        hashes: hashes.to_vec(),
-    }
-    .load(&mut conn)
-    .await
+    ActiveSiblingsOfHashes { hashes }.load(&mut conn).await
 }
 
 /// Revoke every still-active token of these connections, each on behalf of
-/// its request, in one statement whatever the number of tokens: (connection
-/// id, request id) pairs. Returns how many were revoked.
+/// the request that disconnects it, in one statement whatever the number of
+/// tokens. Returns how many were revoked.
 pub async fn revoke_all_of_connections(
     mut conn: &AsyncPgConnection,
-    revocations: &[(Uuid, Uuid)],
+    disconnections: &[Disconnection],
     at: DateTime<Utc>,
 ) -> QueryResult<usize> {
-    let (connection_ids, request_ids): (Vec<Uuid>, Vec<Uuid>) = revocations.iter().copied().unzip();
     RevokeAllOfConnections {
-        connection_ids,
-        request_ids,
+        connection_ids: disconnections.iter().map(|d| d.connection_id).collect(),
+        request_ids: disconnections.iter().map(|d| d.request_id).collect(),
         at,
     }
     .execute(&mut conn)
@@ -100,32 +107,37 @@ pub async fn revoke_all_of_connections(
 // them once per connection: a `sql_query` is parsed and planned again on
 // every call, with an extra round trip to do it.
 
-#[derive(QueryId)]
-struct ActiveSiblingsOfHashes {
-    hashes: Vec<Vec<u8>>,
+struct ActiveSiblingsOfHashes<'a> {
+    hashes: &'a [TokenHash],
 }
 
-impl QueryFragment<Pg> for ActiveSiblingsOfHashes {
+// By hand: the derive does not take a lifetime.
+impl QueryId for ActiveSiblingsOfHashes<'_> {
+    type QueryId = ActiveSiblingsOfHashes<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for ActiveSiblingsOfHashes<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
             "SELECT t.id, t.connection_id FROM access_tokens AS t \
              WHERE t.revoked_at IS NULL AND t.connection_id IN \
              (SELECT connection_id FROM access_tokens WHERE token_hash = ANY(",
         );
-        out.push_bind_param::<Array<Bytea>, _>(&self.hashes)?;
+        out.push_bind_param::<Array<Bytea>, _>(self.hashes)?;
         out.push_sql("))");
         Ok(())
     }
 }
 
-impl Query for ActiveSiblingsOfHashes {
+impl Query for ActiveSiblingsOfHashes<'_> {
     type SqlType = (SqlUuid, SqlUuid);
 }
 
 #[derive(QueryId)]
 struct RevokeAllOfConnections {
-    connection_ids: Vec<Uuid>,
-    request_ids: Vec<Uuid>,
+    connection_ids: Vec<ConnectionId>,
+    request_ids: Vec<RequestId>,
     at: DateTime<Utc>,
 }
 
@@ -152,7 +164,7 @@ pub async fn view_by_hash(
 ) -> QueryResult<Option<TokenView>> {
     access_tokens::table
         .inner_join(connections::table)
-        .filter(access_tokens::token_hash.eq(&hash.0[..]))
+        .filter(access_tokens::token_hash.eq(hash))
         .select((
             access_tokens::id,
             access_tokens::issued_at,

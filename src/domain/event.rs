@@ -2,10 +2,9 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use uuid::Uuid;
 
+use super::ids::{ConnectionId, EventId, RequestId, TokenId};
 use super::outcome::Outcome;
-use super::request::RequestId;
 
 pub const DISCONNECTED: &str = "connection.disconnected";
 pub const DISCONNECT_REJECTED: &str = "connection.disconnect_rejected";
@@ -14,34 +13,34 @@ pub const DISCONNECT_REJECTED: &str = "connection.disconnect_rejected";
 /// value is written to the outbox, read back by the relay, and published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutcomeEvent {
-    pub event_id: Uuid,
-    pub request_id: Uuid,
+    pub event_id: EventId,
+    pub request_id: RequestId,
     pub routing_key: String,
     pub payload: String,
 }
 
 #[derive(Serialize)]
 struct DisconnectedPayload<'a> {
-    event_id: Uuid,
+    event_id: EventId,
     event_type: &'static str,
     occurred_at: String,
-    request_id: Uuid,
-    connection_id: Uuid,
+    request_id: RequestId,
+    connection_id: ConnectionId,
     client_id: &'a str,
     company_id: &'a str,
     provider_id: &'a str,
-    revoked_token_ids: &'a [Uuid],
+    revoked_token_ids: &'a [TokenId],
 }
 
 #[derive(Serialize)]
 struct RejectedPayload {
-    event_id: Uuid,
+    event_id: EventId,
     event_type: &'static str,
     occurred_at: String,
-    request_id: Uuid,
+    request_id: RequestId,
     reason: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    connection_id: Option<Uuid>,
+    connection_id: Option<ConnectionId>,
 }
 
 impl OutcomeEvent {
@@ -52,7 +51,7 @@ impl OutcomeEvent {
         outcome: &Outcome,
         occurred_at: DateTime<Utc>,
     ) -> Self {
-        let event_id = Uuid::now_v7();
+        let event_id = EventId::generate();
         let occurred_at = occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true);
         let (routing_key, payload) = match outcome {
             Outcome::Disconnected {
@@ -64,7 +63,7 @@ impl OutcomeEvent {
                     event_id,
                     event_type: DISCONNECTED,
                     occurred_at,
-                    request_id: request_id.0,
+                    request_id,
                     connection_id: connection.connection_id,
                     client_id: &connection.client_id,
                     company_id: &connection.company_id,
@@ -78,15 +77,15 @@ impl OutcomeEvent {
                     event_id,
                     event_type: DISCONNECT_REJECTED,
                     occurred_at,
-                    request_id: request_id.0,
-                    reason: outcome.as_str(),
+                    request_id,
+                    reason: outcome.kind().as_str(),
                     connection_id: outcome.connection_id(),
                 }),
             ),
         };
         Self {
             event_id,
-            request_id: request_id.0,
+            request_id,
             routing_key: routing_key.to_string(),
             // Serialising these plain structs cannot fail: no maps with
             // non-string keys, no custom serialisers.
@@ -99,14 +98,15 @@ impl OutcomeEvent {
 mod tests {
     use super::*;
     use crate::domain::ConnectionRef;
+    use uuid::Uuid;
 
     #[test]
     fn a_disconnected_event_carries_the_connection_and_token_ids() {
-        let request_id = RequestId(Uuid::new_v4());
-        let token_id = Uuid::new_v4();
+        let request_id = RequestId::from_uuid(Uuid::new_v4());
+        let token_id = TokenId::generate();
         let outcome = Outcome::Disconnected {
             connection: ConnectionRef {
-                connection_id: Uuid::new_v4(),
+                connection_id: ConnectionId::generate(),
                 client_id: "app".into(),
                 company_id: "C".into(),
                 provider_id: "gusto".into(),
@@ -125,16 +125,17 @@ mod tests {
 
     #[test]
     fn a_rejected_event_names_its_reason() {
-        let connection_id = Uuid::new_v4();
+        let connection_id = ConnectionId::generate();
         let outcome = Outcome::AlreadyDisconnected { connection_id };
-        let event = OutcomeEvent::for_outcome(RequestId(Uuid::new_v4()), &outcome, Utc::now());
+        let event =
+            OutcomeEvent::for_outcome(RequestId::from_uuid(Uuid::new_v4()), &outcome, Utc::now());
         assert_eq!(event.routing_key, DISCONNECT_REJECTED);
         let json: serde_json::Value = serde_json::from_str(&event.payload).expect("json");
         assert_eq!(json["reason"], "already_disconnected");
         assert_eq!(json["connection_id"], connection_id.to_string());
 
         let event = OutcomeEvent::for_outcome(
-            RequestId(Uuid::new_v4()),
+            RequestId::from_uuid(Uuid::new_v4()),
             &Outcome::UnknownToken,
             Utc::now(),
         );

@@ -1,12 +1,17 @@
 //! Domain types, parsed once at the edge: nothing past the decoder handles raw
-//! strings or JSON.
+//! strings, raw JSON or bare UUIDs.
 
 pub mod event;
+pub mod ids;
 pub mod outcome;
+pub mod rejection;
 pub mod request;
+mod text_column;
 pub mod token;
 
 pub use event::OutcomeEvent;
-pub use outcome::{ConnectionRef, Outcome};
-pub use request::{DisconnectRequest, Rejection, RejectionCode, RequestId};
+pub use ids::{ConnectionId, EventId, RequestId, TokenId};
+pub use outcome::{ConnectionRef, ConnectionStatus, Outcome, OutcomeKind};
+pub use rejection::{Rejection, RejectionCode};
+pub use request::DisconnectRequest;
 pub use token::{AccessToken, IssuedToken, TokenHash};

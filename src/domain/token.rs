@@ -4,8 +4,15 @@ use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use diesel::deserialize::{self, FromSql, FromSqlRow};
+use diesel::expression::AsExpression;
+use diesel::pg::{Pg, PgValue};
+use diesel::serialize::{self, Output, ToSql};
+use diesel::sql_types::Bytea;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+
+use super::ids::{ConnectionId, TokenId};
 
 /// Every token we issue starts with this, so leaked tokens are recognisable by
 /// secret scanners and people.
@@ -30,8 +37,29 @@ impl fmt::Debug for AccessToken {
 }
 
 /// The SHA-256 of a token: what the database stores and looks up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenHash(pub [u8; 32]);
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Bytea)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl ToSql<Bytea, Pg> for TokenHash {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <[u8] as ToSql<Bytea, Pg>>::to_sql(&self.0[..], out)
+    }
+}
+
+impl FromSql<Bytea, Pg> for TokenHash {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        let hash = <[u8; 32]>::try_from(bytes.as_bytes())
+            .map_err(|_| "a token hash is not 32 bytes long")?;
+        Ok(Self(hash))
+    }
+}
 
 impl AccessToken {
     /// Accept a token from outside: non-empty, bounded, and visible ASCII only
@@ -75,8 +103,8 @@ impl AccessToken {
 #[derive(Debug)]
 pub struct IssuedToken {
     pub token: AccessToken,
-    pub token_id: uuid::Uuid,
-    pub connection_id: uuid::Uuid,
+    pub token_id: TokenId,
+    pub connection_id: ConnectionId,
 }
 
 #[cfg(test)]
@@ -103,7 +131,12 @@ mod tests {
     fn the_hash_is_sha256_of_the_token_text() {
         let token = AccessToken::parse("abc".into()).expect("valid");
         let expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        let actual: String = token.hash().0.iter().map(|b| format!("{b:02x}")).collect();
+        let actual: String = token
+            .hash()
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(actual, expected);
     }
 

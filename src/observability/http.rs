@@ -19,14 +19,28 @@ struct AppState {
     metrics: Option<PrometheusHandle>,
 }
 
+/// The running listener.
+pub struct HttpServer {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// Stop accepting, finish the requests being answered, and return.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
 /// Bind the listener now (so a taken port fails start-up) and serve until
-/// `stop` is cancelled.
+/// stopped.
 pub async fn serve(
     address: SocketAddr,
     readiness: Arc<Readiness>,
     metrics: Option<PrometheusHandle>,
-    stop: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<HttpServer> {
+    let stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|error| anyhow::anyhow!("HTTP_PORT: cannot listen on {address}: {error}"))?;
@@ -36,14 +50,16 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .with_state(AppState { readiness, metrics });
-    Ok(tokio::spawn(async move {
+    let stopped = stop.clone();
+    let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .with_graceful_shutdown(async move { stopped.cancelled().await })
             .await;
         if let Err(error) = served {
             tracing::error!(error = %error, "the HTTP listener failed");
         }
-    }))
+    });
+    Ok(HttpServer { stop, task })
 }
 
 /// Alive: answering at all means the process and its runtime run.

@@ -8,9 +8,11 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Requests by outcome: `disconnected`, `unknown_token`,
-/// `already_disconnected`, `duplicate` (a request id seen before),
-/// `dead_lettered` (bad input), `requeued` (failed, handed back).
+/// Deliveries by how they were settled: `disconnected`, `unknown_token`,
+/// `already_disconnected`, `duplicate` (a request id seen before; these four
+/// acknowledged), `dead_lettered` (bad input), `retried` (processing failed,
+/// returned with basic.reject: counted against the delivery limit),
+/// `released` (not attempted, returned with basic.nack: shutdown).
 pub const REQUESTS: &str = "disconnect_worker_requests_total";
 /// Dead-lettered requests by rejection code.
 pub const DEAD_LETTERS: &str = "disconnect_worker_dead_letters_total";
@@ -106,18 +108,18 @@ pub fn outbox_backlog(pending: i64, oldest_age: Duration) {
     gauge!(OUTBOX_OLDEST_AGE).set(oldest_age.as_secs_f64());
 }
 
-/// Counts a request in flight for as long as it lives.
-pub struct InFlight;
+/// Counts requests in flight for as long as it lives.
+pub struct InFlight(usize);
 
 impl InFlight {
-    pub fn start() -> Self {
-        gauge!(IN_FLIGHT).increment(1.0);
-        Self
+    pub fn start(requests: usize) -> Self {
+        gauge!(IN_FLIGHT).increment(requests as f64);
+        Self(requests)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        gauge!(IN_FLIGHT).decrement(1.0);
+        gauge!(IN_FLIGHT).decrement(self.0 as f64);
     }
 }

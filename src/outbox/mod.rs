@@ -1,158 +1,219 @@
-//! Publishing the outcome events. Each event is written to `outbox_events`
-//! in the transaction that decides its outcome, so an event exists exactly
-//! when its outcome does; it is then published at least once, by one of two
-//! paths:
+//! The outbox: every outcome event is written to `outbox_events` in the
+//! transaction that decides its outcome (by the service, through [`store`]),
+//! so an event exists exactly when its outcome does. This component then
+//! publishes each one at least once, by one of two paths:
 //!
-//! - **after commit** ([`Outbox::publish_committed`]): the handler publishes
-//!   its batch's events at once, with confirms, and their ids are marked
-//!   published shortly afterwards, many batches per statement
-//!   ([`Outbox::run_marks`]). This is the path of nearly every event, and it
-//!   adds no database round trip to the request's latency.
-//! - **the relay** ([`relay`]): publishes what the first path did not: events
+//! - **after commit** ([`Outbox::publish_after_commit`]): a committed batch's
+//!   events are published at once on the current broker session, with
+//!   confirms, and marked published shortly afterwards, many batches per
+//!   statement (`marks`). Nearly every event takes this path, and it adds no
+//!   database round trip to a request's latency.
+//! - **the relay** (`relay`): publishes what the first path did not: events
 //!   whose publish failed, at once, and events still unpublished after the
 //!   relay delay (their worker died between commit and publish, or before
 //!   marking them).
 //!
-//! Consumers deduplicate by `event_id`: a crash between a publish and its
-//! mark sends that event again.
+//! It also prunes published events past their retention and samples the
+//! backlog for the metrics. Consumers deduplicate by `event_id`: a crash
+//! between a publish and its mark sends that event again.
 
-mod ids;
+mod backlog;
+mod marks;
+mod pending;
 pub mod prune;
-pub mod relay;
+mod publish;
+mod relay;
+pub mod store;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use anyhow::Context;
 use lapin::Channel;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::broker::publish::{json_properties, publish_confirmed, PublishError};
-use crate::db::outbox;
-use crate::db::{DbError, DbPool};
+use crate::db::{DbError, DbPool, FailureClass};
 use crate::domain::OutcomeEvent;
-use crate::observability::metrics;
-use ids::EventIds;
+use crate::observability::{metrics, Outage};
+use crate::retry::RetrySettings;
+use pending::EventIds;
 
-/// How often the ids of events published after commit are marked. Far below
-/// any sensible relay delay, so the relay does not publish them again.
-const MARK_INTERVAL: Duration = Duration::from_millis(50);
+/// How the outbox publishes, relays and prunes.
+#[derive(Debug, Clone)]
+pub struct OutboxSettings {
+    /// The topic exchange events are published to.
+    pub exchange: String,
+    /// How long an event may stay unpublished before the relay publishes it
+    /// in place of the worker that wrote it.
+    pub relay_delay: Duration,
+    /// How often the relay looks for such events.
+    pub poll_interval: Duration,
+    /// Events published per relay transaction.
+    pub batch_size: i64,
+    /// How long published events are kept; `None`: forever.
+    pub retention: Option<Duration>,
+    pub retry: RetrySettings,
+}
 
-/// The state the handlers, the mark task and the relay share. It outlives
-/// broker sessions: what one session could not publish, the next one does.
-#[derive(Debug)]
-pub struct Outbox {
-    exchange: String,
-    /// How long an event may stay unpublished before the relay takes it.
-    relay_delay: Duration,
+/// What the outbox's tasks share.
+struct Shared {
+    pool: DbPool,
+    settings: OutboxSettings,
+    /// The publish channel of the current broker session (confirm mode);
+    /// `None` before the first.
+    channel: watch::Sender<Option<Channel>>,
     /// Confirmed by the broker, not yet marked published.
     published: EventIds,
     /// Committed, but their publish after commit failed.
     unsent: EventIds,
     relay_wakeup: Notify,
+    /// Shared with the worker: one outage, however many tasks see it.
+    database: Arc<Outage>,
+}
+
+impl Shared {
+    fn current_channel(&self) -> Option<Channel> {
+        self.channel
+            .borrow()
+            .clone()
+            .filter(|channel| channel.status().connected())
+    }
+
+    /// Log a database failure once: an outage goes to the shared outage log,
+    /// anything else is logged here.
+    fn database_failed(&self, doing: &'static str, error: &DbError) {
+        if error.class() == FailureClass::Unavailable {
+            self.database.failed(error);
+        } else {
+            tracing::warn!(error = %error, "{doing} failed; will retry");
+        }
+    }
+}
+
+/// The running outbox. Dropping it stops its tasks without the final
+/// publish; [`Outbox::shutdown`] is the graceful way.
+pub struct Outbox {
+    shared: Arc<Shared>,
+    /// Publishes after commit still waiting for their confirms.
+    after_commit: TaskTracker,
+    stop: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Outbox {
-    pub fn new(exchange: String, relay_delay: Duration) -> Self {
-        Self {
-            exchange,
-            relay_delay,
+    /// Start marking, relaying (once given a channel), pruning and sampling.
+    /// Call it once the database is migrated.
+    pub fn spawn(pool: DbPool, settings: OutboxSettings, database: Arc<Outage>) -> Self {
+        let retention = settings.retention;
+        let shared = Arc::new(Shared {
+            pool,
+            settings,
+            channel: watch::Sender::new(None),
             published: EventIds::default(),
             unsent: EventIds::default(),
             relay_wakeup: Notify::new(),
+            database,
+        });
+        let stop = CancellationToken::new();
+        let mut tasks = vec![
+            tokio::spawn(marks::run(shared.clone(), stop.clone())),
+            tokio::spawn(relay::run(shared.clone(), stop.clone())),
+            tokio::spawn(backlog::sample(shared.pool.clone(), stop.clone())),
+        ];
+        if let Some(retention) = retention {
+            tasks.push(tokio::spawn(prune::run(
+                shared.pool.clone(),
+                retention,
+                stop.clone(),
+            )));
+        }
+        Self {
+            shared,
+            after_commit: TaskTracker::new(),
+            stop,
+            tasks: Mutex::new(tasks),
         }
     }
 
-    pub fn exchange(&self) -> &str {
-        &self.exchange
+    /// A broker session opened: publish on its channel from now on, and let
+    /// the relay publish at once what the last session could not.
+    pub fn use_channel(&self, channel: Channel) {
+        self.shared.channel.send_replace(Some(channel));
     }
 
-    pub fn relay_delay(&self) -> Duration {
-        self.relay_delay
-    }
-
-    /// Publish events whose transaction has committed. A failure is not the
-    /// request's failure (its outcome is committed): the events go to the
-    /// relay, which publishes them on this session or the next.
-    pub async fn publish_committed(&self, channel: &Channel, events: Vec<OutcomeEvent>) {
+    /// Publish the events of a committed transaction, without making the
+    /// caller wait for the confirms. A failure is not the request's failure
+    /// (its outcome is committed): the events go to the relay.
+    pub fn publish_after_commit(&self, events: Vec<OutcomeEvent>) {
         if events.is_empty() {
             return;
         }
-        let ids = events.iter().map(|event| event.event_id);
-        match publish_all(channel, &self.exchange, &events).await {
-            Ok(()) => {
-                metrics::events_published("after_commit", events.len());
-                self.published.push(ids);
-            }
-            Err(error) => {
-                tracing::warn!(error = %error, events = events.len(),
-                    "publishing events after commit failed; the relay will publish them");
-                self.unsent.push(ids);
-                self.relay_wakeup.notify_one();
-            }
-        }
+        let shared = self.shared.clone();
+        self.after_commit
+            .spawn(async move { publish_committed(&shared, events).await });
     }
 
-    /// Mark published every event confirmed since the last flush, in one
-    /// statement; returns how many. On failure they are kept for the next.
-    pub async fn flush_marks(&self, pool: &DbPool) -> Result<usize, DbError> {
-        let ids = self.published.take();
-        if ids.is_empty() {
-            return Ok(0);
+    /// The graceful stop, after the last handler has finished: wait for the
+    /// publishes after commit, stop the tasks, mark what was confirmed, and
+    /// publish what is left to the relay on the current session. Events
+    /// younger than the relay delay written by another replica are its own.
+    pub async fn shutdown(&self) -> anyhow::Result<()> {
+        self.after_commit.close();
+        self.after_commit.wait().await;
+        self.stop.cancel();
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
+        for task in tasks {
+            let _ = task.await;
         }
-        let marked = async {
-            let mut conn = pool.get().await?;
-            Ok::<_, DbError>(outbox::mark_published(&mut conn, &ids, Utc::now()).await?)
+        marks::flush(&self.shared)
+            .await
+            .context("marking the last published events")?;
+        match self.shared.current_channel() {
+            Some(channel) => relay::drain(&self.shared, &channel)
+                .await
+                .context("publishing the last pending events")?,
+            None => tracing::warn!(
+                "no broker session at shutdown: pending events are left to the next relay"
+            ),
         }
-        .await;
-        if marked.is_err() {
-            self.published.push(ids);
-        }
-        marked
-    }
-
-    /// Flush the marks every [`MARK_INTERVAL`] until `stop`. The last flush
-    /// is the caller's, after the handlers have finished.
-    pub async fn run_marks(self: Arc<Self>, pool: DbPool, stop: CancellationToken) {
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(MARK_INTERVAL) => {}
-            }
-            if let Err(error) = self.flush_marks(&pool).await {
-                tracing::warn!(error = %error, "marking published events failed; will retry");
-            }
-        }
-    }
-
-    fn take_unsent(&self) -> Vec<uuid::Uuid> {
-        self.unsent.take()
-    }
-
-    fn return_unsent(&self, ids: Vec<uuid::Uuid>) {
-        self.unsent.push(ids);
+        Ok(())
     }
 }
 
-/// Publish every event, then wait for all the confirms together: one round
-/// trip per batch rather than per event.
-pub async fn publish_all(
-    channel: &Channel,
-    exchange: &str,
-    events: &[OutcomeEvent],
-) -> Result<(), PublishError> {
-    let confirms = events.iter().map(|event| {
-        publish_confirmed(
-            channel,
-            exchange,
-            &event.routing_key,
-            event.payload.as_bytes(),
-            json_properties(&event.event_id.to_string(), &event.request_id.to_string()),
-        )
-    });
-    for result in futures_util::future::join_all(confirms).await {
-        result?;
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
-    Ok(())
+}
+
+async fn publish_committed(shared: &Shared, events: Vec<OutcomeEvent>) {
+    let ids = events.iter().map(|event| event.event_id);
+    let published = match shared.current_channel() {
+        Some(channel) => publish::publish_all(&channel, &shared.settings.exchange, &events)
+            .await
+            .map_err(|error| error.to_string()),
+        None => Err("no broker session".into()),
+    };
+    match published {
+        Ok(()) => {
+            metrics::events_published("after_commit", events.len());
+            shared.published.push(ids);
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, events = events.len(),
+                "publishing events after commit failed; the relay will publish them");
+            shared.unsent.push(ids);
+            shared.relay_wakeup.notify_one();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded values stay valid whatever a panicking holder did.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

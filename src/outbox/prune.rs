@@ -6,19 +6,21 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{outbox, DbError, DbPool};
+use super::store;
+use crate::db::{DbError, DbPool};
 
 /// How often published events past their retention are deleted, and how many
 /// per statement.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
 const PRUNE_BATCH: i64 = 10_000;
 
-/// Delete published events older than `retention`, every few minutes, so the
-/// outbox does not grow without bound. Unpublished events are never touched.
-pub async fn prune_published(pool: DbPool, retention: Duration, stop: CancellationToken) {
+/// Delete published events older than `retention`, every few minutes.
+/// Unpublished events are never touched.
+pub(super) async fn run(pool: DbPool, retention: Duration, stop: CancellationToken) {
     loop {
         if let Err(error) = prune_once(&pool, retention).await {
-            tracing::warn!(error = %error, "pruning published events failed; will retry");
+            // An outage is reported by the request path; this runs rarely.
+            tracing::debug!(error = %error, "pruning published events failed; will retry");
         }
         tokio::select! {
             () = stop.cancelled() => return,
@@ -34,7 +36,7 @@ pub async fn prune_once(pool: &DbPool, retention: Duration) -> Result<usize, DbE
     let mut conn = pool.get().await?;
     let mut deleted = 0;
     loop {
-        let count = outbox::delete_published_before(&mut conn, before, PRUNE_BATCH).await?;
+        let count = store::delete_published_before(&mut conn, before, PRUNE_BATCH).await?;
         deleted += count;
         if (count as i64) < PRUNE_BATCH {
             return Ok(deleted);

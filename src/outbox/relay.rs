@@ -1,4 +1,4 @@
-//! The outbox relay: publishes the events the handlers did not, and marks
+//! The relay: publishes the events the after-commit path did not, and marks
 //! them published once the broker has confirmed them. Two kinds, in order:
 //! events whose publish after commit failed (at once), then events still
 //! unpublished after the relay delay (left by a worker that died).
@@ -15,15 +15,13 @@ use diesel::result::Error as QueryError;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use lapin::Channel;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use super::{publish_all, Outbox};
+use super::publish::publish_all;
+use super::{store, Shared};
 use crate::broker::publish::PublishError;
-use crate::db::outbox;
-use crate::db::{DbError, DbPool};
-use crate::domain::OutcomeEvent;
+use crate::db::DbError;
+use crate::domain::{EventId, OutcomeEvent};
 use crate::observability::metrics;
-use crate::retry::RetrySettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -31,12 +29,6 @@ pub enum RelayError {
     Db(#[from] DbError),
     #[error(transparent)]
     Publish(#[from] PublishError),
-}
-
-impl From<QueryError> for RelayError {
-    fn from(error: QueryError) -> Self {
-        Self::Db(DbError::Query(error))
-    }
 }
 
 /// Transaction-internal error: either side can abort the batch.
@@ -54,7 +46,7 @@ impl From<QueryError> for BatchError {
 /// Which unpublished events a sweep claims.
 enum Claim<'a> {
     /// These, whatever their age.
-    Ids(&'a [Uuid]),
+    Ids(&'a [EventId]),
     /// The oldest, up to a limit, unpublished for longer than a delay.
     OlderThan(Duration, i64),
 }
@@ -62,9 +54,9 @@ enum Claim<'a> {
 impl Claim<'_> {
     async fn load(&self, conn: &mut AsyncPgConnection) -> Result<Vec<OutcomeEvent>, QueryError> {
         match self {
-            Self::Ids(ids) => outbox::claim_unpublished_by_ids(conn, ids).await,
+            Self::Ids(ids) => store::claim_unpublished_by_ids(conn, ids).await,
             Self::OlderThan(delay, limit) => {
-                outbox::claim_unpublished_older_than(conn, *delay, *limit).await
+                store::claim_unpublished_older_than(conn, *delay, *limit).await
             }
         }
     }
@@ -74,12 +66,12 @@ impl Claim<'_> {
 /// stay locked (`SKIP LOCKED` for other replicas) until they are marked, and
 /// a failed publish rolls the whole batch back to pending.
 async fn publish_claimed(
-    pool: &DbPool,
+    shared: &Shared,
     channel: &Channel,
-    exchange: &str,
     claim: Claim<'_>,
 ) -> Result<usize, RelayError> {
-    let mut conn = pool.get().await.map_err(DbError::from)?;
+    let mut conn = shared.pool.get().await.map_err(DbError::from)?;
+    let exchange = shared.settings.exchange.as_str();
     let result = conn
         .transaction::<_, BatchError, _>(async |conn| {
             let events = claim.load(conn).await?;
@@ -89,8 +81,8 @@ async fn publish_claimed(
             publish_all(channel, exchange, &events)
                 .await
                 .map_err(BatchError::Publish)?;
-            let ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
-            outbox::mark_published(conn, &ids, Utc::now()).await?;
+            let ids: Vec<EventId> = events.iter().map(|event| event.event_id).collect();
+            store::mark_published(conn, &ids, Utc::now()).await?;
             Ok(events.len())
         })
         .await;
@@ -99,96 +91,90 @@ async fn publish_claimed(
             metrics::events_published("relay", count);
             Ok(count)
         }
-        Err(BatchError::Query(error)) => Err(error.into()),
+        Err(BatchError::Query(error)) => Err(DbError::Query(error).into()),
         Err(BatchError::Publish(error)) => Err(error.into()),
     }
 }
 
 /// Publish the events whose publish after commit failed; on failure they
 /// stay listed for the next sweep.
-async fn publish_unsent(
-    pool: &DbPool,
-    channel: &Channel,
-    outbox: &Outbox,
-) -> Result<usize, RelayError> {
-    let ids = outbox.take_unsent();
+async fn publish_unsent(shared: &Shared, channel: &Channel) -> Result<usize, RelayError> {
+    let ids = shared.unsent.take();
     if ids.is_empty() {
         return Ok(0);
     }
-    let result = publish_claimed(pool, channel, outbox.exchange(), Claim::Ids(&ids)).await;
+    let result = publish_claimed(shared, channel, Claim::Ids(&ids)).await;
     if result.is_err() {
-        outbox.return_unsent(ids);
+        shared.unsent.push(ids);
     }
     result
 }
 
 /// One sweep: the unsent events, then one batch of those older than the
 /// relay delay. Returns whether that batch was full (more may be waiting).
-async fn sweep(
-    pool: &DbPool,
-    channel: &Channel,
-    outbox: &Outbox,
-    batch_size: i64,
-) -> Result<bool, RelayError> {
-    publish_unsent(pool, channel, outbox).await?;
-    let claim = Claim::OlderThan(outbox.relay_delay(), batch_size);
-    let count = publish_claimed(pool, channel, outbox.exchange(), claim).await?;
+async fn sweep(shared: &Shared, channel: &Channel) -> Result<bool, RelayError> {
+    publish_unsent(shared, channel).await?;
+    let batch_size = shared.settings.batch_size;
+    let claim = Claim::OlderThan(shared.settings.relay_delay, batch_size);
+    let count = publish_claimed(shared, channel, claim).await?;
     Ok(count as i64 == batch_size)
 }
 
 /// Publish until nothing is left to the relay: the unsent events, and every
 /// event older than the relay delay. Events younger than that belong to a
-/// handler (here or on another replica) that is publishing them.
-pub async fn drain(
-    pool: &DbPool,
-    channel: &Channel,
-    outbox: &Outbox,
-    batch_size: i64,
-) -> Result<(), RelayError> {
-    while sweep(pool, channel, outbox, batch_size).await? {}
+/// worker (here or on another replica) that is publishing them.
+pub(super) async fn drain(shared: &Shared, channel: &Channel) -> Result<(), RelayError> {
+    while sweep(shared, channel).await? {}
     Ok(())
 }
 
-/// What the relay of one session needs.
-pub struct Relay {
-    pub pool: DbPool,
-    pub channel: Channel,
-    pub outbox: Arc<Outbox>,
-    pub batch_size: i64,
-    pub poll_interval: Duration,
-    pub retry: RetrySettings,
-}
-
-impl Relay {
-    /// Sweep every `poll_interval`, and at once when a publish after commit
-    /// fails. Ends when `stop` is cancelled or its channel dies.
-    pub async fn run(self, stop: CancellationToken) {
-        let mut backoff = self.retry.until_recovered().build();
-        loop {
-            let delay = match sweep(&self.pool, &self.channel, &self.outbox, self.batch_size).await
-            {
+/// Sweep every poll interval, at once when a publish after commit fails, and
+/// at once on a new broker session, until `stop`. Between sessions it waits.
+pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let retry = &shared.settings.retry;
+    let mut sessions = shared.channel.subscribe();
+    let mut backoff = retry.until_recovered().build();
+    loop {
+        sessions.borrow_and_update();
+        let delay = match shared.current_channel() {
+            // No usable session: wait for the next one.
+            None => Duration::MAX,
+            Some(channel) => match sweep(&shared, &channel).await {
                 Ok(more) => {
-                    backoff = self.retry.until_recovered().build();
+                    backoff = retry.until_recovered().build();
                     if more {
                         continue;
                     }
-                    self.poll_interval
+                    shared.settings.poll_interval
                 }
                 Err(error) => {
-                    if !self.channel.status().connected() {
-                        tracing::debug!("publish channel closed; the relay stops with its session");
-                        return;
+                    if channel.status().connected() {
+                        metrics::retried("relay");
+                        match &error {
+                            RelayError::Db(error) => {
+                                shared.database_failed("publishing outbox events", error)
+                            }
+                            RelayError::Publish(error) => tracing::warn!(error = %error,
+                                "publishing outbox events failed; will retry"),
+                        }
                     }
-                    metrics::retried("relay");
-                    tracing::warn!(error = %error, "publishing outbox events failed; will retry");
-                    backoff.next().unwrap_or(self.retry.max_delay)
+                    backoff.next().unwrap_or(retry.max_delay)
                 }
-            };
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = self.outbox.relay_wakeup.notified() => {}
-                () = tokio::time::sleep(delay) => {}
-            }
+            },
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = shared.relay_wakeup.notified() => {}
+            changed = sessions.changed() => if changed.is_err() { return },
+            () = sleep(delay) => {}
         }
+    }
+}
+
+/// `tokio::time::sleep`, where `Duration::MAX` means "until woken".
+async fn sleep(delay: Duration) {
+    match tokio::time::Instant::now().checked_add(delay) {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }

@@ -4,10 +4,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::result::Error as QueryError;
 use diesel_async::AsyncPgConnection;
 use serde::Serialize;
-use uuid::Uuid;
 
-use crate::db::{connections, tokens};
-use crate::domain::AccessToken;
+use crate::db::tokens;
+use crate::domain::{AccessToken, ConnectionId, ConnectionStatus, TokenId};
 
 /// The JSON `token introspect` prints. An unknown token is `{"active": false}`.
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -19,12 +18,12 @@ pub struct Introspection {
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct TokenDetails {
-    pub token_id: Uuid,
-    pub connection_id: Uuid,
+    pub token_id: TokenId,
+    pub connection_id: ConnectionId,
     pub client_id: String,
     pub company_id: String,
     pub provider_id: String,
-    pub connection_status: String,
+    pub connection_status: ConnectionStatus,
     pub issued_at: String,
     pub revoked_at: Option<String>,
 }
@@ -43,7 +42,7 @@ pub async fn introspect_token(
             details: None,
         });
     };
-    let active = view.revoked_at.is_none() && view.connection_status == connections::ACTIVE;
+    let active = view.revoked_at.is_none() && view.connection_status == ConnectionStatus::Active;
     Ok(Introspection {
         active,
         details: Some(TokenDetails {

@@ -3,11 +3,10 @@
 
 use diesel::result::Error as QueryError;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
-use uuid::Uuid;
 
 use crate::db::connections;
 use crate::db::tokens::{self, NewToken};
-use crate::domain::{AccessToken, IssuedToken};
+use crate::domain::{AccessToken, ConnectionId, IssuedToken, TokenId};
 
 /// Who the token is for.
 #[derive(Debug, Clone)]
@@ -33,13 +32,13 @@ pub async fn issue_token(
     let (token_id, connection_id) = conn
         .transaction::<_, QueryError, _>(async |conn| {
             let connection_id = lock_or_create_active(conn, grant).await?;
-            let token_id = Uuid::now_v7();
+            let token_id = TokenId::generate();
             tokens::insert(
                 conn,
                 &NewToken {
                     id: token_id,
                     connection_id,
-                    token_hash: &hash.0,
+                    token_hash: &hash,
                     token_prefix: &prefix,
                     user_label: grant.user.as_deref(),
                     products: &grant.products,
@@ -60,7 +59,7 @@ pub async fn issue_token(
 async fn lock_or_create_active(
     conn: &mut AsyncPgConnection,
     grant: &TokenGrant,
-) -> Result<Uuid, QueryError> {
+) -> Result<ConnectionId, QueryError> {
     loop {
         if let Some(connection) = connections::lock_active_for_pair(
             conn,

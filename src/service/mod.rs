@@ -5,6 +5,6 @@ pub mod disconnect;
 pub mod introspect;
 pub mod issue;
 
-pub use disconnect::{record_disconnect, record_disconnects, Processed};
+pub use disconnect::{record_disconnect, record_disconnects, Committed, Processed};
 pub use introspect::{introspect_token, Introspection};
 pub use issue::{issue_token, TokenGrant};

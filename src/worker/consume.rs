@@ -1,6 +1,5 @@
 //! The consume loop of one broker session.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
@@ -8,12 +7,11 @@ use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use lapin::Consumer;
-use tokio_util::task::TaskTracker;
 
-use super::handle::{handle_batch, HandlerContext, Received};
-use super::WorkerSettings;
+use super::handle::{handle_batch, Received};
+use super::settings::ConsumeSettings;
+use super::Worker;
 use crate::broker::BrokerSession;
-use crate::observability::Readiness;
 
 /// How often the session checks its publish channel. The broker closes a
 /// channel on a protocol error (a publish to a missing exchange, say); the
@@ -36,7 +34,7 @@ pub enum SessionEnd {
 async fn collect_batch(
     first: Delivery,
     consumer: &mut Consumer,
-    settings: &WorkerSettings,
+    settings: &ConsumeSettings,
     busy: bool,
 ) -> (Vec<Received>, Option<SessionEnd>) {
     let linger = if busy {
@@ -75,63 +73,70 @@ async fn collect_batch(
     (batch, None)
 }
 
-pub async fn consume_session(
-    session: &BrokerSession,
-    context: &Arc<HandlerContext>,
-    in_flight: &TaskTracker,
-    readiness: &Readiness,
-) -> SessionEnd {
-    let consumer_tag = format!("disconnect-worker-{}", uuid::Uuid::new_v4());
-    let consumer = session
-        .consume_channel
-        .basic_consume(
-            context.topology.request_queue.as_str().into(),
-            consumer_tag.as_str().into(),
-            // Manual acknowledgements (no_ack: false): a request is acked only
-            // after its transaction commits. Not exclusive: replicas compete
-            // on the same queue.
-            BasicConsumeOptions {
-                no_ack: false,
-                exclusive: false,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
-    let mut consumer = match consumer {
-        Ok(consumer) => consumer,
-        Err(error) => return SessionEnd::Lost(format!("could not start consuming: {error}")),
-    };
-    readiness.consuming();
-    tracing::info!(queue = %context.topology.request_queue, "consuming requests");
-    let mut health_check = tokio::time::interval(HEALTH_CHECK_INTERVAL);
-    loop {
-        tokio::select! {
-            biased;
-            () = context.shutdown.cancelled() => {
-                // Stop new deliveries; those already received but not started
-                // go back to the queue when the channel closes.
-                let _ = session
-                    .consume_channel
-                    .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
-                    .await;
-                return SessionEnd::Shutdown;
-            }
-            next = consumer.next() => {
-                let first = match next {
-                    Some(Ok(delivery)) => delivery,
-                    Some(Err(error)) => return SessionEnd::Lost(error.to_string()),
-                    None => return SessionEnd::Lost("the broker cancelled the consumer".into()),
-                };
-                let (batch, end) = collect_batch(first, &mut consumer, &context.settings, !in_flight.is_empty()).await;
-                in_flight.spawn(handle_batch(context.clone(), session.publish_channel.clone(), batch));
-                if let Some(end) = end {
-                    return end;
+impl Worker {
+    /// Consume on `session` until the worker is told to stop or the session
+    /// dies. Each batch is handled on its own task, tracked so that shutdown
+    /// can wait for it, across sessions.
+    pub(super) async fn consume_session(&self, session: &BrokerSession) -> SessionEnd {
+        let queue = self.settings.broker.topology.request_queue.as_str();
+        let consumer_tag = format!("disconnect-worker-{}", uuid::Uuid::new_v4());
+        let consumer = session
+            .consume_channel
+            .basic_consume(
+                queue.into(),
+                consumer_tag.as_str().into(),
+                // Manual acknowledgements (no_ack: false): a request is acked
+                // only after its transaction commits. Not exclusive: replicas
+                // compete on the same queue.
+                BasicConsumeOptions {
+                    no_ack: false,
+                    exclusive: false,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        let mut consumer = match consumer {
+            Ok(consumer) => consumer,
+            Err(error) => return SessionEnd::Lost(format!("could not start consuming: {error}")),
+        };
+        self.readiness.consuming();
+        tracing::info!(queue = %queue, "consuming requests");
+        let mut health_check = tokio::time::interval(HEALTH_CHECK_INTERVAL);
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => {
+                    // Stop new deliveries; those already received but not
+                    // started go back to the queue when the channel closes.
+                    let _ = session
+                        .consume_channel
+                        .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
+                        .await;
+                    return SessionEnd::Shutdown;
                 }
-            },
-            _ = health_check.tick() => {
-                if let Some(problem) = session.problem() {
-                    return SessionEnd::Lost(problem.into());
+                next = consumer.next() => {
+                    let first = match next {
+                        Some(Ok(delivery)) => delivery,
+                        Some(Err(error)) => return SessionEnd::Lost(error.to_string()),
+                        None => return SessionEnd::Lost("the broker cancelled the consumer".into()),
+                    };
+                    let busy = !self.in_flight.is_empty();
+                    let (batch, end) =
+                        collect_batch(first, &mut consumer, &self.settings.consume, busy).await;
+                    self.in_flight.spawn(handle_batch(
+                        self.handlers.clone(),
+                        session.publish_channel.clone(),
+                        batch,
+                    ));
+                    if let Some(end) = end {
+                        return end;
+                    }
+                },
+                _ = health_check.tick() => {
+                    if let Some(problem) = session.problem() {
+                        return SessionEnd::Lost(problem.into());
+                    }
                 }
             }
         }

@@ -7,24 +7,29 @@
 //! the original is redelivered and dead-lettered again.
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
-use lapin::Channel;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel};
 
-use crate::broker::publish::{publish_confirmed, set_header};
-use crate::broker::Topology;
+use crate::broker::publish::{publish_confirmed, set_header, PublishError};
 use crate::domain::Rejection;
 
 /// Header with the machine-readable rejection code (`not_json`, ...).
 pub const REJECTION_CODE_HEADER: &str = "x-rejection-code";
 /// Header with the human-readable reason; never contains the body.
 pub const REJECTION_REASON_HEADER: &str = "x-rejection-reason";
+/// Header keeping the original `expiration`, which the copy does not carry.
+pub const ORIGINAL_EXPIRATION_HEADER: &str = "x-original-expiration";
+/// Header keeping the original `user_id`, which the copy does not carry.
+pub const ORIGINAL_USER_ID_HEADER: &str = "x-original-user-id";
 
-pub async fn dead_letter(
+/// Publish a copy of `delivery` to the dead-letter exchange with the reason,
+/// and wait for the broker's confirm.
+pub async fn publish(
     channel: &Channel,
-    topology: &Topology,
+    exchange: &str,
     delivery: &Delivery,
     rejection: &Rejection,
-) {
+) -> Result<(), PublishError> {
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     set_header(&mut headers, REJECTION_CODE_HEADER, rejection.code.as_str());
     set_header(
@@ -42,27 +47,92 @@ pub async fn dead_letter(
         "x-original-routing-key",
         delivery.routing_key.as_str(),
     );
-    let properties = delivery.properties.clone().with_headers(headers);
-    let published = publish_confirmed(
+    publish_confirmed(
         channel,
-        &topology.dead_letter_exchange,
+        exchange,
         delivery.routing_key.as_str(),
         &delivery.data,
-        properties,
+        dead_letter_properties(&delivery.properties, headers),
     )
-    .await;
-    let acknowledged = match published {
-        Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
-        Err(error) => {
-            tracing::error!(error = %error, "could not dead-letter a bad request; returning it to the queue");
-            let requeue = BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            };
-            delivery.acker.nack(requeue).await
+    .await
+}
+
+/// The original properties, but for two that would make the copy misbehave,
+/// kept in headers instead (as RabbitMQ's own dead-lettering keeps
+/// `expiration` in `x-death`):
+/// - `expiration`: the copy would expire out of the dead-letter queue;
+/// - `user_id`: RabbitMQ checks it against the publishing connection's user,
+///   which for the copy is the worker's, not the original publisher's; the
+///   broker would refuse the copy and close the channel.
+fn dead_letter_properties(original: &BasicProperties, mut headers: FieldTable) -> BasicProperties {
+    let mut properties = BasicProperties::default();
+    macro_rules! keep {
+        ($($getter:ident => $setter:ident),* $(,)?) => {
+            $(if let Some(value) = original.$getter() {
+                properties = properties.$setter(value.clone());
+            })*
+        };
+    }
+    keep!(
+        content_type => with_content_type,
+        content_encoding => with_content_encoding,
+        delivery_mode => with_delivery_mode,
+        priority => with_priority,
+        correlation_id => with_correlation_id,
+        reply_to => with_reply_to,
+        message_id => with_message_id,
+        timestamp => with_timestamp,
+        kind => with_type,
+        app_id => with_app_id,
+        cluster_id => with_cluster_id,
+    );
+    for (header, value) in [
+        (ORIGINAL_EXPIRATION_HEADER, original.expiration()),
+        (ORIGINAL_USER_ID_HEADER, original.user_id()),
+    ] {
+        if let Some(value) = value {
+            headers.insert(
+                header.into(),
+                AMQPValue::LongString(LongString::from(value.as_str())),
+            );
         }
-    };
-    if let Err(error) = acknowledged {
-        tracing::warn!(error = %error, "could not settle a bad request; the broker redelivers it");
+    }
+    properties.with_headers(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::ShortString;
+
+    #[test]
+    fn the_copy_keeps_every_property_but_expiration_and_user_id_which_move_to_headers() {
+        let original = BasicProperties::default()
+            .with_content_type(ShortString::from("application/json"))
+            .with_message_id(ShortString::from("m-1"))
+            .with_correlation_id(ShortString::from("c-1"))
+            .with_app_id(ShortString::from("upstream"))
+            .with_priority(3)
+            .with_timestamp(1_700_000_000)
+            .with_expiration(ShortString::from("3000"))
+            .with_user_id(ShortString::from("billing"));
+
+        let copy = dead_letter_properties(&original, FieldTable::default());
+
+        assert_eq!(copy.expiration(), &None);
+        assert_eq!(copy.user_id(), &None);
+        assert_eq!(copy.content_type(), original.content_type());
+        assert_eq!(copy.message_id(), original.message_id());
+        assert_eq!(copy.correlation_id(), original.correlation_id());
+        assert_eq!(copy.app_id(), original.app_id());
+        assert_eq!(copy.priority(), original.priority());
+        assert_eq!(copy.timestamp(), original.timestamp());
+        let headers = copy.headers().clone().unwrap_or_default();
+        let header = |key: &str| match headers.inner().get(key) {
+            Some(AMQPValue::LongString(value)) => Some(value.to_string()),
+            _ => None,
+        };
+        assert_eq!(header(ORIGINAL_EXPIRATION_HEADER).as_deref(), Some("3000"));
+        assert_eq!(header(ORIGINAL_USER_ID_HEADER).as_deref(), Some("billing"));
     }
 }

@@ -1,67 +1,68 @@
 //! Getting ready to consume: the database (created and migrated) and a broker
-//! session, each retried with backoff until it works or the worker is stopped.
+//! session, each retried with backoff while its server cannot be reached.
 
 use backon::Retryable;
 use tokio_util::sync::CancellationToken;
 
+use super::Settings;
 use crate::broker::BrokerSession;
-use crate::config::RunSettings;
-use crate::db;
-use crate::observability::metrics;
+use crate::db::setup::{self, SetupError};
+use crate::observability::{metrics, Outage};
 
 /// Create and migrate the database if asked. `false` if the worker was
-/// stopped first.
+/// stopped first. A server that cannot be reached is waited for; a failure
+/// once connected (a migration that fails, no right to create the database)
+/// stops start-up, since waiting would not fix it.
 pub async fn prepare_database(
-    settings: &RunSettings,
+    settings: &Settings,
+    database: &Outage,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<bool> {
-    if settings.run_migrations {
-        let url = &settings.database.url;
-        let migrate = || async {
-            db::setup::create_database_if_missing(url).await?;
-            db::migrate(url).await
-        };
-        let attempt = migrate
-            .retry(settings.worker.retry.until_recovered())
-            .notify(|error, delay| {
-                metrics::retried("migrate");
-                tracing::warn!(error = %format!("{error:#}"), retry_in_ms = delay.as_millis() as u64,
-                    "database not ready; retrying");
-            });
-        let applied = tokio::select! {
-            () = shutdown.cancelled() => return Ok(false),
-            applied = attempt => applied?,
-        };
-        tracing::info!(migrations.applied = applied.len(), "database ready");
+    if !settings.run_migrations {
+        return Ok(true);
     }
+    let url = &settings.database.url;
+    let migrate = || async {
+        setup::create_database_if_missing(url).await?;
+        setup::migrate(url).await
+    };
+    let attempt = migrate
+        .retry(settings.retry.until_recovered())
+        .when(SetupError::is_unreachable)
+        .notify(|error, _| {
+            metrics::retried("migrate");
+            database.failed(error);
+        });
+    let applied = tokio::select! {
+        () = shutdown.cancelled() => return Ok(false),
+        applied = attempt => applied?,
+    };
+    database.recovered();
+    tracing::info!(migrations.applied = applied.len(), "database ready");
     Ok(true)
 }
 
 /// Open a broker session (connect, declare the topology). `None` if the worker
 /// was stopped first.
 pub async fn open_session(
-    settings: &RunSettings,
+    settings: &Settings,
     shutdown: &CancellationToken,
 ) -> Option<BrokerSession> {
-    let open = || {
-        BrokerSession::open(
-            &settings.amqp_url,
-            &settings.topology,
-            settings.worker.prefetch,
-        )
-    };
+    let broker = &settings.broker;
+    let outage = Outage::new("broker");
+    let open = || BrokerSession::open(&broker.url, &broker.topology, broker.prefetch);
     let attempt = open
-        .retry(settings.worker.retry.until_recovered())
-        .notify(|error, delay| {
+        .retry(settings.retry.until_recovered())
+        .notify(|error, _| {
             metrics::retried("connect");
-            tracing::warn!(error = %error, broker = %settings.amqp_url, retry_in_ms = delay.as_millis() as u64,
-                "broker not reachable; retrying");
+            outage.failed(error);
         });
     tokio::select! {
         () = shutdown.cancelled() => None,
         session = attempt => {
             let session = session.ok()?;
-            tracing::info!(broker = %settings.amqp_url, "broker session open, topology declared");
+            outage.recovered();
+            tracing::info!(broker = %broker.url, "broker session open, topology declared");
             Some(session)
         }
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use disconnect_worker::domain::{AccessToken, Outcome};
+use disconnect_worker::domain::{AccessToken, Outcome, OutcomeKind};
 use disconnect_worker::service::{record_disconnects, Processed};
 use uuid::Uuid;
 
@@ -21,9 +21,9 @@ fn request_with_reason(id: Uuid, token: &str, reason: &str) -> Vec<u8> {
 /// the requests a test publishes together are processed together.
 fn batching_worker(test: &TestContext) -> RunningWorker {
     let mut settings = test.run_settings();
-    settings.worker.batch_size = 16;
-    settings.worker.batch_linger = Duration::from_millis(300);
-    settings.worker.retry.max_attempts = 2;
+    settings.consume.batch_size = 16;
+    settings.consume.batch_linger = Duration::from_millis(300);
+    settings.retry.max_attempts = 2;
     RunningWorker::spawn(settings)
 }
 
@@ -52,30 +52,28 @@ async fn one_batch_decides_exactly_what_sequential_processing_would() {
     let mut conn = test.pool.get().await.expect("db");
     let processed = record_disconnects(&mut conn, &batch)
         .await
-        .expect("committed");
+        .expect("committed")
+        .processed;
 
-    let labels: Vec<&str> = processed.iter().map(Processed::outcome_label).collect();
+    let kinds: Vec<OutcomeKind> = processed.iter().map(Processed::kind).collect();
     assert_eq!(
-        labels,
+        kinds,
         [
-            "disconnected",
-            "disconnected",
-            "already_disconnected",
-            "disconnected",
-            "unknown_token",
-            "already_disconnected"
+            OutcomeKind::Disconnected,
+            OutcomeKind::Disconnected,
+            OutcomeKind::AlreadyDisconnected,
+            OutcomeKind::Disconnected,
+            OutcomeKind::UnknownToken,
+            OutcomeKind::AlreadyDisconnected,
         ]
     );
     assert!(
-        matches!(processed[1], Processed::AlreadyProcessed { .. }),
+        matches!(processed[1], Processed::AlreadyProcessed(_)),
         "a repeated id in a batch is a duplicate"
     );
-    let Processed::Recorded {
-        outcome: Outcome::Disconnected {
-            revoked_token_ids, ..
-        },
-        ..
-    } = &processed[0]
+    let Processed::Recorded(Outcome::Disconnected {
+        revoked_token_ids, ..
+    }) = &processed[0]
     else {
         panic!("the first request disconnects");
     };
@@ -101,11 +99,12 @@ async fn one_batch_decides_exactly_what_sequential_processing_would() {
     // The same batch again changes nothing.
     let again = record_disconnects(&mut conn, &batch)
         .await
-        .expect("committed");
+        .expect("committed")
+        .processed;
     assert!(again
         .iter()
-        .all(|processed| matches!(processed, Processed::AlreadyProcessed { .. })));
-    assert_eq!(again[2].outcome_label(), "already_disconnected");
+        .all(|processed| matches!(processed, Processed::AlreadyProcessed(_))));
+    assert_eq!(again[2].kind(), OutcomeKind::AlreadyDisconnected);
     assert_eq!(test.recorded_request_count().await, 5);
 }
 

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use disconnect_worker::domain::ConnectionId;
 use disconnect_worker::service::{issue_token, TokenGrant};
 use uuid::Uuid;
 
@@ -184,7 +185,7 @@ async fn tokens_issued_while_their_connection_is_disconnected_are_revoked_or_on_
         }
     }
     assert_eq!(test.active_tokens_on_disconnected_connections().await, 0);
-    let new_connections: BTreeSet<Uuid> = issued
+    let new_connections: BTreeSet<ConnectionId> = issued
         .iter()
         .map(|token| token.connection_id)
         .filter(|id| *id != first.connection_id)

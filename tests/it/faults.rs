@@ -4,6 +4,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use disconnect_worker::domain::ConnectionStatus;
+
 use crate::support::proxy::Proxy;
 use crate::support::workload::{DeadLetters, Workload};
 use crate::support::{eventually, RunningWorker, TestContext};
@@ -175,7 +177,10 @@ async fn tokens_issued_from_several_processes_during_a_disconnect_are_never_left
                 "a token on the old connection is revoked with it"
             );
         } else {
-            assert!(details.revoked_at.is_none() && details.connection_status == "active");
+            assert!(
+                details.revoked_at.is_none()
+                    && details.connection_status == ConnectionStatus::Active
+            );
         }
     }
     assert_eq!(test.active_tokens_on_disconnected_connections().await, 0);

@@ -12,7 +12,7 @@ use crate::support::{RunningWorker, TestContext};
 /// the earlier deliveries were handled.
 fn sequential_worker(test: &TestContext) -> RunningWorker {
     let mut settings = test.run_settings();
-    settings.worker.prefetch = 1;
+    settings.broker.prefetch = 1;
     RunningWorker::spawn(settings)
 }
 

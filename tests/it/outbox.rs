@@ -1,6 +1,5 @@
 //! Events are written with the state change and published at least once.
 
-use disconnect_worker::domain::RequestId;
 use disconnect_worker::service::{record_disconnect, Processed};
 use std::time::Duration;
 
@@ -21,9 +20,9 @@ async fn an_event_left_unpublished_by_a_crash_is_published_when_the_worker_runs_
     let processed = record_disconnect(&mut conn, &request)
         .await
         .expect("committed");
-    assert!(matches!(processed, Processed::Recorded { .. }));
+    assert!(matches!(processed, Processed::Recorded(_)));
     assert_eq!(test.unpublished_event_count().await, 1);
-    let RequestId(request_id) = request.request_id;
+    let request_id = request.request_id.as_uuid();
 
     let mut events = test.event_tap().await;
     let _worker = test.spawn_worker();
@@ -47,8 +46,8 @@ async fn events_are_published_and_marked_right_after_commit_without_the_relay() 
     let test = TestContext::new().await;
     let mut settings = test.run_settings();
     // The relay's one sweep at start finds nothing, and it never sweeps again.
-    settings.worker.outbox_poll_interval = Duration::from_secs(3600);
-    settings.worker.outbox_relay_delay = Duration::from_secs(3600);
+    settings.outbox.poll_interval = Duration::from_secs(3600);
+    settings.outbox.relay_delay = Duration::from_secs(3600);
     let _worker = crate::support::RunningWorker::spawn(settings);
     let mut events = test.event_tap().await;
     let channel = test.channel().await;
@@ -82,7 +81,7 @@ async fn leave_unpublished_events(test: &TestContext, companies: &[&str], age: &
         record_disconnect(&mut conn, &request)
             .await
             .expect("committed");
-        request_ids.push(request.request_id.0);
+        request_ids.push(request.request_id.as_uuid());
     }
     test.execute(&format!(
         "UPDATE outbox_events SET created_at = now() - interval '{age}'"
@@ -98,8 +97,8 @@ async fn leave_unpublished_events(test: &TestContext, companies: &[&str], age: &
 async fn the_relay_publishes_an_unpublished_event_only_once_it_is_older_than_the_relay_delay() {
     let test = TestContext::new().await;
     let mut settings = test.run_settings();
-    settings.worker.outbox_poll_interval = Duration::from_millis(20);
-    settings.worker.outbox_relay_delay = Duration::from_secs(3600);
+    settings.outbox.poll_interval = Duration::from_millis(20);
+    settings.outbox.relay_delay = Duration::from_secs(3600);
     let _worker = crate::support::RunningWorker::spawn(settings);
     let request_ids = leave_unpublished_events(&test, &["company-c"], "59 minutes").await;
     let mut events = test.event_tap().await;
@@ -130,7 +129,7 @@ async fn a_graceful_stop_publishes_pending_events_first() {
     let mut settings = test.run_settings();
     // Only the shutdown drain can publish: the relay's timer never fires
     // after its first sweep, and nothing wakes it.
-    settings.worker.outbox_poll_interval = Duration::from_secs(3600);
+    settings.outbox.poll_interval = Duration::from_secs(3600);
     let worker = crate::support::RunningWorker::spawn(settings);
     let mut events = test.event_tap().await;
     // Let the worker's first sweep pass before writing the rows.
@@ -172,7 +171,7 @@ async fn published_events_past_their_retention_are_pruned_and_nothing_else() {
         record_disconnect(&mut conn, &request)
             .await
             .expect("committed");
-        requests.push(request.request_id.0);
+        requests.push(request.request_id.as_uuid());
     }
     test.execute(&format!(
         "UPDATE outbox_events SET published_at = now() - interval '10 days' WHERE request_id = '{}'; \

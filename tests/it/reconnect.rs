@@ -47,7 +47,7 @@ async fn the_worker_reconnects_after_its_broker_connection_is_cut_and_goes_on() 
 async fn the_worker_recovers_when_the_broker_closes_its_channel_and_declares_its_topology_again() {
     let test = TestContext::new().await;
     let mut settings = test.run_settings();
-    settings.worker.outbox_relay_delay = std::time::Duration::from_secs(3600);
+    settings.outbox.relay_delay = std::time::Duration::from_secs(3600);
     let _worker = RunningWorker::spawn(settings);
     let channel = test.channel().await;
     let mut events = test.event_tap().await;

@@ -1,6 +1,7 @@
 //! The seed's three scenarios and its four-step example
 //! (shared/seeds/connection-disconnect.md), end to end through the worker.
 
+use disconnect_worker::domain::ConnectionStatus;
 use uuid::Uuid;
 
 use crate::support::TestContext;
@@ -143,7 +144,7 @@ async fn the_four_step_example_revokes_every_gusto_token_and_no_justworks_token(
         let introspection = test.introspect(&token.token).await;
         assert!(!introspection.active);
         let details = introspection.details.expect("known token");
-        assert_eq!(details.connection_status, "disconnected");
+        assert_eq!(details.connection_status, ConnectionStatus::Disconnected);
         assert!(details.revoked_at.is_some());
         let state = test.token_state(token.token_id).await;
         assert_eq!(

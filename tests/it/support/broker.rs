@@ -4,61 +4,40 @@ use std::time::Duration;
 
 use disconnect_worker::broker::subscribe::{subscribe, Acks};
 use disconnect_worker::broker::topology::inspect_queue;
+use disconnect_worker::domain::request::CONTENT_TYPE;
+use disconnect_worker::domain::{AccessToken, DisconnectRequest, RequestId};
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
 use lapin::types::{AMQPValue, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{BasicProperties, Channel, Consumer};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::{TestContext, PATIENCE};
 
+/// A channel in confirm mode on a connection of its own (which lives as
+/// long as the channel is used).
 pub async fn channel(amqp_url: &str) -> Channel {
-    let connection = Connection::connect(amqp_url, ConnectionProperties::default())
+    let (_connection, channel) = disconnect_testkit::broker::connect(amqp_url)
         .await
         .expect("connecting to the test RabbitMQ");
-    let channel = connection.create_channel().await.expect("channel");
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirm mode");
     channel
 }
 
-pub async fn delete_topology(amqp_url: &str, topology: &disconnect_worker::broker::Topology) {
-    let Ok(connection) = Connection::connect(amqp_url, ConnectionProperties::default()).await
-    else {
-        return;
-    };
-    if let Ok(channel) = connection.create_channel().await {
-        topology.delete(&channel).await;
+/// A request as an upstream application sends it, with every audit field.
+pub fn decoded_request(request_id: Uuid, token: &str) -> DisconnectRequest {
+    DisconnectRequest {
+        request_id: RequestId::from_uuid(request_id),
+        access_token: AccessToken::parse(token.to_string()).expect("a token"),
+        requested_at: "2026-11-24T10:15:00Z".parse().ok(),
+        requested_by: Some("tests".into()),
+        reason: Some("test".into()),
     }
-    let _ = connection.close(200, "test done".into()).await;
 }
 
-/// The JSON body of a request, as an upstream application sends it.
+/// The JSON body of [`decoded_request`].
 pub fn request_body(request_id: Uuid, token: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "request_id": request_id,
-        "access_token": token,
-        "requested_at": "2026-11-24T10:15:00Z",
-        "requested_by": "tests",
-        "reason": "test",
-    }))
-    .expect("json")
-}
-
-/// A decoded request, as the worker would hand it to the service layer.
-pub fn decoded_request(
-    request_id: Uuid,
-    token: &str,
-) -> disconnect_worker::domain::DisconnectRequest {
-    disconnect_worker::domain::DisconnectRequest::decode(
-        &request_body(request_id, token),
-        None,
-        16 * 1024,
-    )
-    .expect("a valid request")
+    decoded_request(request_id, token).encode()
 }
 
 impl TestContext {
@@ -87,7 +66,7 @@ impl TestContext {
         token: &str,
     ) -> Uuid {
         let properties =
-            BasicProperties::default().with_content_type(ShortString::from("application/json"));
+            BasicProperties::default().with_content_type(ShortString::from(CONTENT_TYPE));
         self.publish_raw(channel, &request_body(request_id, token), properties)
             .await;
         request_id

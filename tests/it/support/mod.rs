@@ -1,76 +1,57 @@
-//! Shared test support: each test gets its own database and its own exchange
-//! and queue names on the shared servers, so tests run in parallel.
+//! Shared test support, on top of the test kit (`crates/testkit`): each test
+//! gets its own database and its own exchange and queue names on the shared
+//! servers, so tests run in parallel.
 
 pub mod broker;
 pub mod process;
 pub mod proxy;
 pub mod queries;
-pub mod services;
-pub mod worker;
 pub mod workload;
 
 use std::future::Future;
 use std::time::Duration;
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use disconnect_testkit::broker::{delete_topology, unique_topology};
+use disconnect_testkit::process::worker_env;
+use disconnect_testkit::{services, TestDatabase};
 use disconnect_worker::broker::Topology;
-use disconnect_worker::config::RunSettings;
-use disconnect_worker::db::{self, DatabaseSettings, DbPool};
+use disconnect_worker::db::DbPool;
 use disconnect_worker::domain::{AccessToken, IssuedToken};
+use disconnect_worker::outbox::OutboxSettings;
 use disconnect_worker::retry::RetrySettings;
 use disconnect_worker::secret::SecretUrl;
 use disconnect_worker::service::{self, Introspection, TokenGrant};
-use disconnect_worker::worker::WorkerSettings;
-
-pub use worker::RunningWorker;
+use disconnect_worker::worker::{self, BrokerSettings, ConsumeSettings, Settings};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// How long a test waits for something that should happen quickly; only a
 /// bound on a wait, never an assertion about speed.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
 pub struct TestContext {
-    pub database_name: String,
+    pub database: TestDatabase,
     pub database_url: String,
     pub amqp_url: String,
     pub topology: Topology,
     pub pool: DbPool,
-    admin_url: url::Url,
 }
 
 impl TestContext {
-    /// A fresh, migrated database and a declared topology with unique names.
+    /// A fresh database with the schema, and a declared topology with
+    /// unique names.
     pub async fn new() -> Self {
         init_logging();
         let services = services::services().await;
-        let unique = uuid::Uuid::new_v4().simple().to_string();
-        let database_name = format!("dwtest_{unique}");
-        let mut admin = AsyncPgConnection::establish(services.postgres_admin_url.as_str())
-            .await
-            .expect("connecting to the test Postgres server");
-        diesel::sql_query(format!("CREATE DATABASE \"{database_name}\""))
-            .execute(&mut admin)
+        let database = TestDatabase::create(&services.postgres_admin_url, "dwtest")
             .await
             .expect("creating the test database");
-        let mut url = services.postgres_admin_url.clone();
-        url.set_path(&format!("/{database_name}"));
-        let database_url = url.to_string();
-        let secret = SecretUrl::parse("DATABASE_URL", &database_url, &["postgres"]).expect("url");
-        db::migrate(&secret)
-            .await
-            .expect("migrating the test database");
-        let pool = db::connect(&DatabaseSettings {
-            url: secret,
-            pool_size: 16,
-        })
-        .expect("pool");
-        let topology = Topology::with_prefix(&format!("t{}", &unique[..12]), 10);
         let context = Self {
-            database_name,
-            database_url,
+            database_url: database.url.clone(),
+            pool: database.pool(16),
+            database,
             amqp_url: services.amqp_url.clone(),
-            topology,
-            pool,
-            admin_url: services.postgres_admin_url.clone(),
+            topology: unique_topology("t"),
         };
         let channel = context.channel().await;
         context
@@ -83,34 +64,41 @@ impl TestContext {
 
     /// Settings for an in-process worker on this test's database and names,
     /// with short retry delays so recovery tests do not wait long.
-    pub fn run_settings(&self) -> RunSettings {
+    pub fn run_settings(&self) -> Settings {
         self.run_settings_with(&self.database_url, &self.amqp_url)
     }
 
-    pub fn run_settings_with(&self, database_url: &str, amqp_url: &str) -> RunSettings {
-        RunSettings {
-            database: DatabaseSettings {
+    pub fn run_settings_with(&self, database_url: &str, amqp_url: &str) -> Settings {
+        let retry = RetrySettings {
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(500),
+            max_attempts: 3,
+        };
+        Settings {
+            database: disconnect_worker::db::DatabaseSettings {
                 url: SecretUrl::parse("DATABASE_URL", database_url, &["postgres"]).expect("url"),
                 pool_size: 8,
             },
-            amqp_url: SecretUrl::parse("AMQP_URL", amqp_url, &["amqp"]).expect("url"),
-            topology: self.topology.clone(),
-            worker: WorkerSettings {
+            broker: BrokerSettings {
+                url: SecretUrl::parse("AMQP_URL", amqp_url, &["amqp"]).expect("url"),
+                topology: self.topology.clone(),
                 prefetch: 16,
+            },
+            consume: ConsumeSettings {
                 batch_size: 8,
                 batch_linger: Duration::ZERO,
                 max_request_bytes: 16 * 1024,
-                retry: RetrySettings {
-                    min_delay: Duration::from_millis(20),
-                    max_delay: Duration::from_millis(500),
-                    max_attempts: 3,
-                },
-                shutdown_grace: Duration::from_secs(20),
-                outbox_poll_interval: Duration::from_millis(200),
-                outbox_batch_size: 100,
-                outbox_relay_delay: Duration::from_millis(1000),
-                outbox_retention: None,
             },
+            outbox: OutboxSettings {
+                exchange: self.topology.event_exchange.clone(),
+                relay_delay: Duration::from_millis(1000),
+                poll_interval: Duration::from_millis(200),
+                batch_size: 100,
+                retention: None,
+                retry: retry.clone(),
+            },
+            retry,
+            shutdown_grace: Duration::from_secs(20),
             run_migrations: false,
             http_address: None,
         }
@@ -159,29 +147,16 @@ impl TestContext {
     }
 
     /// Environment for running the `disconnect-worker` binary against this
-    /// test's database and names.
+    /// test's database and names, with short retry delays.
     pub fn binary_env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("DATABASE_URL", self.database_url.clone()),
-            ("AMQP_URL", self.amqp_url.clone()),
-            ("REQUEST_EXCHANGE", self.topology.request_exchange.clone()),
-            ("REQUEST_QUEUE", self.topology.request_queue.clone()),
-            (
-                "REQUEST_ROUTING_KEY",
-                self.topology.request_routing_key.clone(),
-            ),
-            (
-                "DEAD_LETTER_EXCHANGE",
-                self.topology.dead_letter_exchange.clone(),
-            ),
-            ("DEAD_LETTER_QUEUE", self.topology.dead_letter_queue.clone()),
-            ("EVENT_EXCHANGE", self.topology.event_exchange.clone()),
-            ("DELIVERY_LIMIT", self.topology.delivery_limit.to_string()),
+        let mut env = worker_env(&self.database_url, &self.amqp_url, &self.topology);
+        env.extend([
             ("RETRY_MIN_DELAY_MS", "20".into()),
             ("RETRY_MAX_DELAY_MS", "500".into()),
             ("OUTBOX_POLL_MS", "200".into()),
             ("RUST_LOG", "info".into()),
-        ]
+        ]);
+        env
     }
 }
 
@@ -189,10 +164,10 @@ impl Drop for TestContext {
     /// Delete this test's queues, exchanges and database, also when the test
     /// failed. Runs on its own thread because Drop cannot await.
     fn drop(&mut self) {
+        self.pool.close();
         let amqp_url = self.amqp_url.clone();
         let topology = self.topology.clone();
-        let admin_url = self.admin_url.clone();
-        let database_name = self.database_name.clone();
+        let database = self.database.clone();
         let cleanup = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -201,17 +176,46 @@ impl Drop for TestContext {
                 return;
             };
             runtime.block_on(async move {
-                broker::delete_topology(&amqp_url, &topology).await;
-                if let Ok(mut admin) = AsyncPgConnection::establish(admin_url.as_str()).await {
-                    let _ = diesel::sql_query(format!(
-                        "DROP DATABASE IF EXISTS \"{database_name}\" WITH (FORCE)"
-                    ))
-                    .execute(&mut admin)
-                    .await;
-                }
+                delete_topology(&amqp_url, &topology).await;
+                database.drop_database().await;
             });
         });
         let _ = cleanup.join();
+    }
+}
+
+/// An in-process worker, stopped when dropped.
+pub struct RunningWorker {
+    pub shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningWorker {
+    pub fn spawn(settings: Settings) -> Self {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(worker::run(settings, None, shutdown.clone()));
+        Self {
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Ask for a graceful stop and return how the worker ended.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.task.take() {
+            Some(task) => task.await.expect("the worker task panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningWorker {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 }
 

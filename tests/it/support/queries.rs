@@ -6,13 +6,14 @@ use diesel_async::RunQueryDsl;
 use disconnect_worker::db::schema::{
     access_tokens, connections, disconnect_requests, outbox_events,
 };
+use disconnect_worker::domain::{ConnectionId, TokenId};
 use uuid::Uuid;
 
 use super::TestContext;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenState {
-    pub connection_id: Uuid,
+    pub connection_id: ConnectionId,
     pub revoked: bool,
     pub revoked_by_request: Option<Uuid>,
 }
@@ -52,7 +53,7 @@ impl TestContext {
             .collect()
     }
 
-    pub async fn token_state(&self, token_id: Uuid) -> TokenState {
+    pub async fn token_state(&self, token_id: TokenId) -> TokenState {
         let mut conn = self.pool.get().await.expect("db");
         let (connection_id, revoked_at, revoked_by_request) = access_tokens::table
             .find(token_id)
@@ -61,7 +62,11 @@ impl TestContext {
                 access_tokens::revoked_at,
                 access_tokens::revoked_by_request,
             ))
-            .first::<(Uuid, Option<chrono::DateTime<chrono::Utc>>, Option<Uuid>)>(&mut conn)
+            .first::<(
+                ConnectionId,
+                Option<chrono::DateTime<chrono::Utc>>,
+                Option<Uuid>,
+            )>(&mut conn)
             .await
             .expect("query");
         TokenState {
@@ -71,7 +76,7 @@ impl TestContext {
         }
     }
 
-    pub async fn connection_status(&self, connection_id: Uuid) -> String {
+    pub async fn connection_status(&self, connection_id: ConnectionId) -> String {
         let mut conn = self.pool.get().await.expect("db");
         connections::table
             .find(connection_id)

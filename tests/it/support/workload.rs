@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use disconnect_worker::domain::{AccessToken, IssuedToken};
+use disconnect_worker::domain::{AccessToken, ConnectionId, IssuedToken, TokenId};
 use disconnect_worker::service::{issue_token, TokenGrant};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
@@ -187,7 +187,7 @@ impl TestContext {
 
         // 2. Revoked exactly the targeted connections' tokens, each by the
         // one request that disconnected its connection.
-        let mut targeted: BTreeMap<Uuid, BTreeSet<Uuid>> = BTreeMap::new();
+        let mut targeted: BTreeMap<ConnectionId, BTreeSet<Uuid>> = BTreeMap::new();
         for (request, token) in &workload.stream {
             if let Some(token) = token {
                 targeted
@@ -196,7 +196,7 @@ impl TestContext {
                     .insert(*request);
             }
         }
-        let mut tokens_of: BTreeMap<Uuid, BTreeSet<Uuid>> = BTreeMap::new();
+        let mut tokens_of: BTreeMap<ConnectionId, BTreeSet<TokenId>> = BTreeMap::new();
         for token in &workload.tokens {
             tokens_of
                 .entry(token.connection_id)
@@ -251,17 +251,10 @@ impl TestContext {
             seen.insert(request);
             if event.routing_key == "connection.disconnected" {
                 assert_eq!(outcomes[&request], "disconnected");
-                let connection: Uuid = event.json["connection_id"]
-                    .as_str()
-                    .expect("id")
-                    .parse()
-                    .expect("uuid");
-                let revoked: BTreeSet<Uuid> = event.json["revoked_token_ids"]
-                    .as_array()
-                    .expect("ids")
-                    .iter()
-                    .map(|id| id.as_str().expect("id").parse().expect("uuid"))
-                    .collect();
+                let connection: ConnectionId =
+                    serde_json::from_value(event.json["connection_id"].clone()).expect("an id");
+                let revoked: BTreeSet<TokenId> =
+                    serde_json::from_value(event.json["revoked_token_ids"].clone()).expect("ids");
                 assert_eq!(
                     revoked, tokens_of[&connection],
                     "the event lists every sibling token"

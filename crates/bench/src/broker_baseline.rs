@@ -11,8 +11,8 @@ use lapin::BasicProperties;
 use serde::Serialize;
 
 use super::amqp::{self, Measured};
-use super::end_to_end::unique_topology;
 use super::Args;
+use disconnect_testkit::broker::{connect, unique_topology};
 use disconnect_worker::broker::publish::publish_confirmed;
 
 #[derive(Debug, Clone, Serialize)]
@@ -22,12 +22,12 @@ pub struct BrokerBaseline {
 }
 
 pub async fn run(args: &Args) -> anyhow::Result<BrokerBaseline> {
-    let topology = unique_topology("broker");
-    let (connection, channel) = amqp::connect(&args.amqp_url).await?;
+    let topology = unique_topology("bench-broker");
+    let (connection, channel) = connect(&args.amqp_url).await?;
     topology.declare(&channel).await?;
 
     // The pass-through consumer, on its own connection like a worker.
-    let (consumer_connection, consume_channel) = amqp::connect(&args.amqp_url).await?;
+    let (consumer_connection, consume_channel) = connect(&args.amqp_url).await?;
     consume_channel
         .basic_qos(args.prefetch, BasicQosOptions::default())
         .await?;
@@ -74,7 +74,7 @@ pub async fn run(args: &Args) -> anyhow::Result<BrokerBaseline> {
         }
     });
 
-    let requests = amqp::requests_for(std::iter::repeat_n("bench-token", args.connections));
+    let requests = amqp::requests_for(std::iter::repeat_n("bench-token", args.connections))?;
     let tap_channel = connection.create_channel().await?;
     let measured = amqp::measure_stream(&channel, &tap_channel, &topology, &requests, None).await?;
     pass_through.abort();

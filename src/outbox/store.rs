@@ -1,5 +1,6 @@
-//! Queries on `outbox_events`: events written with the state change and
-//! published afterwards.
+//! The outbox's own SQL, on `outbox_events`: events written in the
+//! transaction of the state change they announce (by the service, through
+//! [`insert_many`]), then claimed, marked and pruned by the outbox.
 
 use std::time::Duration;
 
@@ -11,10 +12,9 @@ use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{Array, Interval, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use uuid::Uuid;
 
-use super::schema::outbox_events;
-use crate::domain::OutcomeEvent;
+use crate::db::schema::outbox_events;
+use crate::domain::{EventId, OutcomeEvent, RequestId};
 
 /// Write events to the outbox, in one statement.
 pub async fn insert_many(mut conn: &AsyncPgConnection, events: &[OutcomeEvent]) -> QueryResult<()> {
@@ -38,8 +38,8 @@ pub async fn insert_many(mut conn: &AsyncPgConnection, events: &[OutcomeEvent]) 
 /// A multi-row insert whose text does not depend on the number of rows, so
 /// Diesel prepares it once per connection (see `requests::insert_many`).
 struct InsertEvents<'a> {
-    event_ids: Vec<Uuid>,
-    request_ids: Vec<Uuid>,
+    event_ids: Vec<EventId>,
+    request_ids: Vec<RequestId>,
     routing_keys: Vec<&'a str>,
     payloads: Vec<&'a str>,
 }
@@ -70,7 +70,7 @@ impl QueryFragment<Pg> for InsertEvents<'_> {
 }
 
 /// The columns an event is published from.
-type EventRow = (Uuid, Uuid, String, String);
+type EventRow = (EventId, RequestId, String, String);
 
 const EVENT_COLUMNS: (
     outbox_events::event_id,
@@ -123,7 +123,7 @@ pub async fn claim_unpublished_older_than(
 /// Those of `event_ids` still unpublished, locked for this transaction.
 pub async fn claim_unpublished_by_ids(
     conn: &mut AsyncPgConnection,
-    event_ids: &[Uuid],
+    event_ids: &[EventId],
 ) -> QueryResult<Vec<OutcomeEvent>> {
     outbox_events::table
         .filter(outbox_events::published_at.is_null())
@@ -141,7 +141,7 @@ pub async fn claim_unpublished_by_ids(
 /// Returns how many were marked now.
 pub async fn mark_published(
     conn: &mut AsyncPgConnection,
-    event_ids: &[Uuid],
+    event_ids: &[EventId],
     at: DateTime<Utc>,
 ) -> QueryResult<usize> {
     diesel::update(

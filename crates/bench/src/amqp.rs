@@ -6,26 +6,17 @@ use std::time::{Duration, Instant};
 
 use disconnect_worker::broker::subscribe::{subscribe, Acks};
 use disconnect_worker::broker::Topology;
+use disconnect_worker::domain::request::CONTENT_TYPE;
+use disconnect_worker::domain::{AccessToken, DisconnectRequest};
 use futures_util::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use super::cpu::{self, CpuUse};
 use super::stats::Latency;
-
-pub async fn connect(url: &str) -> anyhow::Result<(Connection, Channel)> {
-    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    Ok((connection, channel))
-}
-
-pub fn request_body(request_id: &str, token: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({ "request_id": request_id, "access_token": token }))
-        .unwrap_or_default()
-}
 
 /// Publish every (request id, body), persistent, with confirms; at `rate`
 /// per second if given. Returns when each was handed to the broker.
@@ -47,7 +38,7 @@ pub async fn publish_requests(
             tokio::time::sleep_until(due.into()).await;
         }
         let properties = BasicProperties::default()
-            .with_content_type(ShortString::from("application/json"))
+            .with_content_type(ShortString::from(CONTENT_TYPE))
             .with_message_id(ShortString::from(request_id.as_str()))
             .with_delivery_mode(2);
         sent.insert(request_id.clone(), Instant::now());
@@ -96,12 +87,15 @@ pub async fn tap_events(
     }))
 }
 
-pub fn requests_for<'a>(tokens: impl Iterator<Item = &'a str>) -> Vec<(String, Vec<u8>)> {
+/// A request for each token: (request id, body).
+pub fn requests_for<'a>(
+    tokens: impl Iterator<Item = &'a str>,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     tokens
         .map(|token| {
-            let id = uuid::Uuid::new_v4().to_string();
-            let body = request_body(&id, token);
-            (id, body)
+            let token = AccessToken::parse(token.to_string()).map_err(anyhow::Error::msg)?;
+            let request = DisconnectRequest::new(token);
+            Ok((request.request_id.to_string(), request.encode()))
         })
         .collect()
 }

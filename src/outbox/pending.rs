@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use uuid::Uuid;
+use crate::domain::EventId;
 
 /// Most ids held. Past it the oldest are dropped, which loses no event: an
 /// unmarked or unsent event is still unpublished in the outbox table, and
@@ -11,11 +11,11 @@ const MAX_IDS: usize = 100_000;
 
 #[derive(Debug, Default)]
 pub struct EventIds {
-    ids: Mutex<Vec<Uuid>>,
+    ids: Mutex<Vec<EventId>>,
 }
 
 impl EventIds {
-    pub fn push(&self, ids: impl IntoIterator<Item = Uuid>) {
+    pub fn push(&self, ids: impl IntoIterator<Item = EventId>) {
         let mut held = self.lock();
         held.extend(ids);
         if held.len() > MAX_IDS {
@@ -26,11 +26,11 @@ impl EventIds {
 
     /// Take every id held; give back with [`EventIds::push`] what could not
     /// be handled.
-    pub fn take(&self) -> Vec<Uuid> {
+    pub fn take(&self) -> Vec<EventId> {
         std::mem::take(&mut *self.lock())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Uuid>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<EventId>> {
         // A panic while holding the lock cannot leave the list half-changed
         // in a way that matters: every id in it is still a valid id.
         self.ids
@@ -46,7 +46,7 @@ mod tests {
     #[test]
     fn taking_empties_the_list_and_pushing_gives_back() {
         let ids = EventIds::default();
-        let first = Uuid::new_v4();
+        let first = EventId::generate();
         ids.push([first]);
         assert_eq!(ids.take(), vec![first]);
         assert!(ids.take().is_empty());
@@ -55,7 +55,7 @@ mod tests {
     #[test]
     fn past_the_bound_the_oldest_ids_are_dropped() {
         let ids = EventIds::default();
-        let all: Vec<Uuid> = (0..MAX_IDS + 3).map(|_| Uuid::new_v4()).collect();
+        let all: Vec<EventId> = (0..MAX_IDS + 3).map(|_| EventId::generate()).collect();
         ids.push(all.iter().copied());
         let held = ids.take();
         assert_eq!(held.len(), MAX_IDS);

@@ -3,15 +3,14 @@
 //! counted and timed as they arrive.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use disconnect_worker::broker::topology::inspect_queue;
-use disconnect_worker::broker::Topology;
-use lapin::Channel;
+use disconnect_testkit::broker::{self, unique_topology, wait_for_consumer};
+use disconnect_testkit::process::{worker_env, Logs};
+use disconnect_testkit::WorkerProcess;
 use serde::Serialize;
 
 use super::amqp::{self, Measured};
@@ -30,16 +29,6 @@ pub struct EndToEnd {
     pub steady_memory_mib: (f64, f64),
 }
 
-pub fn unique_topology(run: &str) -> Topology {
-    Topology::with_prefix(
-        &format!(
-            "bench-{run}-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        ),
-        10,
-    )
-}
-
 fn worker_binary(args: &Args) -> anyhow::Result<PathBuf> {
     let path = match &args.worker_binary {
         Some(path) => path.clone(),
@@ -54,18 +43,6 @@ fn worker_binary(args: &Args) -> anyhow::Result<PathBuf> {
         path.display()
     );
     Ok(path)
-}
-
-/// The worker process, stopped with SIGTERM when dropped.
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
 }
 
 /// Resident memory of a process, from /proc: (current, peak) in MiB.
@@ -92,34 +69,25 @@ pub async fn run(
             args.tokens_per_connection,
         )
         .await?;
-    let topology = unique_topology(label);
-    let (connection, channel) = amqp::connect(&args.amqp_url).await?;
+    let topology = unique_topology(&format!("bench-{label}"));
+    let (connection, channel) = broker::connect(&args.amqp_url).await?;
     topology.declare(&channel).await?;
-    let child = Command::new(worker_binary(args)?)
-        .arg("run")
-        .env("DATABASE_URL", &env.database_url)
-        .env("AMQP_URL", &args.amqp_url)
-        .env("REQUEST_EXCHANGE", &topology.request_exchange)
-        .env("REQUEST_QUEUE", &topology.request_queue)
-        .env("REQUEST_ROUTING_KEY", &topology.request_routing_key)
-        .env("DEAD_LETTER_EXCHANGE", &topology.dead_letter_exchange)
-        .env("DEAD_LETTER_QUEUE", &topology.dead_letter_queue)
-        .env("EVENT_EXCHANGE", &topology.event_exchange)
-        .env("PREFETCH", args.prefetch.to_string())
-        .env("BATCH_SIZE", args.batch_size.to_string())
-        .env("BATCH_LINGER_MS", args.batch_linger_ms.to_string())
-        .env("DATABASE_POOL_SIZE", args.pool_size.to_string())
-        .env("RUN_MIGRATIONS", "false")
-        .env("HTTP_PORT", "0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting the worker")?;
-    let worker = Worker(child);
-    let pid = worker.0.id();
-    wait_for_consumer(&channel, &topology.request_queue).await?;
+    let mut env = worker_env(&env.database.url, &args.amqp_url, &topology);
+    env.extend([
+        ("PREFETCH", args.prefetch.to_string()),
+        ("BATCH_SIZE", args.batch_size.to_string()),
+        ("BATCH_LINGER_MS", args.batch_linger_ms.to_string()),
+        ("DATABASE_POOL_SIZE", args.pool_size.to_string()),
+        ("RUN_MIGRATIONS", "false".into()),
+        ("RUST_LOG", "warn".into()),
+    ]);
+    let worker = WorkerProcess::spawn(&worker_binary(args)?, &env, Logs::Inherit)
+        .context("starting the worker")?
+        .terminate_on_drop();
+    let pid = worker.pid();
+    wait_for_consumer(&channel, &topology.request_queue, Duration::from_secs(30)).await?;
 
-    let requests = amqp::requests_for(tokens.iter().map(String::as_str));
+    let requests = amqp::requests_for(tokens.iter().map(String::as_str))?;
     let tap_channel = connection.create_channel().await?;
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = tokio::spawn({
@@ -155,15 +123,4 @@ pub async fn run(
         peak_memory_mib,
         steady_memory_mib,
     })
-}
-
-async fn wait_for_consumer(channel: &Channel, queue: &str) -> anyhow::Result<()> {
-    for _ in 0..300 {
-        let declared = inspect_queue(channel, queue).await?;
-        if declared.consumer_count() > 0 {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("the worker did not start consuming within 30 s")
 }

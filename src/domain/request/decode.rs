@@ -4,94 +4,27 @@
 //! contains any part of the body: serde's own messages quote values (which may
 //! be a token), so only field names and positions are reported.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
 
-use super::token::AccessToken;
+use super::{DisconnectRequest, MAX_REASON_CHARS, MAX_REQUESTED_BY_CHARS};
+use crate::domain::ids::RequestId;
+use crate::domain::rejection::{Rejection, RejectionCode};
+use crate::domain::token::AccessToken;
 
-/// Longest `requested_by` kept in the audit trail.
-pub const MAX_REQUESTED_BY_CHARS: usize = 256;
-/// Longest `reason` kept in the audit trail.
-pub const MAX_REASON_CHARS: usize = 1024;
-
-/// The idempotency key of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RequestId(pub Uuid);
-
-impl fmt::Display for RequestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// A valid disconnect request.
-#[derive(Debug, Clone)]
-pub struct DisconnectRequest {
-    pub request_id: RequestId,
-    pub access_token: AccessToken,
-    pub requested_at: Option<DateTime<Utc>>,
-    pub requested_by: Option<String>,
-    pub reason: Option<String>,
-}
-
-/// Why a delivery cannot be processed. Permanent: the message goes to the
-/// dead-letter queue and is never retried.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub code: RejectionCode,
-    /// Human-readable detail; never contains message content.
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectionCode {
-    TooLarge,
-    WrongContentType,
-    NotUtf8,
-    NotJson,
-    NotAnObject,
-    MissingField,
-    InvalidField,
-}
-
-impl RejectionCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::TooLarge => "too_large",
-            Self::WrongContentType => "wrong_content_type",
-            Self::NotUtf8 => "not_utf8",
-            Self::NotJson => "not_json",
-            Self::NotAnObject => "not_an_object",
-            Self::MissingField => "missing_field",
-            Self::InvalidField => "invalid_field",
-        }
-    }
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code.as_str(), self.detail)
-    }
-}
-
-impl Rejection {
-    fn new(code: RejectionCode, detail: impl Into<String>) -> Self {
-        Self {
-            code,
-            detail: detail.into(),
-        }
-    }
-
-    fn invalid(field: &str, what: &str) -> Self {
-        Self::new(
-            RejectionCode::InvalidField,
-            format!("field `{field}` {what}"),
-        )
-    }
-}
+/// The request's own fields: the only keys a rejection may name.
+const FIELDS: [&str; 5] = [
+    "request_id",
+    "access_token",
+    "requested_at",
+    "requested_by",
+    "reason",
+];
 
 /// The wire shape, every field optional so that a missing field and a field
 /// of the wrong type are told apart by us rather than by serde's messages.
@@ -105,7 +38,8 @@ struct WireRequest {
     reason: Option<String>,
 }
 
-/// Content types accepted besides none at all.
+/// Content types accepted besides none at all: the registered JSON type, and
+/// the older `text/json` some producers still send.
 const JSON_CONTENT_TYPES: [&str; 2] = ["application/json", "text/json"];
 
 impl DisconnectRequest {
@@ -156,6 +90,7 @@ impl DisconnectRequest {
                 "body is JSON but not an object",
             ));
         }
+        refuse_repeated_keys(text)?;
         let wire: WireRequest = serde_path_to_error::deserialize(value)
             .map_err(|error| Rejection::invalid(&error.path().to_string(), "is not a string"))?;
         Self::from_wire(wire)
@@ -164,7 +99,7 @@ impl DisconnectRequest {
     fn from_wire(wire: WireRequest) -> Result<Self, Rejection> {
         let request_id = required(wire.request_id, "request_id")?;
         let request_id = Uuid::parse_str(&request_id)
-            .map(RequestId)
+            .map(RequestId::from_uuid)
             .map_err(|_| Rejection::invalid("request_id", "is not a UUID"))?;
         let access_token = required(wire.access_token, "access_token")?;
         let access_token = AccessToken::parse(access_token)
@@ -186,6 +121,59 @@ impl DisconnectRequest {
             requested_by,
             reason,
         })
+    }
+}
+
+/// JSON allows an object to repeat a key, and parsers disagree on which value
+/// wins: serde_json keeps the last, others the first. A component upstream
+/// that checked one `access_token` while we revoked another would be a hole,
+/// so a request whose top-level object repeats any key is refused. Only our
+/// own field names are ever named; any other key is sender text.
+fn refuse_repeated_keys(text: &str) -> Result<(), Rejection> {
+    let keys: TopLevelKeys = serde_json::from_str(text)
+        .map_err(|_| Rejection::new(RejectionCode::NotJson, "body is not a JSON object"))?;
+    match keys.repeated {
+        None => Ok(()),
+        Some(key) => Err(Rejection::new(
+            RejectionCode::DuplicateKey,
+            match FIELDS.iter().find(|field| **field == key) {
+                Some(field) => format!("field `{field}` appears more than once"),
+                None => "a key that is not a request field appears more than once".into(),
+            },
+        )),
+    }
+}
+
+/// The first key of a JSON object seen twice, if any; values are skipped.
+struct TopLevelKeys {
+    repeated: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for TopLevelKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(KeysVisitor)
+    }
+}
+
+struct KeysVisitor;
+
+impl<'de> Visitor<'de> for KeysVisitor {
+    type Value = TopLevelKeys;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = HashSet::new();
+        let mut repeated = None;
+        while let Some(key) = map.next_key::<String>()? {
+            map.next_value::<IgnoredAny>()?;
+            if repeated.is_none() && !seen.insert(key.clone()) {
+                repeated = Some(key);
+            }
+        }
+        Ok(TopLevelKeys { repeated })
     }
 }
 
@@ -301,11 +289,46 @@ mod tests {
                 format!("{}1{}", "[".repeat(200), "]".repeat(200)),
                 RejectionCode::NotJson,
             ),
+            (
+                format!(r#"{{"request_id":"{id}","access_token":"x","access_token":"{TOKEN}"}}"#),
+                RejectionCode::DuplicateKey,
+            ),
         ];
         for (body, code) in cases {
             let rejection = decode(&body).expect_err(&body);
             assert_eq!(rejection.code, code, "{body}: {rejection}");
         }
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_whichever_value_comes_first() {
+        let id = "0b6f7a52-8d0e-4c53-9d7e-3f4f0f3c1a77";
+        for body in [
+            format!(
+                r#"{{"request_id":"{id}","access_token":"dwt_unknown","access_token":"{TOKEN}"}}"#
+            ),
+            format!(
+                r#"{{"request_id":"{id}","access_token":"{TOKEN}","access_token":"dwt_unknown"}}"#
+            ),
+        ] {
+            let rejection = decode(&body).expect_err(&body);
+            assert_eq!(rejection.code, RejectionCode::DuplicateKey);
+            assert_eq!(
+                rejection.detail,
+                "field `access_token` appears more than once"
+            );
+            assert!(!rejection.to_string().contains("dwt_"), "{rejection}");
+        }
+        let body = format!(
+            r#"{{"request_id":"{id}","access_token":"{TOKEN}","dwt_secret_key":1,"dwt_secret_key":2}}"#
+        );
+        let rejection = decode(&body).expect_err("repeated unknown key");
+        assert_eq!(rejection.code, RejectionCode::DuplicateKey);
+        assert!(!rejection.to_string().contains("dwt_secret"), "{rejection}");
+        // The same key in a nested object is not the request's concern.
+        let body =
+            format!(r#"{{"request_id":"{id}","access_token":"{TOKEN}","extra":{{"a":1,"a":2}}}}"#);
+        decode(&body).expect("a nested object is ignored");
     }
 
     #[test]
@@ -407,7 +430,6 @@ mod fuzz {
                 let mut strings = Vec::new();
                 collect_strings(&value, &mut strings);
                 // Our own field names may be named; nothing the sender wrote may.
-                const FIELDS: [&str; 5] = ["request_id", "access_token", "requested_at", "requested_by", "reason"];
                 for string in strings.iter().filter(|s| s.len() >= 8 && !FIELDS.contains(&s.as_str())) {
                     prop_assert!(!text.contains(string.as_str()), "{text} quotes {string}");
                 }

@@ -1,63 +1,31 @@
 //! The benchmark's own database, seeded in bulk with SQL.
 
-use anyhow::Context;
 use diesel::sql_types::{BigInt, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use disconnect_worker::db::{self, DatabaseSettings, DbPool};
-use disconnect_worker::secret::SecretUrl;
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+use disconnect_testkit::services::admin_url;
+use disconnect_testkit::TestDatabase;
+use disconnect_worker::db::DbPool;
 use rand::Rng;
 
 use super::Args;
 
 pub struct BenchEnv {
-    pub database_url: String,
+    pub database: TestDatabase,
     pub pool: DbPool,
-    admin_url: url::Url,
-    name: String,
 }
 
 impl BenchEnv {
-    /// A new database on the server of `--database-url`, migrated.
+    /// A new database on the server of `--database-url`, with the schema.
     pub async fn create(args: &Args) -> anyhow::Result<Self> {
-        let mut admin_url = url::Url::parse(&args.database_url).context("DATABASE_URL")?;
-        admin_url.set_path("/postgres");
-        let name = format!(
-            "disconnect_bench_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        let mut admin = AsyncPgConnection::establish(admin_url.as_str())
-            .await
-            .context("connecting")?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await?;
-        let mut url = admin_url.clone();
-        url.set_path(&format!("/{name}"));
-        let secret = SecretUrl::parse("DATABASE_URL", url.as_str(), &["postgres", "postgresql"])
-            .map_err(anyhow::Error::msg)?;
-        db::migrate(&secret).await?;
-        let pool = db::connect(&DatabaseSettings {
-            url: secret,
-            pool_size: args.db_concurrency + 2,
-        })?;
-        Ok(Self {
-            database_url: url.to_string(),
-            pool,
-            admin_url,
-            name,
-        })
+        let database =
+            TestDatabase::create(&admin_url(&args.database_url), "disconnect_bench").await?;
+        let pool = database.pool(args.db_concurrency + 2);
+        Ok(Self { database, pool })
     }
 
     pub async fn drop_database(&self) {
         self.pool.close();
-        if let Ok(mut admin) = AsyncPgConnection::establish(self.admin_url.as_str()).await {
-            let _ = admin
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    self.name
-                ))
-                .await;
-        }
+        self.database.drop_database().await;
     }
 
     /// `connections` active connections of the application `client` with

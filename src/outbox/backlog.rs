@@ -6,16 +6,17 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::metrics;
-use crate::db::{outbox, DbPool};
+use super::store;
+use crate::db::DbPool;
+use crate::observability::metrics;
 
 /// How often the backlog is measured.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
-pub async fn sample_outbox_backlog(pool: DbPool, stop: CancellationToken) {
+pub(super) async fn sample(pool: DbPool, stop: CancellationToken) {
     loop {
         if let Ok(mut conn) = pool.get().await {
-            if let Ok((pending, oldest)) = outbox::backlog(&mut conn).await {
+            if let Ok((pending, oldest)) = store::backlog(&mut conn).await {
                 let age = oldest
                     .and_then(|created| (Utc::now() - created).to_std().ok())
                     .unwrap_or_default();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel_async::RunQueryDsl;
-use disconnect_worker::domain::{AccessToken, DisconnectRequest, Outcome, RequestId};
+use disconnect_worker::domain::{AccessToken, DisconnectRequest, Outcome, OutcomeKind};
 use disconnect_worker::service::{record_disconnect, Processed};
 use serde::Serialize;
 use tokio::sync::Mutex;
@@ -25,11 +25,8 @@ pub struct DbBaseline {
 
 pub fn request_for(token: &str) -> anyhow::Result<DisconnectRequest> {
     Ok(DisconnectRequest {
-        request_id: RequestId(uuid::Uuid::new_v4()),
-        access_token: AccessToken::parse(token.to_string()).map_err(anyhow::Error::msg)?,
-        requested_at: None,
         requested_by: Some("disconnect-bench".into()),
-        reason: None,
+        ..DisconnectRequest::new(AccessToken::parse(token.to_string()).map_err(anyhow::Error::msg)?)
     })
 }
 
@@ -55,10 +52,8 @@ pub async fn run(args: &Args, env: &BenchEnv) -> anyhow::Result<DbBaseline> {
                         return Ok::<_, anyhow::Error>(disconnected);
                     };
                     let mut conn = pool.get().await?;
-                    if record_disconnect(&mut conn, &request)
-                        .await?
-                        .outcome_label()
-                        == "disconnected"
+                    if record_disconnect(&mut conn, &request).await?.kind()
+                        == OutcomeKind::Disconnected
                     {
                         disconnected += 1;
                     }
@@ -110,12 +105,9 @@ pub async fn revoke_large_connection(
     let started = Instant::now();
     let processed = record_disconnect(&mut conn, &request).await?;
     let elapsed: Duration = started.elapsed();
-    let Processed::Recorded {
-        outcome: Outcome::Disconnected {
-            revoked_token_ids, ..
-        },
-        ..
-    } = processed
+    let Processed::Recorded(Outcome::Disconnected {
+        revoked_token_ids, ..
+    }) = processed
     else {
         anyhow::bail!("the large connection was not disconnected: {processed:?}");
     };

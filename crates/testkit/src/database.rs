@@ -1,0 +1,170 @@
+//! A database of one's own on a shared server, cloned from a template that
+//! was migrated once (crates.io's way): a clone is one `CREATE DATABASE ...
+//! TEMPLATE`, cheaper than running every migration again, and each test (or
+//! benchmark run) works on a database nobody else touches, so they run in
+//! parallel and never reset the shared server.
+//!
+//! The template is named after the digest of `migrations/`, so an edited
+//! migration gets a new template; it is built once per server and kept.
+
+use anyhow::Context;
+use diesel::sql_types::{Bool, Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use disconnect_worker::db::setup::MIGRATIONS_DIGEST;
+use disconnect_worker::db::{self, DatabaseSettings, DbPool};
+use disconnect_worker::secret::SecretUrl;
+use tokio::sync::OnceCell;
+use url::Url;
+
+/// Key of the advisory lock that serialises building the template across
+/// processes (a test run and a benchmark at once): "dw-tmpl" in ASCII.
+const TEMPLATE_LOCK_KEY: i64 = 0x0064_772d_746d_706c;
+
+#[derive(Debug, Clone)]
+pub struct TestDatabase {
+    pub name: String,
+    /// The database's URL, with the server's credentials.
+    pub url: String,
+    admin_url: Url,
+}
+
+impl TestDatabase {
+    /// A new database `{prefix}_{random}` on the server of `admin_url` (its
+    /// `postgres` database), holding the current schema and no rows.
+    pub async fn create(admin_url: &Url, prefix: &str) -> anyhow::Result<Self> {
+        let template = template(admin_url).await?;
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = connect(admin_url).await?;
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+            ))
+            .await
+            .with_context(|| format!("creating {name} from the template {template}"))?;
+        let mut url = admin_url.clone();
+        url.set_path(&format!("/{name}"));
+        Ok(Self {
+            name,
+            url: url.to_string(),
+            admin_url: admin_url.clone(),
+        })
+    }
+
+    pub fn secret_url(&self) -> SecretUrl {
+        SecretUrl::parse("DATABASE_URL", &self.url, &["postgres", "postgresql"])
+            .expect("a database URL made from a valid one")
+    }
+
+    pub fn settings(&self, pool_size: usize) -> DatabaseSettings {
+        DatabaseSettings {
+            url: self.secret_url(),
+            pool_size,
+        }
+    }
+
+    pub fn pool(&self, pool_size: usize) -> DbPool {
+        db::connect(&self.settings(pool_size)).expect("building a pool never connects")
+    }
+
+    /// Drop the database, ending any session still on it.
+    pub async fn drop_database(&self) {
+        if let Ok(mut admin) = connect(&self.admin_url).await {
+            let _ = admin
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                    self.name
+                ))
+                .await;
+        }
+    }
+}
+
+async fn connect(admin_url: &Url) -> anyhow::Result<AsyncPgConnection> {
+    AsyncPgConnection::establish(admin_url.as_str())
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to {}",
+                admin_url.host_str().unwrap_or("Postgres")
+            )
+        })
+}
+
+/// The migrated template's name, building it the first time in this
+/// process if the server does not have it yet.
+async fn template(admin_url: &Url) -> anyhow::Result<String> {
+    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+    TEMPLATE
+        .get_or_try_init(|| build_template(admin_url))
+        .await
+        .cloned()
+}
+
+async fn build_template(admin_url: &Url) -> anyhow::Result<String> {
+    let name = format!("dwtest_template_{MIGRATIONS_DIGEST}");
+    let mut admin = connect(admin_url).await?;
+    diesel::sql_query("SELECT pg_advisory_lock($1)")
+        .bind::<diesel::sql_types::BigInt, _>(TEMPLATE_LOCK_KEY)
+        .execute(&mut admin)
+        .await
+        .context("taking the template lock")?;
+    let built = build_template_locked(&mut admin, admin_url, &name).await;
+    // Closing the session would release the lock too.
+    let _ = diesel::sql_query("SELECT pg_advisory_unlock($1)")
+        .bind::<diesel::sql_types::BigInt, _>(TEMPLATE_LOCK_KEY)
+        .execute(&mut admin)
+        .await;
+    built.map(|()| name)
+}
+
+async fn build_template_locked(
+    admin: &mut AsyncPgConnection,
+    admin_url: &Url,
+    name: &str,
+) -> anyhow::Result<()> {
+    #[derive(diesel::QueryableByName)]
+    struct State {
+        #[diesel(sql_type = Bool)]
+        datistemplate: bool,
+    }
+    let state: Option<State> =
+        diesel::sql_query("SELECT datistemplate FROM pg_database WHERE datname = $1")
+            .bind::<Text, _>(name)
+            .get_result(admin)
+            .await
+            .map(Some)
+            .or_else(|error| match error {
+                diesel::result::Error::NotFound => Ok(None),
+                error => Err(error),
+            })?;
+    match state {
+        // Marked a template only once fully migrated.
+        Some(State {
+            datistemplate: true,
+        }) => return Ok(()),
+        // A build that died half-way.
+        Some(_) => {
+            admin
+                .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+                .await?
+        }
+        None => {}
+    }
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .with_context(|| format!("creating the template {name}"))?;
+    let mut url = admin_url.clone();
+    url.set_path(&format!("/{name}"));
+    let url = SecretUrl::parse("DATABASE_URL", url.as_str(), &["postgres", "postgresql"])
+        .map_err(anyhow::Error::msg)?;
+    db::migrate(&url).await.context("migrating the template")?;
+    // No connections from now on: a clone needs the template to itself.
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{name}\" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
+        ))
+        .await
+        .context("marking the template")?;
+    Ok(())
+}

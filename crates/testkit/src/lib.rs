@@ -1,0 +1,17 @@
+//! What disconnect-worker's integration tests and its benchmark share, so
+//! that both set up the world the same way:
+//!
+//! - [`services`]: where Postgres and RabbitMQ are;
+//! - [`database`]: a database of one's own, cloned from a migrated template;
+//! - [`broker`]: connections, topologies with unique names, and their cleanup;
+//! - [`process`]: the worker binary as a child process, with its environment
+//!   made from the same names its configuration reads.
+
+pub mod broker;
+pub mod database;
+pub mod process;
+pub mod services;
+
+pub use database::TestDatabase;
+pub use process::WorkerProcess;
+pub use services::Services;

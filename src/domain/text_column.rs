@@ -1,0 +1,30 @@
+//! Fieldless enums stored in Postgres as their text label: the database keeps
+//! a readable value, and Rust code never compares strings.
+
+/// Implements Diesel's `ToSql` / `FromSql` for `Text` on an enum that has
+/// `as_str(&self) -> &'static str` and `parse(&str) -> Option<Self>`, and
+/// derives `AsExpression` / `FromSqlRow` with `sql_type = Text`.
+macro_rules! text_column {
+    ($name:ident) => {
+        impl diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg> for $name {
+            fn to_sql<'b>(
+                &'b self,
+                out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>,
+            ) -> diesel::serialize::Result {
+                use std::io::Write;
+                out.write_all(self.as_str().as_bytes())?;
+                Ok(diesel::serialize::IsNull::No)
+            }
+        }
+
+        impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::pg::Pg> for $name {
+            fn from_sql(bytes: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
+                let text = std::str::from_utf8(bytes.as_bytes())?;
+                Self::parse(text)
+                    .ok_or_else(|| format!("`{text}` is not a known {}", stringify!($name)).into())
+            }
+        }
+    };
+}
+
+pub(crate) use text_column;

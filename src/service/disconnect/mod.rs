@@ -1,0 +1,141 @@
+//! Disconnecting the connections of tokens: revoke every sibling token,
+//! record each request and write its outcome event, for a batch of requests
+//! in one transaction whose statement count does not grow with the batch.
+//!
+//! The statements go in two pipelined rounds (diesel-async sends the
+//! statements of futures polled together without waiting for each answer):
+//! reads and locks, then writes; in between, [`plan`] decides every outcome.
+//! With BEGIN and COMMIT that is four round trips per batch, whatever its
+//! size; the cost of a transaction is mostly per round trip on a busy
+//! machine, not per row.
+
+pub mod plan;
+
+use chrono::Utc;
+use diesel::result::Error as QueryError;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+
+use crate::db::{connections, requests, tokens};
+use crate::domain::{DisconnectRequest, Outcome, OutcomeEvent, OutcomeKind, RequestId, TokenHash};
+use crate::outbox;
+use plan::{plan, records, Plan, Snapshot};
+
+/// What processing did with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Processed {
+    /// This delivery recorded the request's outcome, and its event in the
+    /// outbox.
+    Recorded(Outcome),
+    /// The request id was processed before, with this outcome; nothing changed.
+    AlreadyProcessed(OutcomeKind),
+}
+
+impl Processed {
+    /// The outcome, the same for a first delivery and a duplicate.
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            Self::Recorded(outcome) => outcome.kind(),
+            Self::AlreadyProcessed(kind) => *kind,
+        }
+    }
+}
+
+/// A committed batch: one result per request, in order, and the events the
+/// transaction wrote to the outbox, to be published now.
+#[derive(Debug)]
+pub struct Committed {
+    pub processed: Vec<Processed>,
+    pub events: Vec<OutcomeEvent>,
+}
+
+/// Process one request in its own transaction.
+pub async fn record_disconnect(
+    conn: &mut AsyncPgConnection,
+    request: &DisconnectRequest,
+) -> Result<Processed, QueryError> {
+    let mut committed = record_disconnects(conn, std::slice::from_ref(request)).await?;
+    Ok(committed.processed.remove(0))
+}
+
+/// Process requests in one transaction; exactly what processing them one by
+/// one in that order would do. One attempt: a failure rolls back everything
+/// and is the caller's to retry (a lost race on a request id included: the
+/// next attempt finds that request processed).
+pub async fn record_disconnects(
+    conn: &mut AsyncPgConnection,
+    requests: &[DisconnectRequest],
+) -> Result<Committed, QueryError> {
+    conn.transaction::<_, QueryError, _>(async |conn| apply_batch(conn, requests).await)
+        .await
+}
+
+async fn apply_batch(
+    conn: &mut AsyncPgConnection,
+    requests: &[DisconnectRequest],
+) -> Result<Committed, QueryError> {
+    let conn: &AsyncPgConnection = conn;
+    let request_ids: Vec<RequestId> = requests.iter().map(|request| request.request_id).collect();
+    let hashes: Vec<TokenHash> = requests
+        .iter()
+        .map(|request| request.access_token.hash())
+        .collect();
+
+    // Round 1. Postgres runs these in order: the connection locks (which
+    // order us against token issuing and other disconnects) are held before
+    // the active tokens are read, so that read is what the revocation takes.
+    let (seen_before, found, locked, active) = futures_util::try_join!(
+        requests::find_outcomes(conn, &request_ids),
+        tokens::find_by_hashes(conn, &hashes),
+        connections::lock_of_token_hashes(conn, &hashes),
+        tokens::active_siblings_of_hashes(conn, &hashes),
+    )?;
+    let Plan {
+        decided,
+        disconnections,
+        expected_revoked,
+    } = plan(
+        requests,
+        &hashes,
+        Snapshot::new(seen_before, found, locked, active),
+    );
+    let now = Utc::now();
+    let records = records(requests, decided, now);
+
+    // Round 2: every write at once. `join` rather than `try_join`, so the
+    // error reported is the first statement's (a lost race on a request id
+    // fails the audit insert, and the later statements only fail because
+    // the transaction is aborted).
+    let revoke = async {
+        if disconnections.is_empty() {
+            return Ok(0);
+        }
+        tokens::revoke_all_of_connections(conn, &disconnections, now).await
+    };
+    let mark = async {
+        if disconnections.is_empty() {
+            return Ok(());
+        }
+        connections::mark_disconnected(conn, &disconnections, now).await
+    };
+    let (revoked, marked, recorded, written) = futures_util::join!(
+        revoke,
+        mark,
+        requests::insert_many(conn, &records.rows, now),
+        outbox::store::insert_many(conn, &records.events),
+    );
+    let revoked = revoked?;
+    marked?;
+    recorded?;
+    written?;
+    if revoked != expected_revoked {
+        // Cannot happen while issuing takes the connection lock; if it ever
+        // does, the events would list the wrong tokens, so nothing commits.
+        return Err(QueryError::QueryBuilderError(
+            format!("revoked {revoked} tokens where {expected_revoked} were active").into(),
+        ));
+    }
+    Ok(Committed {
+        processed: records.processed,
+        events: records.events,
+    })
+}

@@ -1,0 +1,45 @@
+//! Everything `run` needs, validated: built by `config` from the command
+//! line and the environment, or directly by tests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::broker::Topology;
+use crate::db::DatabaseSettings;
+use crate::outbox::OutboxSettings;
+use crate::retry::RetrySettings;
+use crate::secret::SecretUrl;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub broker: BrokerSettings,
+    pub consume: ConsumeSettings,
+    pub retry: RetrySettings,
+    pub outbox: OutboxSettings,
+    /// Time allowed for a graceful stop.
+    pub shutdown_grace: Duration,
+    /// Create the database and migrate before consuming.
+    pub run_migrations: bool,
+    /// Where to serve the HTTP endpoints; `None`: not at all.
+    pub http_address: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    pub url: SecretUrl,
+    pub topology: Topology,
+    /// Unacknowledged deliveries the broker sends ahead.
+    pub prefetch: u16,
+}
+
+/// How deliveries are gathered into batches and decoded.
+#[derive(Debug, Clone)]
+pub struct ConsumeSettings {
+    /// Most requests processed in one transaction.
+    pub batch_size: usize,
+    /// How long a batch waits for more requests while the worker is busy;
+    /// zero: it takes only those already received.
+    pub batch_linger: Duration,
+    pub max_request_bytes: usize,
+}

@@ -1,0 +1,66 @@
+//! The one place a [`Settlement`] becomes an AMQP method on a delivery.
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use lapin::Channel;
+
+use super::dead_letter;
+use super::settlement::Settlement;
+
+/// What was done with a delivery, for the metrics: the settlement's own
+/// label, or `released` when a dead letter could not be published.
+pub async fn settle(
+    channel: &Channel,
+    dead_letter_exchange: &str,
+    delivery: &Delivery,
+    settlement: &Settlement,
+) -> &'static str {
+    let (done, result) = match settlement {
+        Settlement::Ack(_) => (
+            settlement.label(),
+            delivery.acker.ack(BasicAckOptions::default()).await,
+        ),
+        Settlement::DeadLetter(rejection) => {
+            match dead_letter::publish(channel, dead_letter_exchange, delivery, rejection).await {
+                Ok(()) => (
+                    settlement.label(),
+                    delivery.acker.ack(BasicAckOptions::default()).await,
+                ),
+                Err(error) => {
+                    // Broker trouble, not the request's: it was not
+                    // dead-lettered, so it goes back uncounted.
+                    tracing::error!(error = %error,
+                        "could not dead-letter a bad request; returning it to the queue");
+                    (Settlement::Release.label(), release(delivery).await)
+                }
+            }
+        }
+        // Counts against the delivery limit: see `Settlement::Retry`.
+        Settlement::Retry => (
+            settlement.label(),
+            delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: true })
+                .await,
+        ),
+        Settlement::Release => (settlement.label(), release(delivery).await),
+    };
+    if let Err(error) = result {
+        // The channel is gone; the broker returns the delivery to the queue
+        // itself, and a processed request is found done when it comes back.
+        tracing::warn!(error = %error, "could not settle a delivery; the broker will redeliver it");
+    }
+    done
+}
+
+/// Back to the queue without counting a failed delivery: see
+/// `Settlement::Release`.
+async fn release(delivery: &Delivery) -> lapin::Result<bool> {
+    delivery
+        .acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            multiple: false,
+        })
+        .await
+}
