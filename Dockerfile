@@ -6,9 +6,12 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 # Only what the build reads: migrations/ is embedded into the binary at
-# compile time (embed_migrations!), so it is needed here and not at run time.
+# compile time (embed_migrations!), so it is needed here and not at run time;
+# crates/ holds the workspace's other members (the test kit, the benchmark),
+# whose manifests cargo reads even when it builds only the worker.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 COPY migrations ./migrations
 COPY build.rs ./
 # Cache mounts keep downloaded crates and compiled dependencies between builds
@@ -16,7 +19,7 @@ COPY build.rs ./
 # the cache, hence the copy out of it.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin disconnect-worker \
+    cargo build --release --locked --package disconnect-worker --bin disconnect-worker \
  && cp target/release/disconnect-worker /usr/local/bin/disconnect-worker
 
 # cc: glibc and libgcc, which a Rust binary links against, plus CA

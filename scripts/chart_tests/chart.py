@@ -8,6 +8,7 @@ without a helm binary or a cluster.
 from __future__ import annotations
 
 import copy
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ import helm_python as helm
 import kubernetes_validate
 import yaml
 
-CHART_DIR = Path(__file__).resolve().parents[2] / "helm" / "disconnect-worker"
+REPO_DIR = Path(__file__).resolve().parents[2]
+CHART_DIR = REPO_DIR / "helm" / "disconnect-worker"
 RELEASE = "dw"
 NAMESPACE = "payments"
 
@@ -42,16 +44,22 @@ EXISTING_SECRET = {
     "existingSecretKeys": {"databaseUrl": "pg-url", "amqpUrl": "rabbit-url"},
 }
 
-# Every environment variable the worker reads (README "Configuration").
-PROGRAM_ENV = {
-    "DATABASE_URL", "AMQP_URL", "DATABASE_POOL_SIZE", "REQUEST_EXCHANGE",
-    "REQUEST_QUEUE", "REQUEST_ROUTING_KEY", "DEAD_LETTER_EXCHANGE",
-    "DEAD_LETTER_QUEUE", "EVENT_EXCHANGE", "DELIVERY_LIMIT", "PREFETCH",
-    "BATCH_SIZE", "BATCH_LINGER_MS",
-    "MAX_REQUEST_BYTES", "RETRY_MIN_DELAY_MS", "RETRY_MAX_DELAY_MS",
-    "RETRY_MAX_ATTEMPTS", "SHUTDOWN_GRACE_SECS", "OUTBOX_POLL_MS", "OUTBOX_RELAY_DELAY_MS",
-    "OUTBOX_BATCH_SIZE", "OUTBOX_RETENTION_HOURS", "RUN_MIGRATIONS", "LOG_FORMAT", "RUST_LOG", "HTTP_PORT",
-}
+def program_env() -> set[str]:
+    """Every environment variable the worker reads, taken from its source so
+    the chart cannot drift from it: the `env = ...` of each command-line
+    setting in src/cli.rs and src/config/ (a literal, or a constant of the
+    same files), and RUST_LOG, which tracing's filter reads."""
+    sources = [REPO_DIR / "src" / "cli.rs", *sorted((REPO_DIR / "src" / "config").glob("*.rs"))]
+    text = "\n".join(path.read_text() for path in sources)
+    constants = dict(re.findall(r'pub const ([A-Z_]+): &str = "([A-Z_]+)";', text))
+    names = {"RUST_LOG"}
+    for literal, constant in re.findall(r'\benv = (?:"([A-Z_]+)"|([A-Z_]+)\b)', text):
+        names.add(literal or constants[constant])
+    return names
+
+
+# Every environment variable the worker reads.
+PROGRAM_ENV = program_env()
 SECRET_ENV = {"DATABASE_URL", "AMQP_URL"}
 
 

@@ -125,7 +125,7 @@ impl Outbox {
         ];
         if let Some(retention) = retention {
             tasks.push(tokio::spawn(prune::run(
-                shared.pool.clone(),
+                shared.clone(),
                 retention,
                 stop.clone(),
             )));

@@ -1,12 +1,13 @@
 //! Deleting published events past their retention, so the outbox does not
 //! grow without bound. The audit record in `disconnect_requests` stays.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::store;
+use super::{store, Shared};
 use crate::db::{DbError, DbPool};
 
 /// How often published events past their retention are deleted, and how many
@@ -16,11 +17,10 @@ const PRUNE_BATCH: i64 = 10_000;
 
 /// Delete published events older than `retention`, every few minutes.
 /// Unpublished events are never touched.
-pub(super) async fn run(pool: DbPool, retention: Duration, stop: CancellationToken) {
+pub(super) async fn run(shared: Arc<Shared>, retention: Duration, stop: CancellationToken) {
     loop {
-        if let Err(error) = prune_once(&pool, retention).await {
-            // An outage is reported by the request path; this runs rarely.
-            tracing::debug!(error = %error, "pruning published events failed; will retry");
+        if let Err(error) = prune_once(&shared.pool, retention).await {
+            shared.database_failed("pruning published events", &error);
         }
         tokio::select! {
             () = stop.cancelled() => return,

@@ -83,6 +83,15 @@ async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason_and_the_next_r
         ),
         ("not_utf8", vec![b'{', 0xff, 0xfe, b'}'], json()),
         (
+            // Which value wins is the parser's choice: refused outright.
+            "duplicate_key",
+            format!(
+                r#"{{"request_id":"{id}","access_token":"dwt_unknown","access_token":"{secret}"}}"#
+            )
+            .into_bytes(),
+            json(),
+        ),
+        (
             "wrong_content_type",
             format!(r#"{{"request_id":"{id}","access_token":"{secret}"}}"#).into_bytes(),
             BasicProperties::default().with_content_type(ShortString::from("text/plain")),
@@ -133,4 +142,33 @@ async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason_and_the_next_r
         1,
         "bad messages record nothing"
     );
+}
+
+/// RabbitMQ's own dead-lettering drops a message's `expiration` (keeping it
+/// in `x-death`); the worker's copy must too, or a bad request published with
+/// a TTL would expire out of the dead-letter queue moments later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_keeps_no_expiration_and_stays_in_the_dead_letter_queue() {
+    let test = TestContext::new().await;
+    let _worker = test.spawn_worker();
+    let channel = test.channel().await;
+    let expiring = json().with_expiration(ShortString::from("1000"));
+    test.publish_raw(&channel, b"not json", expiring).await;
+    let queue = &test.topology.dead_letter_queue;
+    crate::support::eventually("the dead letter", || async {
+        (test.ready_messages(&channel, queue).await == 1).then_some(())
+    })
+    .await;
+
+    // Past the original's time to live.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let letters = test.take_dead_letters().await;
+
+    assert_eq!(letters.len(), 1, "still there after its original TTL");
+    assert_eq!(letters[0].expiration, None);
+    assert_eq!(
+        letters[0].header("x-original-expiration").as_deref(),
+        Some("1000")
+    );
+    assert_eq!(letters[0].code.as_deref(), Some("not_json"));
 }

@@ -1,10 +1,12 @@
 //! Postgres going away: the worker retries, acknowledges nothing it could not
 //! commit, reports not-ready, and recovers when Postgres is back.
 
+use disconnect_testkit::process::Logs;
 use uuid::Uuid;
 
+use crate::support::process::{json_log_lines, message};
 use crate::support::proxy::Proxy;
-use crate::support::{eventually, TestContext};
+use crate::support::{eventually, sample, TestContext};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_wait_out_a_database_outage_and_are_processed_once_it_ends() {
@@ -12,7 +14,11 @@ async fn requests_wait_out_a_database_outage_and_are_processed_once_it_ends() {
     let token = test.issue("app", "company-c", "gusto", "user-a").await;
     let proxy = Proxy::for_url(&test.database_url, 5432).await;
     let through_proxy = proxy.url_through(&test.database_url);
-    let worker = test.spawn_worker_process(&[("DATABASE_URL", &through_proxy)]);
+    let log = test.log_file("outage");
+    let worker = test.spawn_worker_process_logging(
+        &[("DATABASE_URL", &through_proxy), ("LOG_FORMAT", "json")],
+        Logs::File(log.clone()),
+    );
     let mut events = test.event_tap().await;
     eventually("ready", || async {
         (worker.get("/readyz").await?.0 == 200).then_some(())
@@ -32,11 +38,13 @@ async fn requests_wait_out_a_database_outage_and_are_processed_once_it_ends() {
         body.contains("database"),
         "the reason names the database: {body}"
     );
-    eventually("a database retry", || async {
+    eventually("several database retries", || async {
         let (_, metrics) = worker.get("/metrics").await?;
-        metrics
-            .contains("disconnect_worker_retries_total{operation=\"process\"}")
-            .then_some(())
+        let retries = sample(
+            &metrics,
+            "disconnect_worker_retries_total{operation=\"process\"}",
+        )?;
+        (retries >= 5.0).then_some(())
     })
     .await;
     assert_eq!(
@@ -64,7 +72,31 @@ async fn requests_wait_out_a_database_outage_and_are_processed_once_it_ends() {
     })
     .await;
     assert!(
-        !metrics.contains("outcome=\"requeued\""),
-        "processed once, not requeued: {metrics}"
+        !metrics.contains("outcome=\"retried\""),
+        "processed once, not retried: {metrics}"
     );
+
+    // Five retries or more, and the log says so once when the outage
+    // starts and once when it ends, not once per retry.
+    worker.signal("TERM");
+    worker.wait().await;
+    let lines = json_log_lines(&log);
+    let warnings: Vec<&str> = lines
+        .iter()
+        .filter(|line| line["level"] == "WARN" || line["level"] == "ERROR")
+        .map(message)
+        .collect();
+    assert_eq!(
+        warnings,
+        ["database unavailable; retrying until it answers"],
+        "one warning for the whole outage"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|line| message(line) == "database available again")
+            .count(),
+        1
+    );
+    let _ = std::fs::remove_file(log);
 }

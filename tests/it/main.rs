@@ -14,4 +14,5 @@ mod outbox;
 mod reconnect;
 mod secrets;
 mod seed_scenarios;
+mod startup;
 mod support;

@@ -5,18 +5,7 @@ use lapin::BasicProperties;
 use uuid::Uuid;
 
 use crate::support::proxy::Proxy;
-use crate::support::{eventually, TestContext};
-
-/// The value of one sample line (`name{labels} value`) in a scrape.
-fn sample(scrape: &str, series: &str) -> Option<f64> {
-    scrape.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
+use crate::support::{eventually, sample, TestContext};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_by_outcome_tokens_revoked_and_events_published() {

@@ -50,6 +50,19 @@ impl TestDatabase {
         })
     }
 
+    /// A name for a database that does not exist yet, on the server of
+    /// `admin_url`: for testing what creates it. `drop_database` removes it.
+    pub fn not_created(admin_url: &Url, prefix: &str) -> Self {
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let mut url = admin_url.clone();
+        url.set_path(&format!("/{name}"));
+        Self {
+            name,
+            url: url.to_string(),
+            admin_url: admin_url.clone(),
+        }
+    }
+
     pub fn secret_url(&self) -> SecretUrl {
         SecretUrl::parse("DATABASE_URL", &self.url, &["postgres", "postgresql"])
             .expect("a database URL made from a valid one")

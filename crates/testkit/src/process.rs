@@ -1,7 +1,7 @@
 //! The worker binary as a child process, stopped when dropped, and a minimal
 //! HTTP client for its endpoints.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
 use disconnect_worker::broker::Topology;
@@ -23,13 +23,15 @@ pub fn worker_env(
     env
 }
 
-/// How a child process's stderr is treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a child process's stderr (its logs) goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Logs {
-    /// Shown, on the parent's stderr.
+    /// The parent's stderr.
     Inherit,
-    /// Discarded.
+    /// Nowhere.
     Quiet,
+    /// This file, created or truncated, to be read afterwards.
+    File(PathBuf),
 }
 
 pub struct WorkerProcess {
@@ -52,6 +54,7 @@ impl WorkerProcess {
             .stderr(match logs {
                 Logs::Inherit => Stdio::inherit(),
                 Logs::Quiet => Stdio::null(),
+                Logs::File(path) => Stdio::from(std::fs::File::create(path)?),
             })
             .spawn()?;
         Ok(Self {

@@ -113,6 +113,12 @@ impl TestContext {
             letters.push(DeadLetter {
                 code: header("x-rejection-code"),
                 reason: header("x-rejection-reason"),
+                expiration: delivery
+                    .properties
+                    .expiration()
+                    .as_ref()
+                    .map(ToString::to_string),
+                headers: delivery.properties.headers().clone().unwrap_or_default(),
                 body: delivery.data.clone(),
             });
             delivery
@@ -158,7 +164,19 @@ impl TestContext {
 pub struct DeadLetter {
     pub code: Option<String>,
     pub reason: Option<String>,
+    pub expiration: Option<String>,
+    pub headers: lapin::types::FieldTable,
     pub body: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// A string header of the dead letter.
+    pub fn header(&self, key: &str) -> Option<String> {
+        match self.headers.inner().get(key)? {
+            AMQPValue::LongString(value) => Some(value.to_string()),
+            other => Some(format!("{other:?}")),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

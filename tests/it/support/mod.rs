@@ -237,6 +237,17 @@ where
     }
 }
 
+/// The value of one sample line (`name{labels} value`) in a Prometheus scrape.
+pub fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// Test logs stay quiet unless TEST_LOG is set (to a filter, e.g. `debug`).
 fn init_logging() {
     if let Ok(filter) = std::env::var("TEST_LOG") {

@@ -20,14 +20,45 @@ impl TestContext {
     /// Start `disconnect-worker run` with this test's settings plus `extra`
     /// variables, its HTTP listener on a free port; killed when dropped.
     pub fn spawn_worker_process(&self, extra: &[(&str, &str)]) -> WorkerProcess {
-        let mut env: Vec<(&str, String)> = self.binary_env();
-        env.push(("RUN_MIGRATIONS", "false".into()));
-        env.extend(extra.iter().map(|(key, value)| (*key, value.to_string())));
         let logs = if std::env::var_os("TEST_LOG").is_some() {
             Logs::Inherit
         } else {
             Logs::Quiet
         };
+        self.spawn_worker_process_logging(extra, logs)
+    }
+
+    /// As [`Self::spawn_worker_process`], with its logs where `logs` says.
+    pub fn spawn_worker_process_logging(
+        &self,
+        extra: &[(&str, &str)],
+        logs: Logs,
+    ) -> WorkerProcess {
+        let mut env: Vec<(&str, String)> = self.binary_env();
+        env.push(("RUN_MIGRATIONS", "false".into()));
+        env.extend(extra.iter().map(|(key, value)| (*key, value.to_string())));
         WorkerProcess::spawn(BINARY.as_ref(), &env, logs).expect("starting the worker binary")
+    }
+}
+
+/// A JSON log file written by a worker with `LOG_FORMAT=json`: one object
+/// per line.
+pub fn json_log_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// The message of a JSON log line.
+pub fn message(line: &serde_json::Value) -> &str {
+    line["fields"]["message"].as_str().unwrap_or_default()
+}
+
+impl TestContext {
+    /// A file for a worker's logs, removed with the test's temporary files.
+    pub fn log_file(&self, name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("{}-{name}.log", self.database.name))
     }
 }
