@@ -141,6 +141,7 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             None => Duration::MAX,
             Some(channel) => match sweep(&shared, &channel).await {
                 Ok(more) => {
+                    shared.database.recovered();
                     backoff = retry.until_recovered().build();
                     if more {
                         continue;
