@@ -32,6 +32,26 @@ impl SecretUrl {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// The host the URL names, if any.
+    pub fn host(&self) -> Option<String> {
+        Url::parse(&self.0)
+            .ok()?
+            .host_str()
+            .map(ToString::to_string)
+    }
+
+    /// The same URL with another path (for a URL that parses, as every
+    /// `SecretUrl` does).
+    pub fn with_path(&self, path: &str) -> Self {
+        match Url::parse(&self.0) {
+            Ok(mut url) => {
+                url.set_path(path);
+                Self(url.to_string())
+            }
+            Err(_) => self.clone(),
+        }
+    }
 }
 
 impl fmt::Display for SecretUrl {

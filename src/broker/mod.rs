@@ -1,10 +1,12 @@
-//! RabbitMQ: the session (connection and channels), the topology, and
-//! publishing with confirms.
+//! RabbitMQ: the addresses, the session (connection and channels), the
+//! topology, and publishing with confirms.
 
+pub mod addresses;
 pub mod publish;
 pub mod session;
 pub mod subscribe;
 pub mod topology;
 
-pub use session::BrokerSession;
-pub use topology::Topology;
+pub use addresses::BrokerUrls;
+pub use session::{BrokerSession, TopologyMode};
+pub use topology::{Topology, TopologyError};

@@ -1,11 +1,27 @@
 //! One AMQP connection and the channels the worker uses on it.
 
+use std::time::Duration;
+
 use lapin::options::{BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::LongString;
 use lapin::{Channel, Connection, ConnectionProperties};
 
-use super::topology::Topology;
+use super::topology::{Topology, TopologyError};
 use crate::secret::SecretUrl;
+
+/// How long opening a session on one address may take: a node that went
+/// away without a word would otherwise hold the attempt for the operating
+/// system's TCP timeout (minutes) before the next address is tried.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to do with the topology when a session opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopologyMode {
+    /// Declare it (idempotent).
+    Declare,
+    /// Someone else owns it: only check that it exists.
+    Verify,
+}
 
 /// A live connection with the topology declared. When the connection drops,
 /// the session is thrown away and a new one opened; lapin's own experimental
@@ -20,13 +36,47 @@ pub struct BrokerSession {
 }
 
 impl BrokerSession {
-    pub async fn open(url: &SecretUrl, topology: &Topology, prefetch: u16) -> lapin::Result<Self> {
+    /// Connect to `url` and prepare the channels; a topology conflict is a
+    /// [`TopologyError::Mismatch`] or [`TopologyError::Missing`], anything
+    /// else a [`TopologyError::Broker`].
+    pub async fn open(
+        url: &SecretUrl,
+        topology: &Topology,
+        mode: TopologyMode,
+        prefetch: u16,
+    ) -> Result<Self, TopologyError> {
+        match tokio::time::timeout(OPEN_TIMEOUT, Self::open_now(url, topology, mode, prefetch))
+            .await
+        {
+            Ok(opened) => opened,
+            Err(_) => Err(TopologyError::Broker(lapin::Error::from(
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no session within {OPEN_TIMEOUT:?}"),
+                ),
+            ))),
+        }
+    }
+
+    async fn open_now(
+        url: &SecretUrl,
+        topology: &Topology,
+        mode: TopologyMode,
+        prefetch: u16,
+    ) -> Result<Self, TopologyError> {
         let properties = ConnectionProperties::default()
             // Shown in the management UI, so operators can tell replicas apart.
             .with_connection_name(LongString::from(connection_name()));
         let connection = Connection::connect(url.expose(), properties).await?;
+        match mode {
+            TopologyMode::Declare => {
+                let channel = connection.create_channel().await?;
+                topology.declare(&channel).await?;
+                let _ = channel.close(200, "declared".into()).await;
+            }
+            TopologyMode::Verify => topology.verify(&connection).await?,
+        }
         let consume_channel = connection.create_channel().await?;
-        topology.declare(&consume_channel).await?;
         // The broker sends at most `prefetch` unacknowledged deliveries: it
         // bounds the work in flight and the memory held. Per consumer
         // (global: false), so each replica gets its own window.

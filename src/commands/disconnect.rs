@@ -7,7 +7,7 @@ use anyhow::Context;
 use chrono::Utc;
 use futures_util::StreamExt;
 use lapin::options::BasicAckOptions;
-use lapin::{Connection, ConnectionProperties, Consumer};
+use lapin::{ConnectionProperties, Consumer};
 
 use super::ConfigError;
 use crate::broker::publish::{json_properties, publish_confirmed};
@@ -17,18 +17,21 @@ use crate::domain::event::{DISCONNECTED, DISCONNECT_REJECTED};
 use crate::domain::{AccessToken, DisconnectRequest};
 
 pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
-    let url = args.broker.amqp_url().map_err(ConfigError)?;
+    let urls = args.broker.amqp_urls().map_err(ConfigError)?;
     let topology = args.broker.topology().map_err(ConfigError)?;
     let token = AccessToken::parse(args.token.clone())
         .map_err(|what| ConfigError(format!("the token {what}")))?;
-    let connection = Connection::connect(url.expose(), ConnectionProperties::default())
+    let connection = urls
+        .connect_first("AMQP_URL", ConnectionProperties::default())
         .await
-        .with_context(|| format!("connecting to {url}"))?;
+        .map_err(anyhow::Error::msg)?;
+    if args.broker.declare_topology {
+        let declaring = connection.create_channel().await?;
+        topology.declare(&declaring).await?;
+    } else {
+        topology.verify(&connection).await?;
+    }
     let channel = connection.create_channel().await?;
-    topology
-        .declare(&channel)
-        .await
-        .context("declaring the topology")?;
     let request = DisconnectRequest {
         requested_at: Some(Utc::now()),
         requested_by: args.requested_by.clone(),

@@ -13,7 +13,7 @@ pub async fn run(
     worker_args: &WorkerArgs,
 ) -> anyhow::Result<()> {
     let settings = config::run_settings(database, broker, worker_args).map_err(ConfigError)?;
-    tracing::info!(database = %settings.database.url, broker = %settings.broker.url,
+    tracing::info!(database = %settings.database.url, broker = %settings.broker.urls,
         queue = %settings.broker.topology.request_queue, prefetch = settings.broker.prefetch, "starting");
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

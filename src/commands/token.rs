@@ -1,7 +1,7 @@
 //! `disconnect-worker token issue|introspect`.
 
 use anyhow::Context;
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::AsyncPgConnection;
 
 use super::ConfigError;
 use crate::cli::IssueArgs;
@@ -11,9 +11,7 @@ use crate::service::{introspect_token, issue_token, TokenGrant};
 
 async fn open(database: &DatabaseArgs) -> anyhow::Result<AsyncPgConnection> {
     let settings = database.settings().map_err(ConfigError)?;
-    AsyncPgConnection::establish(settings.url.expose())
-        .await
-        .with_context(|| format!("connecting to {}", settings.url))
+    Ok(settings.url.establish().await?)
 }
 
 /// Prints only the token, so scripts can capture it.

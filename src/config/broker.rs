@@ -5,8 +5,7 @@
 use clap::Args;
 
 use super::DEFAULT_AMQP_URL;
-use crate::broker::Topology;
-use crate::secret::SecretUrl;
+use crate::broker::{BrokerUrls, Topology};
 
 pub const REQUEST_EXCHANGE: &str = "REQUEST_EXCHANGE";
 pub const REQUEST_QUEUE: &str = "REQUEST_QUEUE";
@@ -15,10 +14,14 @@ pub const DEAD_LETTER_EXCHANGE: &str = "DEAD_LETTER_EXCHANGE";
 pub const DEAD_LETTER_QUEUE: &str = "DEAD_LETTER_QUEUE";
 pub const EVENT_EXCHANGE: &str = "EVENT_EXCHANGE";
 pub const DELIVERY_LIMIT: &str = "DELIVERY_LIMIT";
+pub const DECLARE_TOPOLOGY: &str = "DECLARE_TOPOLOGY";
 
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
-    /// AMQP URL (amqp:// or amqps://). Default: amqp://guest:***@localhost:5672/%2f.
+    /// AMQP URL (amqp:// or amqps://), or the URLs of a cluster's nodes,
+    /// comma-separated, all with the same user and virtual host: the worker
+    /// uses the first that answers and, when it loses one, tries the next.
+    /// Default: amqp://guest:***@localhost:5672/%2f.
     #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true,
           hide_default_value = true)]
     pub amqp_url: String,
@@ -53,11 +56,17 @@ pub struct BrokerArgs {
     #[arg(long, env = DELIVERY_LIMIT, value_name = DELIVERY_LIMIT, default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub delivery_limit: u32,
+
+    /// Declare the exchanges and queues (true), or only check that they
+    /// exist (false), for brokers whose topology is managed elsewhere.
+    #[arg(long, env = DECLARE_TOPOLOGY, value_name = DECLARE_TOPOLOGY, default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub declare_topology: bool,
 }
 
 impl BrokerArgs {
-    pub fn amqp_url(&self) -> Result<SecretUrl, String> {
-        SecretUrl::parse("AMQP_URL", &self.amqp_url, &["amqp", "amqps"])
+    pub fn amqp_urls(&self) -> Result<BrokerUrls, String> {
+        BrokerUrls::parse("AMQP_URL", &self.amqp_url)
     }
 
     pub fn topology(&self) -> Result<Topology, String> {

@@ -3,12 +3,13 @@
 use clap::Args;
 
 use super::DEFAULT_DATABASE_URL;
-use crate::db::DatabaseSettings;
-use crate::secret::SecretUrl;
+use crate::db::{DatabaseSettings, DatabaseUrl};
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// Postgres URL; the database is created if missing.
+    /// Postgres URL; the database is created if missing. TLS with libpq's
+    /// `sslmode` (disable, prefer, require, verify-ca, verify-full) and
+    /// `sslrootcert`; `application_name` defaults to disconnect-worker.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
 
@@ -21,11 +22,7 @@ pub struct DatabaseArgs {
 impl DatabaseArgs {
     pub fn settings(&self) -> Result<DatabaseSettings, String> {
         Ok(DatabaseSettings {
-            url: SecretUrl::parse(
-                "DATABASE_URL",
-                &self.database_url,
-                &["postgres", "postgresql"],
-            )?,
+            url: DatabaseUrl::parse(&self.database_url)?,
             pool_size: usize::from(self.database_pool_size),
         })
     }

@@ -141,8 +141,9 @@ pub fn run_settings(
             retry: retry.clone(),
         },
         broker: BrokerSettings {
-            url: broker.amqp_url()?,
+            urls: broker.amqp_urls()?,
             topology,
+            declare_topology: broker.declare_topology,
             prefetch: worker.prefetch,
         },
         retry,

@@ -2,6 +2,7 @@
 //! small named queries per table. The outbox's table belongs to the outbox
 //! (`crate::outbox::store`).
 
+pub mod connect;
 pub mod connections;
 pub mod requests;
 pub mod schema;
@@ -14,6 +15,7 @@ use diesel_async::AsyncPgConnection;
 
 use crate::domain::{ConnectionId, RequestId};
 
+pub use connect::{ConnectError, DatabaseUrl};
 pub use setup::{connect, migrate, DatabaseSettings};
 
 pub type DbPool = Pool<AsyncPgConnection>;

@@ -5,13 +5,13 @@ use std::time::Duration;
 use anyhow::Context;
 use diesel::sql_types::Text;
 use diesel::ConnectionError;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
-use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::{AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use url::Url;
+use futures_util::FutureExt;
 
+use super::connect::{ConnectError, DatabaseUrl};
 use super::DbPool;
-use crate::secret::SecretUrl;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -25,45 +25,59 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
-    pub url: SecretUrl,
+    pub url: DatabaseUrl,
     pub pool_size: usize,
 }
 
 /// Why the database could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    /// The server did not let us in: down, unreachable, or refusing the
-    /// connection; worth waiting for.
-    #[error("cannot connect to {url}: {source}")]
-    Unreachable {
-        /// Printed with the password masked.
-        url: String,
-        source: ConnectionError,
-    },
-    /// Connected, and then something failed that waiting will not fix.
+    /// The server did not answer, or did not let us in: worth waiting for.
+    /// A TLS failure is not this, but `Failed`: a bad setting.
+    #[error(transparent)]
+    Unreachable(ConnectError),
+    /// Something failed that waiting will not fix.
     #[error("{0:#}")]
     Failed(#[from] anyhow::Error),
 }
 
 impl SetupError {
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Unreachable { .. })
+        matches!(self, Self::Unreachable(_))
     }
 }
 
-async fn establish(url: &SecretUrl) -> Result<AsyncPgConnection, SetupError> {
-    AsyncPgConnection::establish(url.expose())
-        .await
-        .map_err(|source| SetupError::Unreachable {
-            url: url.to_string(),
-            source,
-        })
+impl From<ConnectError> for SetupError {
+    fn from(error: ConnectError) -> Self {
+        if error.is_unreachable() {
+            Self::Unreachable(error)
+        } else {
+            Self::Failed(error.into())
+        }
+    }
 }
 
-/// Build the connection pool. Connections are opened lazily, so this does not
-/// fail when Postgres is down; the first query does, and is retried.
+/// Build the connection pool; every connection is opened by
+/// [`DatabaseUrl::establish`], TLS included. Connections are opened lazily,
+/// so this does not fail when Postgres is down; the first query does, and
+/// is retried.
 pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<DbPool> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(settings.url.expose());
+    let url = settings.url.clone();
+    let mut config = ManagerConfig::default();
+    config.custom_setup = Box::new(move |_| {
+        let url = url.clone();
+        async move {
+            url.establish()
+                .await
+                .map_err(|error| ConnectionError::BadConnection(error.to_string()))
+        }
+        .boxed()
+    });
+    // The string is only handed back to `custom_setup`, which ignores it.
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        settings.url.to_string(),
+        config,
+    );
     DbPool::builder(manager)
         .max_size(settings.pool_size)
         .wait_timeout(Some(POOL_TIMEOUT))
@@ -77,21 +91,18 @@ pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<DbPool> {
 /// Create the database named in the URL if it does not exist, connecting to
 /// the server's `postgres` database to do so. Safe to run from several
 /// replicas at once.
-pub async fn create_database_if_missing(url: &SecretUrl) -> Result<(), SetupError> {
-    let mut parsed = Url::parse(url.expose()).context("DATABASE_URL is not a URL")?;
-    let name = parsed.path().trim_start_matches('/').to_string();
-    if name.is_empty() {
+pub async fn create_database_if_missing(url: &DatabaseUrl) -> Result<(), SetupError> {
+    let Some(name) = url.database_name().map(ToString::to_string) else {
         return Err(anyhow::anyhow!("DATABASE_URL names no database").into());
-    }
-    if let Ok(mut conn) = AsyncPgConnection::establish(url.expose()).await {
+    };
+    match url.establish().await {
         // It exists and we can reach it: nothing to do.
-        let _ = diesel::sql_query("SELECT 1").execute(&mut conn).await;
-        return Ok(());
+        Ok(_) => return Ok(()),
+        // A bad TLS setting fails here, not on the next connection.
+        Err(error) if !error.is_unreachable() => return Err(error.into()),
+        Err(_) => {}
     }
-    parsed.set_path("/postgres");
-    let admin_url = SecretUrl::parse("DATABASE_URL", parsed.as_str(), &["postgres", "postgresql"])
-        .map_err(anyhow::Error::msg)?;
-    let mut admin = establish(&admin_url).await?;
+    let mut admin = url.with_database("postgres").establish().await?;
     #[derive(diesel::QueryableByName)]
     struct Exists {
         #[diesel(sql_type = diesel::sql_types::Bool)]
@@ -129,8 +140,8 @@ const MIGRATION_LOCK_KEY: i64 = 0x0064_772d_6d69_6772;
 
 /// Apply every pending embedded migration. Replicas starting together queue on
 /// an advisory lock, so each migration is applied once.
-pub async fn migrate(url: &SecretUrl) -> Result<Vec<String>, SetupError> {
-    let mut lock_holder = establish(url).await?;
+pub async fn migrate(url: &DatabaseUrl) -> Result<Vec<String>, SetupError> {
+    let mut lock_holder = url.establish().await?;
     diesel::sql_query("SELECT pg_advisory_lock($1)")
         .bind::<diesel::sql_types::BigInt, _>(MIGRATION_LOCK_KEY)
         .execute(&mut lock_holder)
@@ -145,8 +156,8 @@ pub async fn migrate(url: &SecretUrl) -> Result<Vec<String>, SetupError> {
     applied
 }
 
-async fn run_pending_migrations(url: &SecretUrl) -> Result<Vec<String>, SetupError> {
-    let conn = establish(url).await?;
+async fn run_pending_migrations(url: &DatabaseUrl) -> Result<Vec<String>, SetupError> {
+    let conn = url.establish().await?;
     let mut harness = AsyncMigrationHarness::new(conn);
     // The harness blocks on the async connection; keep it off the async threads.
     let applied = tokio::task::spawn_blocking(move || {

@@ -107,12 +107,24 @@ struct Worker {
 
 impl Worker {
     async fn run(&self, outbox: &Outbox) -> anyhow::Result<()> {
+        let mut first_address = 0;
         loop {
-            let Some(session) = startup::open_session(&self.settings, &self.shutdown).await else {
+            let opened = startup::open_session(&self.settings, first_address, &self.shutdown).await;
+            let (session, address) = match opened {
+                Ok(Some(opened)) => opened,
                 // Stopped before a session opened: nothing to publish on.
-                self.readiness.not_consuming("shutting down");
-                return self.finish(outbox).await;
+                Ok(None) => {
+                    self.readiness.not_consuming("shutting down");
+                    return self.finish(outbox).await;
+                }
+                Err(error) => {
+                    self.readiness.not_consuming("topology conflict");
+                    let _ = self.finish(outbox).await;
+                    return Err(error);
+                }
             };
+            // After a loss, the next address is tried first.
+            first_address = address + 1;
             outbox.use_channel(session.publish_channel.clone());
             match self.consume_session(&session).await {
                 SessionEnd::Shutdown => {

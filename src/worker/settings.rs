@@ -4,11 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::broker::Topology;
+use crate::broker::{BrokerUrls, Topology};
 use crate::db::DatabaseSettings;
 use crate::outbox::OutboxSettings;
 use crate::retry::RetrySettings;
-use crate::secret::SecretUrl;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -27,8 +26,11 @@ pub struct Settings {
 
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
-    pub url: SecretUrl,
+    /// One address, or the nodes of a cluster, tried in turn.
+    pub urls: BrokerUrls,
     pub topology: Topology,
+    /// Declare the topology, or only check that it exists.
+    pub declare_topology: bool,
     /// Unacknowledged deliveries the broker sends ahead.
     pub prefetch: u16,
 }

@@ -5,28 +5,31 @@ use backon::Retryable;
 use tokio_util::sync::CancellationToken;
 
 use super::Settings;
-use crate::broker::BrokerSession;
+use crate::broker::{BrokerSession, TopologyError, TopologyMode};
 use crate::db::setup::{self, SetupError};
 use crate::observability::{metrics, Outage};
 
-/// Create and migrate the database if asked. `false` if the worker was
-/// stopped first. A server that cannot be reached is waited for; a failure
-/// once connected (a migration that fails, no right to create the database)
-/// stops start-up, since waiting would not fix it.
+/// Make sure the database can be used: create and migrate it if asked, or
+/// else open one connection. `false` if the worker was stopped first. A
+/// server that cannot be reached is waited for; anything else (a TLS setting
+/// that does not match the server, a migration that fails, no right to
+/// create the database) stops start-up, since waiting would not fix it.
 pub async fn prepare_database(
     settings: &Settings,
     database: &Outage,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<bool> {
-    if !settings.run_migrations {
-        return Ok(true);
-    }
     let url = &settings.database.url;
-    let migrate = || async {
-        setup::create_database_if_missing(url).await?;
-        setup::migrate(url).await
+    let prepare = || async {
+        if settings.run_migrations {
+            setup::create_database_if_missing(url).await?;
+            setup::migrate(url).await.map(|applied| applied.len())
+        } else {
+            url.establish().await.map_err(SetupError::from)?;
+            Ok(0)
+        }
     };
-    let attempt = migrate
+    let attempt = prepare
         .retry(settings.retry.until_recovered())
         .when(SetupError::is_unreachable)
         .notify(|error, _| {
@@ -38,32 +41,66 @@ pub async fn prepare_database(
         applied = attempt => applied?,
     };
     database.recovered();
-    tracing::info!(migrations.applied = applied.len(), "database ready");
+    tracing::info!(
+        migrations.applied = applied,
+        tls = url.ssl_mode().as_str(),
+        "database ready"
+    );
     Ok(true)
 }
 
-/// Open a broker session (connect, declare the topology). `None` if the worker
-/// was stopped first.
+/// Open a broker session on the first address that answers, starting at
+/// `first` and going round the list: after losing a node, the worker tries
+/// the next one first. Each round that finds none is retried with backoff,
+/// until the worker is stopped (`Ok(None)`). A topology conflict (an object
+/// with other settings, or one missing with `DECLARE_TOPOLOGY=false`) is an
+/// error: it stops the worker, since no retry fixes it.
 pub async fn open_session(
     settings: &Settings,
+    first: usize,
     shutdown: &CancellationToken,
-) -> Option<BrokerSession> {
+) -> anyhow::Result<Option<(BrokerSession, usize)>> {
     let broker = &settings.broker;
     let outage = Outage::new("broker");
-    let open = || BrokerSession::open(&broker.url, &broker.topology, broker.prefetch);
-    let attempt = open
+    let mode = if broker.declare_topology {
+        TopologyMode::Declare
+    } else {
+        TopologyMode::Verify
+    };
+    let round = || async {
+        let mut last_error = None;
+        for (index, url) in broker.urls.from(first) {
+            match BrokerSession::open(url, &broker.topology, mode, broker.prefetch).await {
+                Ok(session) => return Ok((session, index)),
+                Err(error) if error.is_conflict() => return Err(error),
+                Err(error) => {
+                    tracing::debug!(broker = %url, error = %error, "broker address not answering");
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            TopologyError::Broker(lapin::Error::from(std::io::Error::other(
+                "no broker address",
+            )))
+        }))
+    };
+    let attempt = round
         .retry(settings.retry.until_recovered())
+        .when(|error: &TopologyError| !error.is_conflict())
         .notify(|error, _| {
             metrics::retried("connect");
             outage.failed(error);
         });
     tokio::select! {
-        () = shutdown.cancelled() => None,
-        session = attempt => {
-            let session = session.ok()?;
+        () = shutdown.cancelled() => Ok(None),
+        opened = attempt => {
+            let (session, index) = opened?;
             outage.recovered();
-            tracing::info!(broker = %broker.url, "broker session open, topology declared");
-            Some(session)
+            if let Some(url) = broker.urls.get(index) {
+                tracing::info!(broker = %url, "broker session open, topology ready");
+            }
+            Ok(Some((session, index)))
         }
     }
 }

@@ -3,17 +3,20 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use disconnect_worker::broker::topology::inspect_queue;
-use disconnect_worker::broker::Topology;
+use disconnect_worker::broker::{BrokerUrls, Topology};
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
 
-/// A connection and one channel on it, in confirm mode.
-pub async fn connect(amqp_url: &str) -> anyhow::Result<(Connection, Channel)> {
-    let connection = Connection::connect(amqp_url, ConnectionProperties::default())
+/// A connection to the first of `amqp_urls` (one URL, or a comma-separated
+/// list, as `AMQP_URL` takes) that answers, and one channel on it, in
+/// confirm mode.
+pub async fn connect(amqp_urls: &str) -> anyhow::Result<(Connection, Channel)> {
+    let connection = BrokerUrls::parse("AMQP_URL", amqp_urls)
+        .map_err(anyhow::Error::msg)?
+        .connect_first("AMQP_URL", ConnectionProperties::default())
         .await
-        .context("connecting to RabbitMQ")?;
+        .map_err(anyhow::Error::msg)?;
     let channel = connection.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())

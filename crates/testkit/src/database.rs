@@ -9,10 +9,9 @@
 
 use anyhow::Context;
 use diesel::sql_types::{Bool, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use disconnect_worker::db::setup::MIGRATIONS_DIGEST;
-use disconnect_worker::db::{self, DatabaseSettings, DbPool};
-use disconnect_worker::secret::SecretUrl;
+use disconnect_worker::db::{self, DatabaseSettings, DatabaseUrl, DbPool};
 use tokio::sync::OnceCell;
 use url::Url;
 
@@ -63,14 +62,13 @@ impl TestDatabase {
         }
     }
 
-    pub fn secret_url(&self) -> SecretUrl {
-        SecretUrl::parse("DATABASE_URL", &self.url, &["postgres", "postgresql"])
-            .expect("a database URL made from a valid one")
+    pub fn database_url(&self) -> DatabaseUrl {
+        DatabaseUrl::parse(&self.url).expect("a database URL made from a valid one")
     }
 
     pub fn settings(&self, pool_size: usize) -> DatabaseSettings {
         DatabaseSettings {
-            url: self.secret_url(),
+            url: self.database_url(),
             pool_size,
         }
     }
@@ -93,14 +91,8 @@ impl TestDatabase {
 }
 
 async fn connect(admin_url: &Url) -> anyhow::Result<AsyncPgConnection> {
-    AsyncPgConnection::establish(admin_url.as_str())
-        .await
-        .with_context(|| {
-            format!(
-                "connecting to {}",
-                admin_url.host_str().unwrap_or("Postgres")
-            )
-        })
+    let url = DatabaseUrl::parse(admin_url.as_str()).map_err(anyhow::Error::msg)?;
+    Ok(url.establish().await?)
 }
 
 /// The migrated template's name, building it the first time in this
@@ -169,8 +161,7 @@ async fn build_template_locked(
         .with_context(|| format!("creating the template {name}"))?;
     let mut url = admin_url.clone();
     url.set_path(&format!("/{name}"));
-    let url = SecretUrl::parse("DATABASE_URL", url.as_str(), &["postgres", "postgresql"])
-        .map_err(anyhow::Error::msg)?;
+    let url = DatabaseUrl::parse(url.as_str()).map_err(anyhow::Error::msg)?;
     db::migrate(&url).await.context("migrating the template")?;
     // No connections from now on: a clone needs the template to itself.
     admin

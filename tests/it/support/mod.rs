@@ -14,12 +14,12 @@ use std::time::Duration;
 use disconnect_testkit::broker::{delete_topology, unique_topology};
 use disconnect_testkit::process::worker_env;
 use disconnect_testkit::{services, TestDatabase};
-use disconnect_worker::broker::Topology;
+use disconnect_worker::broker::{BrokerUrls, Topology};
+use disconnect_worker::db::DatabaseUrl;
 use disconnect_worker::db::DbPool;
 use disconnect_worker::domain::{AccessToken, IssuedToken};
 use disconnect_worker::outbox::OutboxSettings;
 use disconnect_worker::retry::RetrySettings;
-use disconnect_worker::secret::SecretUrl;
 use disconnect_worker::service::{self, Introspection, TokenGrant};
 use disconnect_worker::worker::{self, BrokerSettings, ConsumeSettings, Settings};
 use tokio::task::JoinHandle;
@@ -76,12 +76,13 @@ impl TestContext {
         };
         Settings {
             database: disconnect_worker::db::DatabaseSettings {
-                url: SecretUrl::parse("DATABASE_URL", database_url, &["postgres"]).expect("url"),
+                url: DatabaseUrl::parse(database_url).expect("url"),
                 pool_size: 8,
             },
             broker: BrokerSettings {
-                url: SecretUrl::parse("AMQP_URL", amqp_url, &["amqp"]).expect("url"),
+                urls: BrokerUrls::parse("AMQP_URL", amqp_url).expect("url"),
                 topology: self.topology.clone(),
+                declare_topology: true,
                 prefetch: 16,
             },
             consume: ConsumeSettings {

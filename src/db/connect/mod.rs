@@ -1,0 +1,330 @@
+//! Connecting to Postgres: the one way every part of the program does it
+//! (the pool, migrations, the commands, the test kit and the benchmark).
+//!
+//! `DATABASE_URL` takes libpq's TLS settings with libpq's meanings, carried
+//! out with rustls (tokio-postgres itself knows only `disable`, `prefer` and
+//! `require`, and no `sslrootcert`):
+//!
+//! | `sslmode` | encrypted | server certificate checked |
+//! |---|---|---|
+//! | `disable` | no | no |
+//! | `prefer` (default) | if the server offers TLS, else plaintext | no |
+//! | `require` | yes | no; with `sslrootcert`, as `verify-ca` (as libpq does) |
+//! | `verify-ca` | yes | chain to a trusted root |
+//! | `verify-full` | yes | chain, and the host name |
+//!
+//! The trusted roots are the PEM file `sslrootcert` names, else the system's
+//! (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured), or `sslrootcert=system`.
+//! The connection's `application_name` is `disconnect-worker` unless the URL
+//! sets one, so operators find the worker in `pg_stat_activity`.
+
+mod verify;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use diesel_async::AsyncPgConnection;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
+use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
+use url::Url;
+
+use crate::secret::SecretUrl;
+
+/// The application name the worker's connections carry unless the URL sets
+/// `application_name`.
+pub const DEFAULT_APPLICATION_NAME: &str = "disconnect-worker";
+
+/// The setting every message names.
+const SETTING: &str = "DATABASE_URL";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "disable" => Ok(Self::Disable),
+            "prefer" => Ok(Self::Prefer),
+            "require" => Ok(Self::Require),
+            "verify-ca" => Ok(Self::VerifyCa),
+            "verify-full" => Ok(Self::VerifyFull),
+            // `allow` tries plaintext first: a downgrade nobody should choose.
+            other => Err(format!(
+                "{SETTING}: sslmode must be disable, prefer, require, verify-ca or verify-full, not `{other}`"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// Where the trusted roots come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Roots {
+    System,
+    File(PathBuf),
+}
+
+/// A parsed, checked `DATABASE_URL`. Its `Display` masks the password.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    shown: SecretUrl,
+    config: tokio_postgres::Config,
+    ssl_mode: SslMode,
+    roots: Option<Roots>,
+    /// Built once, when the URL is parsed: a missing or unreadable root file
+    /// is a bad setting, found at start-up.
+    tls: Option<MakeRustlsConnect>,
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shown.fmt(f)
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.shown)
+    }
+}
+
+impl DatabaseUrl {
+    /// Check `value` as `DATABASE_URL`; every error names the setting and
+    /// never repeats the password.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let shown = SecretUrl::parse(SETTING, value, &["postgres", "postgresql"])?;
+        let mut url = Url::parse(value).map_err(|error| format!("{SETTING}: {error}"))?;
+        let mut ssl_mode = SslMode::Prefer;
+        let mut roots = None;
+        let mut application_name = None;
+        let mut kept = Vec::new();
+        for (key, value) in url.query_pairs() {
+            match key.as_ref() {
+                "sslmode" => ssl_mode = SslMode::parse(&value)?,
+                "sslrootcert" if value == "system" => roots = Some(Roots::System),
+                "sslrootcert" => roots = Some(Roots::File(PathBuf::from(value.as_ref()))),
+                "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" => {
+                    return Err(format!(
+                        "{SETTING}: {key} is not supported (client certificates and revocation lists)"
+                    ))
+                }
+                "application_name" => {
+                    application_name = Some(value.into_owned());
+                }
+                _ => kept.push((key.into_owned(), value.into_owned())),
+            }
+        }
+        url.set_query(None);
+        if !kept.is_empty() {
+            url.query_pairs_mut().extend_pairs(&kept);
+        }
+        let mut config = tokio_postgres::Config::from_str(url.as_str()).map_err(|error| {
+            format!("{SETTING} is not a Postgres connection URL that can be used ({error})")
+        })?;
+        config.application_name(
+            application_name
+                .as_deref()
+                .unwrap_or(DEFAULT_APPLICATION_NAME),
+        );
+        // `require` with a root file checks the chain, as libpq does.
+        if ssl_mode == SslMode::Require && matches!(roots, Some(Roots::File(_))) {
+            ssl_mode = SslMode::VerifyCa;
+        }
+        config.ssl_mode(match ssl_mode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
+        });
+        let tls = match ssl_mode {
+            SslMode::Disable => None,
+            mode => Some(MakeRustlsConnect::new(client_config(mode, roots.as_ref())?)),
+        };
+        Ok(Self {
+            shown,
+            config,
+            ssl_mode,
+            roots,
+            tls,
+        })
+    }
+
+    pub fn ssl_mode(&self) -> SslMode {
+        self.ssl_mode
+    }
+
+    /// The database this URL names.
+    pub fn database_name(&self) -> Option<&str> {
+        self.config.get_dbname()
+    }
+
+    /// The same server, credentials and TLS settings, another database.
+    pub fn with_database(&self, name: &str) -> Self {
+        let mut other = self.clone();
+        other.config.dbname(name);
+        other.shown = self.shown.with_path(&format!("/{name}"));
+        other
+    }
+
+    /// Open a connection. A TLS failure is reported as a bad setting
+    /// ([`ConnectError::Tls`]), not as an unreachable server.
+    pub async fn establish(&self) -> Result<AsyncPgConnection, ConnectError> {
+        let connected = match &self.tls {
+            None => {
+                let (client, connection) = self
+                    .config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|error| self.connect_error(&error))?;
+                AsyncPgConnection::try_from_client_and_connection(client, connection).await
+            }
+            Some(tls) => {
+                let (client, connection) = self
+                    .config
+                    .connect(tls.clone())
+                    .await
+                    .map_err(|error| self.connect_error(&error))?;
+                AsyncPgConnection::try_from_client_and_connection(client, connection).await
+            }
+        };
+        connected.map_err(|error| ConnectError::Unreachable {
+            url: self.shown.to_string(),
+            reason: error.to_string(),
+        })
+    }
+
+    fn connect_error(&self, error: &tokio_postgres::Error) -> ConnectError {
+        match verify::tls_failure(error) {
+            Some(reason) => ConnectError::Tls {
+                settings: self.tls_settings(),
+                host: self.shown.host().unwrap_or_default(),
+                reason,
+            },
+            None => ConnectError::Unreachable {
+                url: self.shown.to_string(),
+                reason: error.to_string(),
+            },
+        }
+    }
+
+    fn tls_settings(&self) -> String {
+        match &self.roots {
+            Some(Roots::File(path)) => format!(
+                "sslmode={}, sslrootcert={}",
+                self.ssl_mode.as_str(),
+                path.display()
+            ),
+            Some(Roots::System) => {
+                format!("sslmode={}, sslrootcert=system", self.ssl_mode.as_str())
+            }
+            None => format!("sslmode={}", self.ssl_mode.as_str()),
+        }
+    }
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The server did not answer, or refused us: may pass by itself.
+    #[error("cannot connect to {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The TLS handshake failed: the settings (or the server's certificate)
+    /// are wrong, and waiting will not fix it.
+    #[error("{SETTING} ({settings}): the TLS handshake with {host} failed: {reason}")]
+    Tls {
+        settings: String,
+        host: String,
+        reason: String,
+    },
+}
+
+impl ConnectError {
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
+}
+
+fn client_config(mode: SslMode, roots: Option<&Roots>) -> Result<ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| format!("{SETTING}: no TLS version available ({error})"))?;
+    let config = match mode {
+        // libpq's `prefer` and `require` encrypt without checking who answers.
+        SslMode::Prefer | SslMode::Require => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verify::AnyCertificate::new(provider))),
+        SslMode::VerifyCa => {
+            let chain = verify::chain_verifier(load_roots(roots)?, provider)?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verify::ChainOnly::new(chain)))
+        }
+        SslMode::VerifyFull | SslMode::Disable => {
+            builder.with_root_certificates(load_roots(roots)?)
+        }
+    };
+    Ok(config.with_no_client_auth())
+}
+
+fn load_roots(roots: Option<&Roots>) -> Result<RootCertStore, String> {
+    let mut store = RootCertStore::empty();
+    match roots {
+        Some(Roots::File(path)) => {
+            let certificates = read_pem_certificates(path)?;
+            let (added, _) = store.add_parsable_certificates(certificates);
+            if added == 0 {
+                return Err(format!(
+                    "{SETTING}: sslrootcert {} holds no usable certificate",
+                    path.display()
+                ));
+            }
+        }
+        None | Some(Roots::System) => {
+            let found = rustls_native_certs::load_native_certs();
+            store.add_parsable_certificates(found.certs);
+            if store.is_empty() {
+                return Err(format!(
+                    "{SETTING}: no trusted root certificates found on this system; \
+                     name a CA file with sslrootcert=/path/to/ca.pem or SSL_CERT_FILE"
+                ));
+            }
+        }
+    }
+    Ok(store)
+}
+
+fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let unreadable = |error: &dyn fmt::Display| {
+        format!(
+            "{SETTING}: sslrootcert {} cannot be read: {error}",
+            path.display()
+        )
+    };
+    CertificateDer::pem_file_iter(path)
+        .map_err(|error| unreadable(&error))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| unreadable(&error))
+}
+
+#[cfg(test)]
+mod tests;
