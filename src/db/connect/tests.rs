@@ -16,7 +16,7 @@ fn every_libpq_mode_but_allow_is_understood_and_prefer_is_the_default() {
         let url = parse(&format!("?sslmode={mode}")).expect(mode);
         assert_eq!(url.ssl_mode().as_str(), mode);
     }
-    let error = parse("?sslmode=allow").err().expect("allow is refused");
+    let error = parse("?sslmode=allow").expect_err("allow is refused");
     assert!(
         error.contains("DATABASE_URL") && error.contains("sslmode"),
         "{error}"
@@ -51,13 +51,12 @@ fn bad_tls_settings_name_the_setting_and_hide_the_password() {
         "?sslcert=/tmp/client.pem",
     ];
     for query in cases {
-        let error = parse(query).err().expect(query);
+        let error = parse(query).expect_err(query);
         assert!(error.contains("DATABASE_URL"), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
     }
-    let error = parse("?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem")
-        .err()
-        .expect("missing file");
+    let error =
+        parse("?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem").expect_err("missing file");
     assert!(
         error.contains("sslrootcert") && error.contains("/nonexistent/ca.pem"),
         "{error}"
