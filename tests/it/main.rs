@@ -1,6 +1,7 @@
 //! Integration tests, one binary (one module per area), against real Postgres
 //! and RabbitMQ: see support/services.rs for how they are found.
 
+mod addresses;
 mod bad_input;
 mod batching;
 mod cli;
@@ -16,3 +17,5 @@ mod secrets;
 mod seed_scenarios;
 mod startup;
 mod support;
+mod tls;
+mod topology;

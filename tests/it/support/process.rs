@@ -62,3 +62,28 @@ impl TestContext {
         std::env::temp_dir().join(format!("{}-{name}.log", self.database.name))
     }
 }
+
+/// Run `command` to its end, which must come within [`super::PATIENCE`]: for
+/// start-ups that must fail rather than wait.
+pub async fn run_to_exit(mut command: Command) -> std::process::Output {
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().expect("starting the binary");
+    let pid = child.id();
+    let output = tokio::time::timeout(
+        super::PATIENCE,
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await;
+    match output {
+        Ok(output) => output.expect("joined").expect("waited"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("the process did not exit within {:?}", super::PATIENCE)
+        }
+    }
+}
