@@ -8,15 +8,7 @@ use disconnect_worker::domain::ConnectionStatus;
 
 use crate::support::proxy::Proxy;
 use crate::support::workload::{DeadLetters, Workload};
-use crate::support::{eventually, RunningWorker, TestContext};
-
-/// Wait until at least `count` requests are recorded: the stream is under way.
-async fn wait_for_progress(test: &TestContext, count: i64) {
-    eventually("the stream to be under way", || async {
-        (test.recorded_request_count().await >= count).then_some(())
-    })
-    .await;
-}
+use crate::support::{RunningWorker, TestContext};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_stream_and_restarted_loses_nothing() {
@@ -25,7 +17,7 @@ async fn a_worker_killed_mid_stream_and_restarted_loses_nothing() {
     let mut events = test.event_tap().await;
     workload.publish(&test).await;
     let worker = test.spawn_worker_process(&[]);
-    wait_for_progress(&test, 300).await;
+    test.wait_for_progress(300).await;
 
     worker.signal("KILL");
     let status = worker.wait().await;
@@ -48,7 +40,7 @@ async fn sigterm_under_load_finishes_in_flight_work_and_a_restart_finishes_the_s
     let mut events = test.event_tap().await;
     workload.publish(&test).await;
     let worker = test.spawn_worker_process(&[]);
-    wait_for_progress(&test, 200).await;
+    test.wait_for_progress(200).await;
 
     worker.signal("TERM");
     let status = worker.wait().await;
@@ -76,7 +68,7 @@ async fn broker_connections_cut_under_load_lose_nothing() {
     workload.publish(&test).await;
 
     for cut in 1..=3 {
-        wait_for_progress(&test, 150 * cut).await;
+        test.wait_for_progress(150 * cut).await;
         proxy.cut();
     }
 
@@ -95,7 +87,7 @@ async fn postgres_going_away_under_load_loses_nothing() {
     let mut events = test.event_tap().await;
     workload.publish(&test).await;
 
-    wait_for_progress(&test, 200).await;
+    test.wait_for_progress(200).await;
     proxy.go_down();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let during_outage = test.recorded_request_count().await;
@@ -200,7 +192,7 @@ async fn a_stalled_broker_connection_is_detected_by_heartbeats_and_replaced() {
     let mut events = test.event_tap().await;
     workload.publish(&test).await;
 
-    wait_for_progress(&test, 150).await;
+    test.wait_for_progress(150).await;
     proxy.stall();
 
     test.assert_invariants(&workload, &mut events, DeadLetters::AtLeastOnce)

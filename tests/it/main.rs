@@ -5,6 +5,7 @@ mod addresses;
 mod bad_input;
 mod batching;
 mod cli;
+mod cluster;
 mod concurrency;
 mod database_outage;
 mod faults;

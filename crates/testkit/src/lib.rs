@@ -4,10 +4,12 @@
 //! - [`services`]: where Postgres and RabbitMQ are;
 //! - [`database`]: a database of one's own, cloned from a migrated template;
 //! - [`broker`]: connections, topologies with unique names, and their cleanup;
+//! - [`cluster`]: a RabbitMQ cluster of its own, from the installed server;
 //! - [`process`]: the worker binary as a child process, with its environment
 //!   made from the same names its configuration reads.
 
 pub mod broker;
+pub mod cluster;
 pub mod database;
 pub mod process;
 pub mod services;

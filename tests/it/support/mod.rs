@@ -41,6 +41,14 @@ impl TestContext {
     /// A fresh database with the schema, and a declared topology with
     /// unique names.
     pub async fn new() -> Self {
+        let amqp_url = services::services().await.amqp_url.clone();
+        Self::on_broker(&amqp_url, &amqp_url).await
+    }
+
+    /// As [`Self::new`], on another broker: the test's own connections go
+    /// to `amqp_url`, and the topology is declared through `declare_via`
+    /// (a cluster node, which then leads the quorum queues).
+    pub async fn on_broker(amqp_url: &str, declare_via: &str) -> Self {
         init_logging();
         let services = services::services().await;
         let database = TestDatabase::create(&services.postgres_admin_url, "dwtest")
@@ -50,10 +58,10 @@ impl TestContext {
             database_url: database.url.clone(),
             pool: database.pool(16),
             database,
-            amqp_url: services.amqp_url.clone(),
+            amqp_url: amqp_url.to_string(),
             topology: unique_topology("t"),
         };
-        let channel = context.channel().await;
+        let channel = broker::channel(declare_via).await;
         context
             .topology
             .declare(&channel)

@@ -31,6 +31,15 @@ impl TestContext {
             .expect("query")
     }
 
+    /// Wait until at least `count` requests are recorded: a stream is under
+    /// way.
+    pub async fn wait_for_progress(&self, count: i64) {
+        super::eventually("the stream to be under way", || async {
+            (self.recorded_request_count().await >= count).then_some(())
+        })
+        .await;
+    }
+
     pub async fn recorded_request_count(&self) -> i64 {
         let mut conn = self.pool.get().await.expect("db");
         disconnect_requests::table

@@ -96,6 +96,13 @@ impl Workload {
         }
     }
 
+    /// The same stream with no malformed message in it, for runs that must
+    /// dead-letter nothing.
+    pub fn without_bad_messages(mut self) -> Self {
+        self.bad_messages = 0;
+        self
+    }
+
     /// The `index`th malformed message: not JSON, and unique.
     fn bad_message(index: usize) -> Vec<u8> {
         format!("{{\"request_id\": oops-{index}").into_bytes()
