@@ -23,7 +23,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp target/release/disconnect-worker /usr/local/bin/disconnect-worker
 
 # cc: glibc and libgcc, which a Rust binary links against, plus CA
-# certificates (rustls trusts the system roots for amqps:// and TLS Postgres).
+# certificates: rustls trusts the system roots for amqps:// and for Postgres
+# with sslmode=verify-ca or verify-full and no sslrootcert.
 # No shell and no package manager; nonroot runs as uid/gid 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /usr/local/bin/disconnect-worker /usr/local/bin/disconnect-worker

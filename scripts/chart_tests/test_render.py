@@ -124,6 +124,7 @@ CONFIG_TO_ENV = {
     "deadLetterQueue": ("DEAD_LETTER_QUEUE", "dlq"),
     "eventExchange": ("EVENT_EXCHANGE", "ex"),
     "deliveryLimit": ("DELIVERY_LIMIT", 7),
+    "declareTopology": ("DECLARE_TOPOLOGY", False),
     "prefetch": ("PREFETCH", 64),
     "batchSize": ("BATCH_SIZE", 16),
     "batchLingerMs": ("BATCH_LINGER_MS", 0),
@@ -146,7 +147,9 @@ def test_each_config_value_maps_to_its_variable():
     values = {key: value for key, (_, value) in CONFIG_TO_ENV.items()}
     data = one(render(merge(CREDENTIALS, {"config": values})), "ConfigMap")["data"]
     for key, (variable, value) in CONFIG_TO_ENV.items():
-        assert data[variable] == str(value), key
+        # Booleans as the worker's flags take them: true / false.
+        expected = str(value).lower() if isinstance(value, bool) else str(value)
+        assert data[variable] == expected, key
     # The table above covers every config key values.yaml has.
     assert set(default_values()["config"]) == set(CONFIG_TO_ENV)
 
@@ -364,3 +367,49 @@ def test_topology_spread_gets_the_worker_selector():
     (constraint,) = pod_spec(deployment)["topologySpreadConstraints"]
     assert constraint["topologyKey"] == "kubernetes.io/hostname"
     assert constraint["labelSelector"] == deployment["spec"]["selector"]
+
+
+CA_VOLUME = {"name": "db-ca", "secret": {"secretName": "db-ca"}}
+CA_MOUNT = {"name": "db-ca", "mountPath": "/etc/disconnect-worker/ca", "readOnly": True}
+
+
+def test_extra_volumes_reach_the_worker_and_the_migration_job():
+    values = merge(CREDENTIALS, {"extraVolumes": [CA_VOLUME], "extraVolumeMounts": [CA_MOUNT]})
+    objects = render(values)
+    for workload in (one(objects, "Deployment"), one(objects, "Job")):
+        assert pod_spec(workload)["volumes"] == [CA_VOLUME]
+        assert container(workload)["volumeMounts"] == [CA_MOUNT]
+    # None by default: the root filesystem stays the image's alone.
+    for workload in (one(render(CREDENTIALS), "Deployment"), one(render(CREDENTIALS), "Job")):
+        assert "volumes" not in pod_spec(workload)
+        assert "volumeMounts" not in container(workload)
+
+
+def test_the_migration_job_can_use_its_own_database_url():
+    direct = "postgres://migrator:pw@db-direct:5432/x"
+    objects = render(merge(CREDENTIALS, {"secret": {"migrationDatabaseUrl": direct}}))
+    copied = one(objects, "Secret", "-migrations")
+    assert copied["stringData"]["DATABASE_URL"] == direct
+    # The worker keeps the pooled URL.
+    assert one(objects, "Secret", "disconnect-worker")["stringData"]["DATABASE_URL"] == DATABASE_URL
+    # With an existing Secret, the Job reads its own key.
+    values = merge(EXISTING_SECRET, {"existingSecretKeys": {"migrationDatabaseUrl": "pg-direct"}})
+    job = one(render(values), "Job")
+    (database_url,) = [e for e in container(job)["env"] if e["name"] == "DATABASE_URL"]
+    assert database_url["valueFrom"]["secretKeyRef"] == {"name": "dw-credentials", "key": "pg-direct"}
+
+
+def test_keda_reads_one_broker_address_when_the_worker_has_several():
+    cluster = "amqp://u:p@mq-0:5672/%2f,amqp://u:p@mq-1:5672/%2f"
+    values = merge(CREDENTIALS, {"secret": {"amqpUrl": cluster}, "keda": {"enabled": True}})
+    assert "kedaAmqpUrl" in render_error(values)
+    values = merge(values, {"secret": {"kedaAmqpUrl": "amqp://u:p@mq:5672/%2f"}})
+    objects = render(values)
+    auth = one(objects, "TriggerAuthentication")
+    assert auth["spec"]["secretTargetRef"][0]["key"] == "KEDA_AMQP_URL"
+    assert one(objects, "Secret", "disconnect-worker")["stringData"]["KEDA_AMQP_URL"] == (
+        "amqp://u:p@mq:5672/%2f")
+    values = merge(EXISTING_SECRET, {"keda": {"enabled": True},
+                                     "existingSecretKeys": {"kedaAmqpUrl": "mq-one"}})
+    auth = one(render(values), "TriggerAuthentication")
+    assert auth["spec"]["secretTargetRef"][0]["key"] == "mq-one"

@@ -97,6 +97,24 @@ Name of the Secret holding DATABASE_URL and AMQP_URL, and its keys.
 {{- ternary .Values.existingSecretKeys.amqpUrl "AMQP_URL" (ne .Values.existingSecret "") }}
 {{- end }}
 
+{{- /* The key of the one broker URL the KEDA trigger reads. */}}
+{{- define "disconnect-worker.kedaAmqpUrlKey" -}}
+{{- if .Values.existingSecret }}
+{{- default .Values.existingSecretKeys.amqpUrl .Values.existingSecretKeys.kedaAmqpUrl }}
+{{- else }}
+{{- ternary "KEDA_AMQP_URL" "AMQP_URL" (ne .Values.secret.kedaAmqpUrl "") }}
+{{- end }}
+{{- end }}
+
+{{- /* Where the migration Job reads its DATABASE_URL: Secret name, then key. */}}
+{{- define "disconnect-worker.migrationDatabaseUrlKey" -}}
+{{- if .Values.existingSecret }}
+{{- default .Values.existingSecretKeys.databaseUrl .Values.existingSecretKeys.migrationDatabaseUrl }}
+{{- else }}
+{{- print "DATABASE_URL" }}
+{{- end }}
+{{- end }}
+
 {{/*
 Seconds Kubernetes waits between SIGTERM and SIGKILL. The worker drains for up
 to config.shutdownGraceSecs; killing it sooner would abandon in-flight
@@ -122,6 +140,9 @@ Checks across values that values.schema.json cannot express.
 {{- end }}
 {{- if and (not .Values.existingSecret) (or (not .Values.secret.databaseUrl) (not .Values.secret.amqpUrl)) }}
 {{- fail "secret.databaseUrl and secret.amqpUrl are required (or set existingSecret to a Secret holding DATABASE_URL and AMQP_URL)" }}
+{{- end }}
+{{- if and .Values.keda.enabled (not .Values.existingSecret) (contains "," .Values.secret.amqpUrl) (not .Values.secret.kedaAmqpUrl) }}
+{{- fail "secret.amqpUrl lists several brokers, and the KEDA trigger takes one: set secret.kedaAmqpUrl" }}
 {{- end }}
 {{- if gt (int .Values.config.retryMinDelayMs) (int .Values.config.retryMaxDelayMs) }}
 {{- fail "config.retryMinDelayMs must not exceed config.retryMaxDelayMs (the worker refuses to start otherwise)" }}
