@@ -7,7 +7,16 @@ use disconnect_worker::telemetry;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    // The process-wide TLS provider, for clients that take the default (the
+    // OTLP exporter's); every other client names ring itself.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let telemetry = match telemetry::init(cli.log_format) {
+        Ok(telemetry) => telemetry,
+        Err(message) => {
+            eprintln!("error: invalid configuration: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -18,7 +27,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::dispatch(cli.command)) {
+    let result = runtime.block_on(commands::dispatch(cli.command));
+    drop(runtime);
+    // After the runtime: the exporter's HTTP client blocks.
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.is::<ConfigError>() => {
             eprintln!("error: {error}");

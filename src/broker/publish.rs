@@ -1,9 +1,12 @@
 //! Publishing with publisher confirms: a message counts as sent only when the
 //! broker has confirmed it.
 
+use chrono::{DateTime, Utc};
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
+
+use crate::telemetry::propagation::set_traceparent;
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
@@ -40,12 +43,34 @@ pub async fn publish_confirmed(
     Ok(())
 }
 
-/// Properties of a JSON message with its ids.
-pub fn json_properties(message_id: &str, correlation_id: &str) -> BasicProperties {
-    BasicProperties::default()
+/// The `app_id` of every message the program publishes.
+pub const APP_ID: &str = "disconnect-worker";
+
+/// Properties of a JSON message the program publishes: its ids, its `type`
+/// (the event or request type), its `timestamp` (when it happened, in
+/// seconds), `app_id`, and the trace it belongs to.
+pub fn json_properties(
+    message_id: &str,
+    correlation_id: &str,
+    kind: &str,
+    at: DateTime<Utc>,
+    traceparent: Option<&str>,
+) -> BasicProperties {
+    let properties = BasicProperties::default()
         .with_content_type(ShortString::from("application/json"))
         .with_message_id(ShortString::from(message_id))
         .with_correlation_id(ShortString::from(correlation_id))
+        .with_type(ShortString::from(kind))
+        .with_timestamp(u64::try_from(at.timestamp()).unwrap_or_default())
+        .with_app_id(ShortString::from(APP_ID));
+    match traceparent {
+        Some(traceparent) => {
+            let mut headers = FieldTable::default();
+            set_traceparent(&mut headers, traceparent);
+            properties.with_headers(headers)
+        }
+        None => properties,
+    }
 }
 
 /// Set a string header on a table.

@@ -8,6 +8,7 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use lapin::options::BasicAckOptions;
 use lapin::{ConnectionProperties, Consumer};
+use tracing::Instrument;
 
 use super::ConfigError;
 use crate::broker::publish::{json_properties, publish_confirmed};
@@ -15,6 +16,10 @@ use crate::broker::subscribe::{subscribe, Acks};
 use crate::cli::DisconnectArgs;
 use crate::domain::event::{DISCONNECTED, DISCONNECT_REJECTED};
 use crate::domain::{AccessToken, DisconnectRequest};
+use crate::telemetry::propagation;
+
+/// The AMQP `type` of a request.
+const REQUEST_TYPE: &str = "disconnect.request";
 
 pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
     let urls = args.broker.amqp_urls().map_err(ConfigError)?;
@@ -55,15 +60,37 @@ pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
     };
     channel.confirm_select(Default::default()).await?;
     let id = request.request_id.to_string();
+    // The request starts a trace: the span's own while traces are exported,
+    // else fresh ids, so the worker's spans and the event still join it.
+    let span = tracing::info_span!(
+        "send",
+        otel.name = %format_args!("send {}", topology.request_exchange),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.destination.name = %topology.request_exchange,
+        messaging.rabbitmq.destination.routing_key = %topology.request_routing_key,
+        messaging.message.id = %id,
+        request.id = %id,
+    );
+    let traceparent =
+        propagation::traceparent_of(&span).unwrap_or_else(propagation::new_traceparent);
     publish_confirmed(
         &channel,
         &topology.request_exchange,
         &topology.request_routing_key,
         &request.encode(),
-        json_properties(&id, &id),
+        json_properties(&id, &id, REQUEST_TYPE, Utc::now(), Some(&traceparent)),
     )
+    .instrument(span)
     .await
     .context("publishing the request")?;
+    if args.wait {
+        if let Some(trace_id) = propagation::trace_id_of(&traceparent) {
+            eprintln!("trace {trace_id}");
+        }
+    }
     match events {
         None => println!("{}", serde_json::json!({ "request_id": id })),
         Some(events) => {

@@ -53,6 +53,7 @@ diesel::table! {
         payload -> Text,
         created_at -> Timestamptz,
         published_at -> Nullable<Timestamptz>,
+        traceparent -> Nullable<Text>,
     }
 }
 

@@ -17,6 +17,13 @@ pub struct OutcomeEvent {
     pub request_id: RequestId,
     pub routing_key: String,
     pub payload: String,
+    /// When the outcome was decided (the AMQP `timestamp` of every copy).
+    pub occurred_at: DateTime<Utc>,
+    /// The W3C `traceparent` every copy carries: the request's span.
+    pub traceparent: Option<String>,
+    /// When the request was published, if known: only in memory, for the
+    /// latency from publish to event.
+    pub request_published_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize)]
@@ -46,13 +53,9 @@ struct RejectedPayload {
 impl OutcomeEvent {
     /// Build the event for an outcome. Serialised once, here: the outbox keeps
     /// these bytes, so every publication of the event is identical.
-    pub fn for_outcome(
-        request_id: RequestId,
-        outcome: &Outcome,
-        occurred_at: DateTime<Utc>,
-    ) -> Self {
+    pub fn for_outcome(request_id: RequestId, outcome: &Outcome, at: DateTime<Utc>) -> Self {
         let event_id = EventId::generate();
-        let occurred_at = occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let occurred_at = at.to_rfc3339_opts(SecondsFormat::Micros, true);
         let (routing_key, payload) = match outcome {
             Outcome::Disconnected {
                 connection,
@@ -90,6 +93,9 @@ impl OutcomeEvent {
             // Serialising these plain structs cannot fail: no maps with
             // non-string keys, no custom serialisers.
             payload: payload.unwrap_or_default(),
+            occurred_at: at,
+            traceparent: None,
+            request_published_at: None,
         }
     }
 }

@@ -13,5 +13,5 @@ pub use event::OutcomeEvent;
 pub use ids::{ConnectionId, EventId, RequestId, TokenId};
 pub use outcome::{ConnectionRef, ConnectionStatus, Outcome, OutcomeKind};
 pub use rejection::{Rejection, RejectionCode};
-pub use request::DisconnectRequest;
+pub use request::{DisconnectRequest, Provenance};
 pub use token::{AccessToken, IssuedToken, TokenHash};

@@ -17,6 +17,8 @@ use super::Readiness;
 struct AppState {
     readiness: Arc<Readiness>,
     metrics: Option<PrometheusHandle>,
+    /// CPU, memory and open files of this process, read at each scrape.
+    process: Arc<metrics_process::Collector>,
 }
 
 /// The running listener.
@@ -49,7 +51,11 @@ pub async fn serve(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
-        .with_state(AppState { readiness, metrics });
+        .with_state(AppState {
+            readiness,
+            metrics,
+            process: Arc::new(process_collector()),
+        });
     let stopped = stop.clone();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
@@ -80,11 +86,22 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+fn process_collector() -> metrics_process::Collector {
+    let collector = metrics_process::Collector::default();
+    collector.describe();
+    collector
+}
+
+/// Gauges that are cheap to read and only matter when scraped are read here:
+/// the process's resources and the database pool.
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state
-        .metrics
-        .as_ref()
-        .map(PrometheusHandle::render)
-        .unwrap_or_default();
+    let body = match state.metrics.as_ref() {
+        Some(handle) => {
+            state.process.collect();
+            super::metrics::database_pool(state.readiness.pool_status());
+            handle.render()
+        }
+        None => String::new(),
+    };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

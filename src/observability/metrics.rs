@@ -26,12 +26,26 @@ pub const EVENTS_PUBLISHED: &str = "disconnect_worker_events_published_total";
 pub const OUTBOX_PENDING: &str = "disconnect_worker_outbox_pending_events";
 pub const OUTBOX_OLDEST_AGE: &str = "disconnect_worker_outbox_oldest_pending_age_seconds";
 pub const IN_FLIGHT: &str = "disconnect_worker_in_flight_requests";
+/// Seconds from a request's publication (its AMQP `timestamp`, in whole
+/// seconds) to the broker's confirm of its outcome event.
+pub const PUBLISH_TO_EVENT_SECONDS: &str = "disconnect_worker_publish_to_event_seconds";
+/// Always 1, with the version as a label.
+pub const BUILD_INFO: &str = "disconnect_worker_build_info";
+pub const POOL_SIZE: &str = "disconnect_worker_database_pool_size";
+pub const POOL_IN_USE: &str = "disconnect_worker_database_pool_in_use";
+pub const POOL_WAITING: &str = "disconnect_worker_database_pool_waiting";
+pub const POOL_MAX_SIZE: &str = "disconnect_worker_database_pool_max_size";
 
 /// Buckets for processing time: a commit takes milliseconds; retries during
 /// an outage take seconds.
 const PROCESSING_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+/// Buckets for publish-to-event time: the publication time has whole
+/// seconds only, so nothing finer than a second means much.
+const PUBLISH_TO_EVENT_BUCKETS: [f64; 10] =
+    [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
 
 /// Install the process-wide recorder; the handle renders `/metrics`.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -40,8 +54,13 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
             Matcher::Full(PROCESSING_SECONDS.into()),
             &PROCESSING_BUCKETS,
         )?
+        .set_buckets_for_metric(
+            Matcher::Full(PUBLISH_TO_EVENT_SECONDS.into()),
+            &PUBLISH_TO_EVENT_BUCKETS,
+        )?
         .install_recorder()?;
     describe();
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
 }
 
@@ -74,6 +93,31 @@ fn describe() {
         "Age of the oldest unpublished event."
     );
     describe_gauge!(IN_FLIGHT, "Requests being processed now.");
+    describe_histogram!(
+        PUBLISH_TO_EVENT_SECONDS,
+        Unit::Seconds,
+        "Time from a request's publication (AMQP timestamp, whole seconds) to its event's confirm."
+    );
+    describe_gauge!(BUILD_INFO, "The running version (always 1).");
+    describe_gauge!(POOL_SIZE, "Postgres connections open in the pool.");
+    describe_gauge!(POOL_IN_USE, "Postgres connections in use.");
+    describe_gauge!(POOL_WAITING, "Tasks waiting for a Postgres connection.");
+    describe_gauge!(
+        POOL_MAX_SIZE,
+        "Largest number of Postgres connections (DATABASE_POOL_SIZE)."
+    );
+}
+
+pub fn publish_to_event(elapsed: Duration) {
+    histogram!(PUBLISH_TO_EVENT_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// The pool's state, sampled when `/metrics` is scraped.
+pub fn database_pool(status: deadpool::Status) {
+    gauge!(POOL_SIZE).set(status.size as f64);
+    gauge!(POOL_IN_USE).set(status.size.saturating_sub(status.available) as f64);
+    gauge!(POOL_WAITING).set(status.waiting as f64);
+    gauge!(POOL_MAX_SIZE).set(status.max_size as f64);
 }
 
 pub fn request_settled(outcome: &'static str, elapsed: Duration) {

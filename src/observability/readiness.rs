@@ -40,6 +40,11 @@ impl Readiness {
         }
     }
 
+    /// The database pool's state, for the metrics.
+    pub fn pool_status(&self) -> deadpool::Status {
+        self.pool.status()
+    }
+
     /// `Ok` when ready; otherwise a short reason for the probe's body.
     pub async fn check(&self) -> Result<(), String> {
         let problem = self

@@ -34,6 +34,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::db::{DbError, DbPool, FailureClass};
 use crate::domain::OutcomeEvent;
@@ -152,8 +153,19 @@ impl Outbox {
             return;
         }
         let shared = self.shared.clone();
+        // A child of the span that committed them (the batch's).
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format_args!("publish {}", self.shared.settings.exchange),
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "send",
+            messaging.operation.name = "publish",
+            messaging.destination.name = %self.shared.settings.exchange,
+            messaging.batch.message_count = events.len(),
+        );
         self.after_commit
-            .spawn(async move { publish_committed(&shared, events).await });
+            .spawn(async move { publish_committed(&shared, events).await }.instrument(span));
     }
 
     /// The graceful stop, after the last handler has finished: wait for the
@@ -200,6 +212,10 @@ async fn publish_committed(shared: &Shared, events: Vec<OutcomeEvent>) {
     match published {
         Ok(()) => {
             metrics::events_published("after_commit", events.len());
+            let now = chrono::Utc::now();
+            for published_at in events.iter().filter_map(|event| event.request_published_at) {
+                metrics::publish_to_event((now - published_at).to_std().unwrap_or_default());
+            }
             shared.published.push(ids);
         }
         Err(error) => {

@@ -18,7 +18,13 @@ pub async fn publish_all(
             exchange,
             &event.routing_key,
             event.payload.as_bytes(),
-            json_properties(&event.event_id.to_string(), &event.request_id.to_string()),
+            json_properties(
+                &event.event_id.to_string(),
+                &event.request_id.to_string(),
+                &event.routing_key,
+                event.occurred_at,
+                event.traceparent.as_deref(),
+            ),
         )
     });
     for result in futures_util::future::join_all(confirms).await {

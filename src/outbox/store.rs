@@ -10,7 +10,7 @@ use diesel::dsl::now;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::{Array, Interval, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Interval, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::db::schema::outbox_events;
@@ -29,6 +29,10 @@ pub async fn insert_many(mut conn: &AsyncPgConnection, events: &[OutcomeEvent]) 
             .map(|event| event.routing_key.as_str())
             .collect(),
         payloads: events.iter().map(|event| event.payload.as_str()).collect(),
+        traceparents: events
+            .iter()
+            .map(|event| event.traceparent.as_deref())
+            .collect(),
     }
     .execute(&mut conn)
     .await
@@ -42,6 +46,7 @@ struct InsertEvents<'a> {
     request_ids: Vec<RequestId>,
     routing_keys: Vec<&'a str>,
     payloads: Vec<&'a str>,
+    traceparents: Vec<Option<&'a str>>,
 }
 
 // By hand: the derive does not take a lifetime, and borrowing spares a copy
@@ -54,7 +59,7 @@ impl QueryId for InsertEvents<'_> {
 impl QueryFragment<Pg> for InsertEvents<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
-            "INSERT INTO outbox_events (event_id, request_id, routing_key, payload) \
+            "INSERT INTO outbox_events (event_id, request_id, routing_key, payload, traceparent) \
              SELECT * FROM unnest(",
         );
         out.push_bind_param::<Array<SqlUuid>, _>(&self.event_ids)?;
@@ -64,34 +69,52 @@ impl QueryFragment<Pg> for InsertEvents<'_> {
         out.push_bind_param::<Array<Text>, _>(&self.routing_keys)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Text>, _>(&self.payloads)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.traceparents)?;
         out.push_sql(")");
         Ok(())
     }
 }
 
 /// The columns an event is published from.
-type EventRow = (EventId, RequestId, String, String);
+type EventRow = (
+    EventId,
+    RequestId,
+    String,
+    String,
+    DateTime<Utc>,
+    Option<String>,
+);
 
 const EVENT_COLUMNS: (
     outbox_events::event_id,
     outbox_events::request_id,
     outbox_events::routing_key,
     outbox_events::payload,
+    outbox_events::created_at,
+    outbox_events::traceparent,
 ) = (
     outbox_events::event_id,
     outbox_events::request_id,
     outbox_events::routing_key,
     outbox_events::payload,
+    outbox_events::created_at,
+    outbox_events::traceparent,
 );
 
 fn into_events(rows: Vec<EventRow>) -> Vec<OutcomeEvent> {
     rows.into_iter()
         .map(
-            |(event_id, request_id, routing_key, payload)| OutcomeEvent {
+            |(event_id, request_id, routing_key, payload, created_at, traceparent)| OutcomeEvent {
                 event_id,
                 request_id,
                 routing_key,
                 payload,
+                // Written in the transaction that decided the outcome: the
+                // same second as the event's own time.
+                occurred_at: created_at,
+                traceparent,
+                request_published_at: None,
             },
         )
         .collect()

@@ -6,12 +6,14 @@
 //! then acknowledges the original. Nothing is lost if it crashes in between:
 //! the original is redelivered and dead-lettered again.
 
+use chrono::Utc;
 use lapin::message::Delivery;
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
 
-use crate::broker::publish::{publish_confirmed, set_header, PublishError};
+use crate::broker::publish::{publish_confirmed, set_header, PublishError, APP_ID};
 use crate::domain::Rejection;
+use crate::telemetry::propagation::{set_traceparent, TRACEPARENT};
 
 /// Header with the machine-readable rejection code (`not_json`, ...).
 pub const REJECTION_CODE_HEADER: &str = "x-rejection-code";
@@ -21,16 +23,29 @@ pub const REJECTION_REASON_HEADER: &str = "x-rejection-reason";
 pub const ORIGINAL_EXPIRATION_HEADER: &str = "x-original-expiration";
 /// Header keeping the original `user_id`, which the copy does not carry.
 pub const ORIGINAL_USER_ID_HEADER: &str = "x-original-user-id";
+/// Header keeping the producer's `traceparent`, replaced on the copy by the
+/// span that dead-lettered it.
+pub const ORIGINAL_TRACEPARENT_HEADER: &str = "x-original-traceparent";
+/// The `type` of a dead letter whose original had none.
+const REQUEST_TYPE: &str = "disconnect.request";
 
-/// Publish a copy of `delivery` to the dead-letter exchange with the reason,
-/// and wait for the broker's confirm.
+/// Publish a copy of `delivery` to the dead-letter exchange with the reason
+/// and `traceparent` (the span that dead-lettered it), and wait for the
+/// broker's confirm.
 pub async fn publish(
     channel: &Channel,
     exchange: &str,
     delivery: &Delivery,
     rejection: &Rejection,
+    traceparent: Option<&str>,
 ) -> Result<(), PublishError> {
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    if let Some(traceparent) = traceparent {
+        if let Some(original) = headers.inner().get(TRACEPARENT).cloned() {
+            headers.insert(ORIGINAL_TRACEPARENT_HEADER.into(), original);
+        }
+        set_traceparent(&mut headers, traceparent);
+    }
     set_header(&mut headers, REJECTION_CODE_HEADER, rejection.code.as_str());
     set_header(
         &mut headers,
@@ -64,8 +79,14 @@ pub async fn publish(
 /// - `user_id`: RabbitMQ checks it against the publishing connection's user,
 ///   which for the copy is the worker's, not the original publisher's; the
 ///   broker would refuse the copy and close the channel.
+///
+/// Like every message the worker publishes, the copy has a `type`, a
+/// `timestamp` and an `app_id`: the original's where it had them.
 fn dead_letter_properties(original: &BasicProperties, mut headers: FieldTable) -> BasicProperties {
-    let mut properties = BasicProperties::default();
+    let mut properties = BasicProperties::default()
+        .with_type(ShortString::from(REQUEST_TYPE))
+        .with_timestamp(u64::try_from(Utc::now().timestamp()).unwrap_or_default())
+        .with_app_id(ShortString::from(APP_ID));
     macro_rules! keep {
         ($($getter:ident => $setter:ident),* $(,)?) => {
             $(if let Some(value) = original.$getter() {
@@ -134,5 +155,10 @@ mod tests {
         };
         assert_eq!(header(ORIGINAL_EXPIRATION_HEADER).as_deref(), Some("3000"));
         assert_eq!(header(ORIGINAL_USER_ID_HEADER).as_deref(), Some("billing"));
+        // Without a type, the copy gets one; a timestamp and an app id too.
+        assert_eq!(
+            copy.kind().as_ref().map(|kind| kind.as_str()),
+            Some(REQUEST_TYPE)
+        );
     }
 }

@@ -1,13 +1,17 @@
 //! Handling one batch of deliveries: decode each, settle them all through
 //! the processor, then carry out each settlement. One tracing span per
-//! delivery; the processor never sees a lapin delivery.
+//! delivery, the child of its producer's span when the message carries a
+//! `traceparent`, and one span for the batch, linked to every producer; the
+//! processor never sees a lapin delivery.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use lapin::message::Delivery;
 use lapin::Channel;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::process::{BatchProcessor, Decoded};
 use super::records::PgRecords;
@@ -16,11 +20,13 @@ use super::settlement::Settlement;
 use crate::domain::{DisconnectRequest, Outcome};
 use crate::observability::metrics;
 use crate::service::Processed;
+use crate::telemetry::propagation;
 
 /// What every batch handler shares.
 pub struct HandlerContext {
     pub processor: BatchProcessor<PgRecords>,
     pub max_request_bytes: usize,
+    pub queue: String,
     pub dead_letter_exchange: String,
 }
 
@@ -30,19 +36,35 @@ pub struct Received {
     pub at: Instant,
 }
 
+/// A delivery's span, and the `traceparent` of what is published for it.
+struct Traced {
+    span: tracing::Span,
+    traceparent: Option<String>,
+}
+
 pub async fn handle_batch(context: Arc<HandlerContext>, channel: Channel, batch: Vec<Received>) {
     let _in_flight = metrics::InFlight::start(batch.len());
-    let spans: Vec<tracing::Span> = batch
+    let batch_span = batch_span(&context.queue, &batch);
+    let traced: Vec<Traced> = batch
         .iter()
-        .map(|received| delivery_span(&received.delivery))
+        .map(|received| {
+            let span = delivery_span(&context.queue, &received.delivery, &batch_span);
+            let traceparent =
+                propagation::continue_trace(&span, received.delivery.properties.headers().as_ref());
+            Traced { span, traceparent }
+        })
         .collect();
     let decoded = batch
         .iter()
-        .zip(&spans)
-        .map(|(received, span)| decode(&received.delivery, span, context.max_request_bytes))
+        .zip(&traced)
+        .map(|(received, traced)| decode(&received.delivery, traced, context.max_request_bytes))
         .collect();
-    let settlements = context.processor.settle(decoded).await;
-    for ((received, span), settlement) in batch.iter().zip(spans).zip(&settlements) {
+    let settlements = context
+        .processor
+        .settle(decoded)
+        .instrument(batch_span)
+        .await;
+    for ((received, traced), settlement) in batch.iter().zip(traced).zip(&settlements) {
         async {
             log_settlement(settlement);
             let done = settle(
@@ -50,34 +72,81 @@ pub async fn handle_batch(context: Arc<HandlerContext>, channel: Channel, batch:
                 &context.dead_letter_exchange,
                 &received.delivery,
                 settlement,
+                traced.traceparent.as_deref(),
             )
             .await;
             record_metrics(settlement, done, received.at);
         }
-        .instrument(span)
+        .instrument(traced.span)
         .await;
     }
 }
 
-fn delivery_span(delivery: &Delivery) -> tracing::Span {
+/// The batch's span (OpenTelemetry messaging conventions): a consumer
+/// `process` span linked to the span of every producer that sent a
+/// `traceparent`.
+fn batch_span(queue: &str, batch: &[Received]) -> tracing::Span {
+    let span = tracing::info_span!(
+        "batch",
+        otel.name = %format_args!("process {queue}"),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.subscription.name = %queue,
+        messaging.batch.message_count = batch.len(),
+    );
+    for received in batch {
+        if let Some(producer) =
+            propagation::producer_span(received.delivery.properties.headers().as_ref())
+        {
+            span.add_link(producer);
+        }
+    }
+    span
+}
+
+/// A delivery's span (OpenTelemetry messaging conventions, plus our
+/// request and connection ids; never a token). Under the batch's span in
+/// the logs; in the trace, under the producer's span when there is one.
+fn delivery_span(queue: &str, delivery: &Delivery, batch: &tracing::Span) -> tracing::Span {
+    let properties = &delivery.properties;
     tracing::info_span!(
+        parent: batch,
         "delivery",
-        delivery.tag = delivery.delivery_tag,
+        otel.name = %format_args!("process {queue}"),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = %delivery.exchange,
+        messaging.destination.subscription.name = %queue,
+        messaging.rabbitmq.destination.routing_key = %delivery.routing_key,
+        messaging.rabbitmq.message.delivery_tag = delivery.delivery_tag,
+        messaging.message.id = properties.message_id().as_ref().map(|id| id.as_str()),
+        messaging.message.body.size = delivery.data.len(),
         delivery.redelivered = delivery.redelivered,
         request.id = tracing::field::Empty,
         connection.id = tracing::field::Empty,
     )
 }
 
-fn decode(delivery: &Delivery, span: &tracing::Span, max_bytes: usize) -> Decoded {
-    let content_type = delivery
-        .properties
+fn decode(delivery: &Delivery, traced: &Traced, max_bytes: usize) -> Decoded {
+    let properties = &delivery.properties;
+    let content_type = properties
         .content_type()
         .as_ref()
         .map(|value| value.as_str());
-    let decoded = DisconnectRequest::decode(&delivery.data, content_type, max_bytes);
-    if let Ok(request) = &decoded {
-        span.record("request.id", tracing::field::display(request.request_id));
+    let mut decoded = DisconnectRequest::decode(&delivery.data, content_type, max_bytes);
+    if let Ok(request) = &mut decoded {
+        traced
+            .span
+            .record("request.id", tracing::field::display(request.request_id));
+        request.provenance.traceparent = traced.traceparent.clone();
+        request.provenance.published_at = properties
+            .timestamp()
+            .and_then(|seconds| i64::try_from(seconds).ok())
+            .and_then(|seconds| DateTime::<Utc>::from_timestamp(seconds, 0));
     }
     decoded
 }

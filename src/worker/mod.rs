@@ -65,6 +65,12 @@ pub async fn run(
                 PgRecords {
                     pool,
                     outbox: outbox.clone(),
+                    database: settings
+                        .database
+                        .url
+                        .database_name()
+                        .unwrap_or_default()
+                        .to_string(),
                 },
                 settings.retry.clone(),
                 shutdown.clone(),
@@ -73,6 +79,7 @@ pub async fn run(
             let handlers = Arc::new(HandlerContext {
                 processor,
                 max_request_bytes: settings.consume.max_request_bytes,
+                queue: settings.broker.topology.request_queue.clone(),
                 dead_letter_exchange: settings.broker.topology.dead_letter_exchange.clone(),
             });
             Worker {

@@ -14,6 +14,7 @@ pub async fn settle(
     dead_letter_exchange: &str,
     delivery: &Delivery,
     settlement: &Settlement,
+    traceparent: Option<&str>,
 ) -> &'static str {
     let (done, result) = match settlement {
         Settlement::Ack(_) => (
@@ -21,7 +22,15 @@ pub async fn settle(
             delivery.acker.ack(BasicAckOptions::default()).await,
         ),
         Settlement::DeadLetter(rejection) => {
-            match dead_letter::publish(channel, dead_letter_exchange, delivery, rejection).await {
+            let published = dead_letter::publish(
+                channel,
+                dead_letter_exchange,
+                delivery,
+                rejection,
+                traceparent,
+            )
+            .await;
+            match published {
                 Ok(()) => (
                     settlement.label(),
                     delivery.acker.ack(BasicAckOptions::default()).await,

@@ -56,6 +56,16 @@ async fn no_token_or_password_reaches_logs_events_dead_letters_or_tables() {
         .kill_on_drop(true)
         .spawn()
         .expect("worker");
+    // Read the logs while the worker runs: debug logging fills a pipe's
+    // buffer, and a worker blocked writing to it would never exit.
+    let mut stderr = worker.stderr.take().expect("stderr");
+    let mut stdout = worker.stdout.take().expect("stdout");
+    let reading = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        let _ = stdout.read_to_string(&mut text).await;
+        text
+    });
     let channel = test.channel().await;
     let good = test
         .request_disconnect(&channel, Uuid::new_v4(), &token)
@@ -90,22 +100,7 @@ async fn no_token_or_password_reaches_logs_events_dead_letters_or_tables() {
         .status()
         .expect("kill");
     worker.wait().await.expect("worker exit");
-    let mut worker_logs = String::new();
-    worker
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut worker_logs)
-        .await
-        .expect("logs");
-    worker
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut worker_logs)
-        .await
-        .expect("logs");
-    logs.push_str(&worker_logs);
+    logs.push_str(&reading.await.expect("the logs"));
 
     assert!(
         logs.contains("request processed"),

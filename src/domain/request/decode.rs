@@ -120,6 +120,7 @@ impl DisconnectRequest {
             requested_at,
             requested_by,
             reason,
+            provenance: super::Provenance::default(),
         })
     }
 }

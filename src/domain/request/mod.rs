@@ -26,6 +26,19 @@ pub struct DisconnectRequest {
     pub requested_at: Option<DateTime<Utc>>,
     pub requested_by: Option<String>,
     pub reason: Option<String>,
+    /// What the delivery said besides the body; never from the body.
+    pub provenance: Provenance,
+}
+
+/// Where a request came from, beyond its body: set by the consumer from the
+/// message's AMQP properties, and carried to its outcome event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Provenance {
+    /// The W3C `traceparent` its outcome event is published with.
+    pub traceparent: Option<String>,
+    /// When it was published (the AMQP `timestamp`), for the latency from
+    /// publish to event.
+    pub published_at: Option<DateTime<Utc>>,
 }
 
 /// The wire shape written by [`DisconnectRequest::encode`].
@@ -50,6 +63,7 @@ impl DisconnectRequest {
             requested_at: None,
             requested_by: None,
             reason: None,
+            provenance: Provenance::default(),
         }
     }
 
@@ -82,6 +96,7 @@ mod tests {
             requested_at: Some(Utc::now()),
             requested_by: Some("ops@example.com".into()),
             reason: Some("employer offboarded".into()),
+            provenance: Provenance::default(),
         };
         let bare = DisconnectRequest::new(AccessToken::generate());
         for request in [full, bare] {

@@ -164,7 +164,11 @@ pub fn records(
             }
             Decided::New { outcome, token_id } => (outcome, token_id),
         };
-        let event = OutcomeEvent::for_outcome(request.request_id, &outcome, at);
+        let event = OutcomeEvent {
+            traceparent: request.provenance.traceparent.clone(),
+            request_published_at: request.provenance.published_at,
+            ..OutcomeEvent::for_outcome(request.request_id, &outcome, at)
+        };
         rows.push(NewRequest {
             request_id: request.request_id,
             outcome: outcome.kind(),

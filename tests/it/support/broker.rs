@@ -32,6 +32,7 @@ pub fn decoded_request(request_id: Uuid, token: &str) -> DisconnectRequest {
         requested_at: "2026-11-24T10:15:00Z".parse().ok(),
         requested_by: Some("tests".into()),
         reason: Some("test".into()),
+        provenance: Default::default(),
     }
 }
 
