@@ -44,15 +44,31 @@ EXISTING_SECRET = {
     "existingSecretKeys": {"databaseUrl": "pg-url", "amqpUrl": "rabbit-url"},
 }
 
+# The standard OpenTelemetry variables the worker honours. The OpenTelemetry
+# SDK reads them itself, not clap, so no `env = ...` attribute names them:
+# they are listed here, exactly these and no other OTEL_* name. The chart sets
+# each only when its otel.* value is set (OTEL_RESOURCE_ATTRIBUTES in the
+# container env, the others in the ConfigMap).
+OTEL_ENV = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_SERVICE_NAME",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_RESOURCE_ATTRIBUTES",
+}
+
+
 def program_env() -> set[str]:
     """Every environment variable the worker reads, taken from its source so
     the chart cannot drift from it: the `env = ...` of each command-line
     setting in src/cli.rs and src/config/ (a literal, or a constant of the
-    same files), and RUST_LOG, which tracing's filter reads."""
+    same files), RUST_LOG, which tracing's filter reads, and OTEL_ENV, which
+    the OpenTelemetry SDK reads."""
     sources = [REPO_DIR / "src" / "cli.rs", *sorted((REPO_DIR / "src" / "config").glob("*.rs"))]
     text = "\n".join(path.read_text() for path in sources)
     constants = dict(re.findall(r'pub const ([A-Z_]+): &str = "([A-Z_]+)";', text))
-    names = {"RUST_LOG"}
+    names = {"RUST_LOG", *OTEL_ENV}
     for literal, constant in re.findall(r'\benv = (?:"([A-Z_]+)"|([A-Z_]+)\b)', text):
         names.add(literal or constants[constant])
     return names
@@ -75,6 +91,17 @@ def merge(*layers: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Every OpenTelemetry value set.
+OTEL = {"otel": {
+    "endpoint": "http://otel-collector.observability:4318",
+    "protocol": "http/protobuf",
+    "serviceName": "disconnect-worker-payments",
+    "tracesSampler": "parentbased_traceidratio",
+    "tracesSamplerArg": "0.1",
+    "resourceAttributes": {"service.namespace": "payments",
+                           "deployment.environment.name": "production"},
+}}
+
 # The value sets every generic test (lint, schemas, no leaked credential) runs on.
 SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": CREDENTIALS,
@@ -92,6 +119,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         ]},
     }}),
     "hpa": merge(CREDENTIALS, {"autoscaling": {"enabled": True}}),
+    "otel": merge(CREDENTIALS, OTEL),
+    "otel-no-migrations": merge(EXISTING_SECRET, OTEL, {"migrations": {"enabled": False}}),
     "no-migrations": merge(CREDENTIALS, {"migrations": {"enabled": False}}),
     "no-optional-extras": merge(CREDENTIALS, {
         "serviceAccount": {"create": False},

@@ -6,7 +6,7 @@ import pytest
 
 from chart import (
     AMQP_PASSWORD, AMQP_URL, CRD_KINDS, CREDENTIALS, DB_PASSWORD, DATABASE_URL,
-    EXISTING_SECRET, KUBE_VERSIONS, PROGRAM_ENV, SCENARIOS, SECRET_ENV, container,
+    EXISTING_SECRET, KUBE_VERSIONS, OTEL_ENV, PROGRAM_ENV, SCENARIOS, SECRET_ENV, container,
     default_values, env, kinds, merge, one, pod_spec, render, render_error, render_files,
     validate_strict,
 )
@@ -111,8 +111,9 @@ def test_every_configmap_key_is_a_variable_the_worker_reads():
     data = one(render(CREDENTIALS), "ConfigMap")["data"]
     assert set(data) <= PROGRAM_ENV - SECRET_ENV
     # ...and every non-secret setting is there, except RUN_MIGRATIONS, which
-    # follows migrations.enabled in the Deployment.
-    assert set(data) == PROGRAM_ENV - SECRET_ENV - {"RUN_MIGRATIONS"}
+    # follows migrations.enabled in the Deployment, and the OpenTelemetry
+    # variables, which appear only when set (test_observability.py).
+    assert set(data) == PROGRAM_ENV - SECRET_ENV - {"RUN_MIGRATIONS"} - OTEL_ENV
 
 
 CONFIG_TO_ENV = {

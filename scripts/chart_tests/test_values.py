@@ -41,6 +41,14 @@ def test_schema_is_a_valid_draft_07_schema():
     ({"secret": {"databaseUrl": "mysql://u:p@h/x"}}, "/secret/databaseUrl", ""),
     ({"terminationGracePeriodSeconds": 0}, "/terminationGracePeriodSeconds", "minimum"),
     ({"podDisruptionBudget": {"maxUnavailable": "half"}}, "/podDisruptionBudget/maxUnavailable", ""),
+    ({"otel": {"protocol": "grpc/json"}}, "/otel/protocol", "'http/protobuf'"),
+    ({"otel": {"tracesSampler": "sometimes"}}, "/otel/tracesSampler", "'traceidratio'"),
+    ({"otel": {"tracesSamplerArg": 0.1}}, "/otel/tracesSamplerArg", "string"),
+    ({"otel": {"tracesSamplerArg": "1.5"}}, "/otel/tracesSamplerArg", ""),
+    ({"otel": {"endpoint": "otel-collector:4318"}}, "/otel/endpoint", ""),
+    ({"otel": {"resourceAttributes": {"team": "a,b"}}}, "/otel/resourceAttributes/team", ""),
+    ({"otel": {"resourceAttributes": {"a=b": "c"}}}, "/otel/resourceAttributes", ""),
+    ({"otel": {"exporter": "otlp"}}, "/otel", "exporter"),
     ({"unknownTopLevel": True}, "", "unknownTopLevel"),
 ])
 def test_schema_refuses_bad_values_and_says_where(values, where, why):

@@ -132,6 +132,65 @@ requests (redelivered later, but counted against the delivery limit).
 {{- end }}
 
 {{/*
+The OpenTelemetry settings that are set, as a YAML map from the standard
+OTEL_* variable to its value: the worker reads them from the ConfigMap, the
+migration Job (which cannot use the ConfigMap) from its own env. Unset ones
+are left out, so the SDK's defaults apply. OTEL_RESOURCE_ATTRIBUTES is not
+among them: see disconnect-worker.otelPodEnv.
+*/}}
+{{- define "disconnect-worker.otelSettings" -}}
+{{- $settings := dict }}
+{{- with .Values.otel }}
+{{- $variables := dict
+      "OTEL_EXPORTER_OTLP_ENDPOINT" .endpoint
+      "OTEL_EXPORTER_OTLP_PROTOCOL" .protocol
+      "OTEL_SERVICE_NAME" .serviceName
+      "OTEL_TRACES_SAMPLER" .tracesSampler
+      "OTEL_TRACES_SAMPLER_ARG" .tracesSamplerArg }}
+{{- range $variable, $value := $variables }}
+{{- if $value }}
+{{- $_ := set $settings $variable $value }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml $settings }}
+{{- end }}
+
+{{/*
+With an OTLP endpoint only: the pod's name, namespace and node from the
+downward API, then OTEL_RESOURCE_ATTRIBUTES made of them (the kubelet expands
+$(VAR) from variables defined earlier in the list) followed by
+otel.resourceAttributes, sorted by key. An EnvVar list for the worker and
+migration containers. This is the one place OTEL_RESOURCE_ATTRIBUTES is set:
+a ConfigMap cannot hold a value that differs from pod to pod.
+*/}}
+{{- define "disconnect-worker.otelPodEnv" -}}
+{{- if .Values.otel.endpoint }}
+{{- $attributes := list
+      "k8s.pod.name=$(K8S_POD_NAME)"
+      "k8s.namespace.name=$(K8S_NAMESPACE_NAME)"
+      "k8s.node.name=$(K8S_NODE_NAME)" }}
+{{- range $key, $value := .Values.otel.resourceAttributes }}
+{{- $attributes = append $attributes (printf "%s=%s" $key $value) }}
+{{- end }}
+- name: K8S_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: K8S_NAMESPACE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: K8S_NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," $attributes | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
 Checks across values that values.schema.json cannot express.
 */}}
 {{- define "disconnect-worker.validate" -}}
@@ -143,6 +202,14 @@ Checks across values that values.schema.json cannot express.
 {{- end }}
 {{- if and .Values.keda.enabled (not .Values.existingSecret) (contains "," .Values.secret.amqpUrl) (not .Values.secret.kedaAmqpUrl) }}
 {{- fail "secret.amqpUrl lists several brokers, and the KEDA trigger takes one: set secret.kedaAmqpUrl" }}
+{{- end }}
+{{- range $key := list "k8s.pod.name" "k8s.namespace.name" "k8s.node.name" }}
+{{- if hasKey $.Values.otel.resourceAttributes $key }}
+{{- fail (printf "otel.resourceAttributes sets %s, which the chart takes from the pod itself: leave it out" $key) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.otel.tracesSamplerArg (not (has .Values.otel.tracesSampler (list "traceidratio" "parentbased_traceidratio"))) }}
+{{- fail "otel.tracesSamplerArg is read only by the traceidratio samplers: set otel.tracesSampler to traceidratio or parentbased_traceidratio, or leave the argument empty" }}
 {{- end }}
 {{- if gt (int .Values.config.retryMinDelayMs) (int .Values.config.retryMaxDelayMs) }}
 {{- fail "config.retryMinDelayMs must not exceed config.retryMaxDelayMs (the worker refuses to start otherwise)" }}
