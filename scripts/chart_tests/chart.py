@@ -15,6 +15,7 @@ from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
+import promql_parser as promql
 import yaml
 
 REPO_DIR = Path(__file__).resolve().parents[2]
@@ -29,7 +30,7 @@ KUBE_VERSIONS = ("1.25.0", "1.37.0")
 # Custom resources: the Kubernetes OpenAPI schemas do not describe them, so
 # kubernetes-validate has nothing to check them against. Their shape is
 # asserted by dedicated tests instead.
-CRD_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication"}
+CRD_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication", "PrometheusRule"}
 
 # Distinctive fake credentials: finding these strings anywhere but in a
 # Secret means the chart leaked a credential.
@@ -79,6 +80,62 @@ PROGRAM_ENV = program_env()
 SECRET_ENV = {"DATABASE_URL", "AMQP_URL"}
 
 
+# Every metric the worker exposes at /metrics (README "Health and metrics"):
+# alerts and dashboard panels may use these and nothing else. A test of the
+# worker checks the same names, read from the rule template and the dashboard,
+# against a real scrape.
+COUNTERS = {
+    "disconnect_worker_requests_total",
+    "disconnect_worker_dead_letters_total",
+    "disconnect_worker_tokens_revoked_total",
+    "disconnect_worker_retries_total",
+    "disconnect_worker_broker_reconnects_total",
+    "disconnect_worker_events_published_total",
+    "process_cpu_seconds_total",
+}
+GAUGES = {
+    "disconnect_worker_outbox_pending_events",
+    "disconnect_worker_outbox_oldest_pending_age_seconds",
+    "disconnect_worker_in_flight_requests",
+    "disconnect_worker_build_info",
+    "disconnect_worker_database_pool_size",
+    "disconnect_worker_database_pool_in_use",
+    "disconnect_worker_database_pool_waiting",
+    "disconnect_worker_database_pool_max_size",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+    "process_threads",
+}
+HISTOGRAMS = {"disconnect_worker_processing_seconds", "disconnect_worker_publish_to_event_seconds"}
+# The series names a query can select: a histogram only through its parts.
+SERIES = COUNTERS | GAUGES | {
+    name + part for name in HISTOGRAMS for part in ("_bucket", "_sum", "_count")}
+# How the worker's test finds metric names in a file.
+METRIC_NAME = re.compile(r"\b(?:disconnect_worker|process)_[a-z0-9_]+")
+
+
+def selectors(expr: str) -> list[promql.VectorSelector]:
+    """Every vector selector of a PromQL expression (which must parse)."""
+    found: list[promql.VectorSelector] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql.VectorSelector):
+            found.append(node)
+
+    promql.walk(promql.parse(expr), visit)
+    return found
+
+
+def label_matchers(selector: promql.VectorSelector) -> dict[str, str]:
+    """The selector's label matchers, all of which must be equality matchers."""
+    matchers = selector.matchers.matchers
+    assert all(m.op == promql.MatchOp.Equal for m in matchers), selector
+    return {m.name: m.value for m in matchers}
+
+
 def merge(*layers: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge value layers, later ones winning (as repeated -f files do)."""
     out: dict[str, Any] = {}
@@ -119,6 +176,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         ]},
     }}),
     "hpa": merge(CREDENTIALS, {"autoscaling": {"enabled": True}}),
+    "prometheus-rule": merge(CREDENTIALS, {
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"},
+                           "alertLabels": {"team": "payments"}},
+    }),
     "otel": merge(CREDENTIALS, OTEL),
     "otel-no-migrations": merge(EXISTING_SECRET, OTEL, {"migrations": {"enabled": False}}),
     "no-migrations": merge(CREDENTIALS, {"migrations": {"enabled": False}}),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from chart import (
-    CREDENTIALS, EXISTING_SECRET, OTEL, OTEL_ENV, PROGRAM_ENV, SECRET_ENV, env, merge, one,
-    render, render_error,
+    CHART_DIR, CREDENTIALS, EXISTING_SECRET, METRIC_NAME, NAMESPACE, OTEL, OTEL_ENV, PROGRAM_ENV,
+    SECRET_ENV, SERIES, env, kinds, label_matchers, merge, one, render, render_error, selectors,
 )
 
 # The downward-API variables OTEL_RESOURCE_ATTRIBUTES is built from.
@@ -111,3 +111,145 @@ def test_a_sampler_argument_without_a_ratio_sampler_is_refused(sampler):
 def test_resource_attributes_the_chart_sets_from_the_pod_are_refused(attribute):
     message = render_error(merge(CREDENTIALS, {"otel": {"resourceAttributes": {attribute: "x"}}}))
     assert f"otel.resourceAttributes sets {attribute}, which the chart takes from the pod" in message
+
+
+RULE = merge(CREDENTIALS, {"prometheusRule": {"enabled": True}})
+FULLNAME = "dw-disconnect-worker"
+THIS_RELEASE = f'job="{FULLNAME}", namespace="{NAMESPACE}"'
+
+# Each alert with its expression, duration and severity at the default values.
+ALERTS = {
+    "DisconnectWorkerDeadLetters": (
+        f"sum by (namespace, job, code) (increase(disconnect_worker_dead_letters_total"
+        f"{{{THIS_RELEASE}}}[15m])) > 0", "0s", "warning"),
+    "DisconnectWorkerRequestsFailing": (
+        f'sum by (namespace, job) (rate(disconnect_worker_requests_total{{outcome="retried", '
+        f"{THIS_RELEASE}}}[10m])) > 0", "10m", "warning"),
+    "DisconnectWorkerSlowProcessing": (
+        f"histogram_quantile(0.99, sum by (namespace, job, le) (rate("
+        f"disconnect_worker_processing_seconds_bucket{{{THIS_RELEASE}}}[5m]))) > 1",
+        "10m", "warning"),
+    "DisconnectWorkerSustainedRetries": (
+        f"sum by (namespace, job, operation) (rate(disconnect_worker_retries_total"
+        f"{{{THIS_RELEASE}}}[5m])) > 0", "10m", "critical"),
+    "DisconnectWorkerBrokerReconnects": (
+        f"increase(disconnect_worker_broker_reconnects_total{{{THIS_RELEASE}}}[15m]) > 3",
+        "0s", "warning"),
+    "DisconnectWorkerEventsLate": (
+        f'sum by (namespace, job) (rate(disconnect_worker_events_published_total{{path="relay", '
+        f"{THIS_RELEASE}}}[15m])) > 0", "15m", "warning"),
+    "DisconnectWorkerOutboxStuck": (
+        f"max by (namespace, job) (disconnect_worker_outbox_oldest_pending_age_seconds"
+        f"{{{THIS_RELEASE}}}) > 60", "5m", "critical"),
+    "DisconnectWorkerSaturated": (
+        f"max by (namespace, job) (disconnect_worker_in_flight_requests{{{THIS_RELEASE}}}) >= 256",
+        "10m", "warning"),
+    "DisconnectWorkerDatabasePoolExhausted": (
+        f"max by (namespace, job) (disconnect_worker_database_pool_waiting{{{THIS_RELEASE}}}) > 0",
+        "5m", "warning"),
+    "DisconnectWorkerSlowEndToEnd": (
+        f"histogram_quantile(0.99, sum by (namespace, job, le) (rate("
+        f"disconnect_worker_publish_to_event_seconds_bucket{{{THIS_RELEASE}}}[5m]))) > 30",
+        "10m", "warning"),
+}
+
+
+def alerts(values):
+    """Alert name -> rule, from the one PrometheusRule these values render."""
+    (group,) = one(render(values), "PrometheusRule")["spec"]["groups"]
+    return {rule["alert"]: rule for rule in group["rules"]}
+
+
+def test_prometheus_rule_is_off_by_default():
+    assert "PrometheusRule" not in kinds(render(CREDENTIALS))
+
+
+def test_prometheus_rule_carries_the_labels_prometheus_selects_rules_by():
+    values = merge(RULE, {"prometheusRule": {"labels": {"release": "prometheus"}}})
+    rule = one(render(values), "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["name"] == FULLNAME
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    assert rule["metadata"]["labels"]["app.kubernetes.io/instance"] == "dw"
+    (group,) = rule["spec"]["groups"]
+    assert group["name"] == FULLNAME
+    assert set(group) == {"name", "rules"}
+
+
+def test_each_alert_has_its_expression_duration_and_severity():
+    rules = alerts(RULE)
+    assert set(rules) == set(ALERTS)
+    for name, (expr, duration, severity) in ALERTS.items():
+        assert rules[name]["expr"] == expr, name
+        assert rules[name]["for"] == duration, name
+        assert rules[name]["labels"] == {"severity": severity}, name
+
+
+def test_each_alert_says_what_happened_and_what_to_look_at():
+    for name, rule in alerts(RULE).items():
+        assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, name
+        assert set(rule["annotations"]) == {"summary", "description"}, name
+        assert rule["annotations"]["summary"].endswith("."), name
+        assert "look at" in rule["annotations"]["description"].lower(), name
+
+
+def test_every_alert_expression_parses_and_selects_only_this_release():
+    for name, rule in alerts(RULE).items():
+        found = selectors(rule["expr"])
+        assert found, name
+        for selector in found:
+            assert selector.name in SERIES, f"{name}: {selector.name}"
+            matchers = label_matchers(selector)
+            assert matchers["job"] == FULLNAME, name
+            assert matchers["namespace"] == NAMESPACE, name
+
+
+def test_alerts_follow_the_service_name_and_the_release_namespace():
+    values = merge(RULE, {"fullnameOverride": "revoker"})
+    objects = render(values)
+    assert one(objects, "Service")["metadata"]["name"] == "revoker"
+    for name, rule in alerts(values).items():
+        for selector in selectors(rule["expr"]):
+            assert label_matchers(selector)["job"] == "revoker", name
+
+
+def test_the_rule_template_names_only_metrics_the_worker_exposes():
+    # The worker's own test reads the names from the file as it is written.
+    text = (CHART_DIR / "templates" / "prometheusrule.yaml").read_text()
+    names = set(METRIC_NAME.findall(text))
+    assert names <= SERIES
+    assert len(names) == 10
+
+
+def test_thresholds_durations_and_severities_are_values():
+    values = merge(RULE, {"prometheusRule": {
+        "thresholds": {"slowProcessing": 0.25, "brokerReconnects": 10, "outboxStuck": 1000000},
+        "for": {"slowProcessing": "30m", "deadLetters": "5m"},
+        "severity": {"outboxStuck": "page"},
+        "alertLabels": {"team": "payments"},
+    }})
+    rules = alerts(values)
+    assert rules["DisconnectWorkerSlowProcessing"]["expr"].endswith(") > 0.25")
+    assert rules["DisconnectWorkerSlowProcessing"]["for"] == "30m"
+    assert rules["DisconnectWorkerBrokerReconnects"]["expr"].endswith(" > 10")
+    # Helm reads numbers as floats: a large one must not print as 1e+06.
+    assert rules["DisconnectWorkerOutboxStuck"]["expr"].endswith(" > 1000000")
+    assert rules["DisconnectWorkerDeadLetters"]["for"] == "5m"
+    assert rules["DisconnectWorkerOutboxStuck"]["labels"] == {"severity": "page", "team": "payments"}
+    assert rules["DisconnectWorkerSaturated"]["labels"] == {"severity": "warning", "team": "payments"}
+
+
+def test_saturation_is_the_prefetch_unless_a_threshold_is_given():
+    rules = alerts(merge(RULE, {"config": {"prefetch": 64}}))
+    assert rules["DisconnectWorkerSaturated"]["expr"].endswith(" >= 64")
+    assert "(PREFETCH is 64)" in rules["DisconnectWorkerSaturated"]["annotations"]["description"]
+    rules = alerts(merge(RULE, {"config": {"prefetch": 64},
+                                "prometheusRule": {"thresholds": {"saturated": 60}}}))
+    assert rules["DisconnectWorkerSaturated"]["expr"].endswith(" >= 60")
+
+
+def test_alert_texts_are_prometheus_templates_left_for_prometheus():
+    rules = alerts(RULE)
+    description = rules["DisconnectWorkerDeadLetters"]["annotations"]["description"]
+    assert description.startswith("{{ $value | humanize }} requests with code {{ $labels.code }}")
+    assert "disconnect.requests.dead" in description  # config.deadLetterQueue

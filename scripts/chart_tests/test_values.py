@@ -49,6 +49,15 @@ def test_schema_is_a_valid_draft_07_schema():
     ({"otel": {"resourceAttributes": {"team": "a,b"}}}, "/otel/resourceAttributes/team", ""),
     ({"otel": {"resourceAttributes": {"a=b": "c"}}}, "/otel/resourceAttributes", ""),
     ({"otel": {"exporter": "otlp"}}, "/otel", "exporter"),
+    ({"prometheusRule": {"for": {"deadLetters": "5 minutes"}}}, "/prometheusRule/for/deadLetters", ""),
+    ({"prometheusRule": {"thresholds": {"slowProcessing": -1}}},
+     "/prometheusRule/thresholds/slowProcessing", "minimum"),
+    ({"prometheusRule": {"thresholds": {"saturated": 0}}}, "/prometheusRule/thresholds/saturated",
+     "minimum"),
+    ({"prometheusRule": {"severity": {"deadLetters": ""}}}, "/prometheusRule/severity/deadLetters",
+     ""),
+    ({"prometheusRule": {"thresholds": {"deadletters": 1}}}, "/prometheusRule/thresholds",
+     "deadletters"),
     ({"unknownTopLevel": True}, "", "unknownTopLevel"),
 ])
 def test_schema_refuses_bad_values_and_says_where(values, where, why):

@@ -191,6 +191,19 @@ a ConfigMap cannot hold a value that differs from pod to pod.
 {{- end }}
 
 {{/*
+A number as PromQL reads it. Helm reads numbers as floats, and a float prints
+as 1e+06; a whole number prints as an integer instead.
+*/}}
+{{- define "disconnect-worker.number" -}}
+{{- $number := float64 . }}
+{{- if eq $number (float64 (int64 $number)) }}
+{{- int64 $number }}
+{{- else }}
+{{- $number }}
+{{- end }}
+{{- end }}
+
+{{/*
 Checks across values that values.schema.json cannot express.
 */}}
 {{- define "disconnect-worker.validate" -}}
