@@ -176,6 +176,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         ]},
     }}),
     "hpa": merge(CREDENTIALS, {"autoscaling": {"enabled": True}}),
+    "grafana-dashboard": merge(CREDENTIALS, {"grafanaDashboard": {
+        "enabled": True, "annotations": {"grafana_folder": "Payments"}, "namespace": "monitoring"}}),
     "prometheus-rule": merge(CREDENTIALS, {
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"},

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 from chart import (
@@ -253,3 +256,111 @@ def test_alert_texts_are_prometheus_templates_left_for_prometheus():
     description = rules["DisconnectWorkerDeadLetters"]["annotations"]["description"]
     assert description.startswith("{{ $value | humanize }} requests with code {{ $labels.code }}")
     assert "disconnect.requests.dead" in description  # config.deadLetterQueue
+
+
+DASHBOARD_FILE = CHART_DIR / "dashboards" / "disconnect-worker.json"
+DASHBOARD = merge(CREDENTIALS, {"grafanaDashboard": {"enabled": True}})
+# Grafana's variables, replaced as Grafana would before the query is sent.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$namespace": NAMESPACE, "$job": FULLNAME}
+# What the panels must show, by the series they read.
+DASHBOARD_SERIES = {
+    "disconnect_worker_requests_total", "disconnect_worker_dead_letters_total",
+    "disconnect_worker_processing_seconds_bucket",
+    "disconnect_worker_publish_to_event_seconds_bucket", "disconnect_worker_retries_total",
+    "disconnect_worker_broker_reconnects_total", "disconnect_worker_events_published_total",
+    "disconnect_worker_outbox_pending_events",
+    "disconnect_worker_outbox_oldest_pending_age_seconds", "disconnect_worker_in_flight_requests",
+    "disconnect_worker_database_pool_size", "disconnect_worker_database_pool_in_use",
+    "disconnect_worker_database_pool_waiting", "disconnect_worker_database_pool_max_size",
+    "process_cpu_seconds_total", "process_resident_memory_bytes",
+    "disconnect_worker_tokens_revoked_total",
+}
+
+
+def dashboard() -> dict:
+    return json.loads(DASHBOARD_FILE.read_text())
+
+
+def as_sent(query: str) -> str:
+    for variable, value in GRAFANA_VARIABLES.items():
+        query = query.replace(variable, value)
+    return query
+
+
+def panel_targets(board: dict):
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            yield panel, target
+
+
+def test_dashboard_is_json_with_a_datasource_namespace_and_job_variable():
+    board = dashboard()
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert set(variables) == {"datasource", "namespace", "job"}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("namespace", "job"):
+        assert variables[name]["type"] == "query"
+        assert variables[name]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    assert board["uid"] == "disconnect-worker"
+    assert len({panel["id"] for panel in board["panels"]}) == len(board["panels"])
+
+
+def test_every_dashboard_query_reads_the_chosen_release_from_the_chosen_datasource():
+    for panel, target in panel_targets(dashboard()):
+        assert panel["datasource"] == target["datasource"] == {
+            "type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert '{job="$job", namespace="$namespace"' in target["expr"], panel["title"]
+        found = selectors(as_sent(target["expr"]))
+        assert found, panel["title"]
+        for selector in found:
+            assert selector.name in SERIES, f"{panel['title']}: {selector.name}"
+            assert label_matchers(selector) == {"job": FULLNAME, "namespace": NAMESPACE}
+
+
+def test_dashboard_variables_list_the_releases_that_expose_metrics():
+    for variable in dashboard()["templating"]["list"][1:]:
+        query = variable["query"]["query"]
+        assert query == variable["definition"]
+        inner = re.fullmatch(r"label_values\((.+), (namespace|job)\)", query)
+        assert inner and inner[2] == variable["name"], query
+        (selector,) = selectors(as_sent(inner[1]))
+        assert selector.name in SERIES
+
+
+def test_dashboard_shows_every_metric_it_promises():
+    used = {s.name for _, target in panel_targets(dashboard())
+            for s in selectors(as_sent(target["expr"]))}
+    assert DASHBOARD_SERIES <= used
+
+
+def test_the_dashboard_file_names_only_metrics_the_worker_exposes():
+    # The worker's own test reads the names from the file as it is written.
+    assert set(METRIC_NAME.findall(DASHBOARD_FILE.read_text())) <= SERIES
+
+
+def test_dashboard_configmap_carries_the_sidecar_label_and_the_file():
+    objects = render(DASHBOARD)
+    (configmap,) = [o for o in objects
+                    if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard")]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert "namespace" not in configmap["metadata"]  # the release's
+    assert json.loads(configmap["data"]["disconnect-worker.json"]) == dashboard()
+
+
+def test_dashboard_labels_annotations_and_namespace_are_values():
+    values = merge(DASHBOARD, {"grafanaDashboard": {
+        "labels": {"grafana_dashboard": None, "dashboards": "payments"},
+        "annotations": {"grafana_folder": "Payments"},
+        "namespace": "monitoring",
+    }})
+    configmap = one(render(values), "ConfigMap", "-dashboard")
+    assert configmap["metadata"]["namespace"] == "monitoring"
+    assert configmap["metadata"]["labels"]["dashboards"] == "payments"
+    assert "grafana_dashboard" not in configmap["metadata"]["labels"]
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "Payments"}
+
+
+def test_dashboard_is_off_by_default():
+    names = [o["metadata"]["name"] for o in render(CREDENTIALS) if o["kind"] == "ConfigMap"]
+    assert names == [FULLNAME]
