@@ -165,6 +165,16 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "existing-secret": EXISTING_SECRET,
     "keda": merge(CREDENTIALS, {"keda": {"enabled": True}}),
     "keda-existing-secret": merge(EXISTING_SECRET, {"keda": {"enabled": True}}),
+    "keda-http-tls": merge(CREDENTIALS, {
+        "secret": {"kedaManagementUrl": f"https://u:{AMQP_PASSWORD}@mq:15671/%2f"},
+        "keda": {"enabled": True, "protocol": "http", "activationValue": 5,
+                 "tls": {"enabled": True, "secretName": "mq-client-tls",
+                         "keys": {"cert": "tls.crt", "key": "tls.key"}}},
+    }),
+    "keda-http-existing-secret": merge(EXISTING_SECRET, {
+        "existingSecretKeys": {"kedaManagementUrl": "rabbit-management-url"},
+        "keda": {"enabled": True, "protocol": "http"},
+    }),
     "service-monitor": merge(CREDENTIALS, {"serviceMonitor": {"enabled": True}}),
     "network-policy": merge(CREDENTIALS, {"networkPolicy": {
         "enabled": True,

@@ -58,6 +58,10 @@ def test_schema_is_a_valid_draft_07_schema():
      ""),
     ({"prometheusRule": {"thresholds": {"deadletters": 1}}}, "/prometheusRule/thresholds",
      "deadletters"),
+    ({"keda": {"protocol": "auto"}}, "/keda/protocol", "'amqp', 'http'"),
+    ({"keda": {"activationValue": -1}}, "/keda/activationValue", "minimum"),
+    ({"keda": {"tls": {"keys": {"ca": "ca crt"}}}}, "/keda/tls/keys/ca", ""),
+    ({"secret": {"kedaManagementUrl": "amqp://u:p@mq:5672/"}}, "/secret/kedaManagementUrl", ""),
     ({"unknownTopLevel": True}, "", "unknownTopLevel"),
 ])
 def test_schema_refuses_bad_values_and_says_where(values, where, why):

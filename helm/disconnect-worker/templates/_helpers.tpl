@@ -97,9 +97,14 @@ Name of the Secret holding DATABASE_URL and AMQP_URL, and its keys.
 {{- ternary .Values.existingSecretKeys.amqpUrl "AMQP_URL" (ne .Values.existingSecret "") }}
 {{- end }}
 
-{{- /* The key of the one broker URL the KEDA trigger reads. */}}
-{{- define "disconnect-worker.kedaAmqpUrlKey" -}}
-{{- if .Values.existingSecret }}
+{{- /*
+The key of the one URL the KEDA trigger reads as its host: the management
+API's with keda.protocol http, else one broker's AMQP URL.
+*/}}
+{{- define "disconnect-worker.kedaHostKey" -}}
+{{- if eq .Values.keda.protocol "http" }}
+{{- ternary .Values.existingSecretKeys.kedaManagementUrl "KEDA_MANAGEMENT_URL" (ne .Values.existingSecret "") }}
+{{- else if .Values.existingSecret }}
 {{- default .Values.existingSecretKeys.amqpUrl .Values.existingSecretKeys.kedaAmqpUrl }}
 {{- else }}
 {{- ternary "KEDA_AMQP_URL" "AMQP_URL" (ne .Values.secret.kedaAmqpUrl "") }}
@@ -213,8 +218,24 @@ Checks across values that values.schema.json cannot express.
 {{- if and (not .Values.existingSecret) (or (not .Values.secret.databaseUrl) (not .Values.secret.amqpUrl)) }}
 {{- fail "secret.databaseUrl and secret.amqpUrl are required (or set existingSecret to a Secret holding DATABASE_URL and AMQP_URL)" }}
 {{- end }}
-{{- if and .Values.keda.enabled (not .Values.existingSecret) (contains "," .Values.secret.amqpUrl) (not .Values.secret.kedaAmqpUrl) }}
+{{- if .Values.keda.enabled }}
+{{- if eq .Values.keda.protocol "http" }}
+{{- if and .Values.existingSecret (not .Values.existingSecretKeys.kedaManagementUrl) }}
+{{- fail "keda.protocol http reads the queue from the RabbitMQ management API: set existingSecretKeys.kedaManagementUrl to the key of its URL (http(s)://user:pass@host:15672/vhost) in existingSecret" }}
+{{- else if and (not .Values.existingSecret) (not .Values.secret.kedaManagementUrl) }}
+{{- fail "keda.protocol http reads the queue from the RabbitMQ management API: set secret.kedaManagementUrl (http(s)://user:pass@host:15672/vhost)" }}
+{{- end }}
+{{- else if and (not .Values.existingSecret) (contains "," .Values.secret.amqpUrl) (not .Values.secret.kedaAmqpUrl) }}
 {{- fail "secret.amqpUrl lists several brokers, and the KEDA trigger takes one: set secret.kedaAmqpUrl" }}
+{{- end }}
+{{- with .Values.keda.tls }}
+{{- if and .enabled (not .secretName) }}
+{{- fail "keda.tls.enabled needs keda.tls.secretName: the Secret holding the CA (and client certificate and key) KEDA connects with" }}
+{{- end }}
+{{- if and .enabled (ne (empty .keys.cert) (empty .keys.key)) }}
+{{- fail "keda.tls.keys.cert and keda.tls.keys.key go together: a client certificate needs its key" }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- range $key := list "k8s.pod.name" "k8s.namespace.name" "k8s.node.name" }}
 {{- if hasKey $.Values.otel.resourceAttributes $key }}
