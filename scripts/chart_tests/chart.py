@@ -15,6 +15,7 @@ from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
+import promql_parser as promql
 import yaml
 
 REPO_DIR = Path(__file__).resolve().parents[2]
@@ -29,7 +30,7 @@ KUBE_VERSIONS = ("1.25.0", "1.37.0")
 # Custom resources: the Kubernetes OpenAPI schemas do not describe them, so
 # kubernetes-validate has nothing to check them against. Their shape is
 # asserted by dedicated tests instead.
-CRD_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication"}
+CRD_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication", "PrometheusRule"}
 
 # Distinctive fake credentials: finding these strings anywhere but in a
 # Secret means the chart leaked a credential.
@@ -44,15 +45,31 @@ EXISTING_SECRET = {
     "existingSecretKeys": {"databaseUrl": "pg-url", "amqpUrl": "rabbit-url"},
 }
 
+# The standard OpenTelemetry variables the worker honours. The OpenTelemetry
+# SDK reads them itself, not clap, so no `env = ...` attribute names them:
+# they are listed here, exactly these and no other OTEL_* name. The chart sets
+# each only when its otel.* value is set (OTEL_RESOURCE_ATTRIBUTES in the
+# container env, the others in the ConfigMap).
+OTEL_ENV = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_SERVICE_NAME",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_RESOURCE_ATTRIBUTES",
+}
+
+
 def program_env() -> set[str]:
     """Every environment variable the worker reads, taken from its source so
     the chart cannot drift from it: the `env = ...` of each command-line
     setting in src/cli.rs and src/config/ (a literal, or a constant of the
-    same files), and RUST_LOG, which tracing's filter reads."""
+    same files), RUST_LOG, which tracing's filter reads, and OTEL_ENV, which
+    the OpenTelemetry SDK reads."""
     sources = [REPO_DIR / "src" / "cli.rs", *sorted((REPO_DIR / "src" / "config").glob("*.rs"))]
     text = "\n".join(path.read_text() for path in sources)
     constants = dict(re.findall(r'pub const ([A-Z_]+): &str = "([A-Z_]+)";', text))
-    names = {"RUST_LOG"}
+    names = {"RUST_LOG", *OTEL_ENV}
     for literal, constant in re.findall(r'\benv = (?:"([A-Z_]+)"|([A-Z_]+)\b)', text):
         names.add(literal or constants[constant])
     return names
@@ -61,6 +78,62 @@ def program_env() -> set[str]:
 # Every environment variable the worker reads.
 PROGRAM_ENV = program_env()
 SECRET_ENV = {"DATABASE_URL", "AMQP_URL"}
+
+
+# Every metric the worker exposes at /metrics (README "Health and metrics"):
+# alerts and dashboard panels may use these and nothing else. A test of the
+# worker checks the same names, read from the rule template and the dashboard,
+# against a real scrape.
+COUNTERS = {
+    "disconnect_worker_requests_total",
+    "disconnect_worker_dead_letters_total",
+    "disconnect_worker_tokens_revoked_total",
+    "disconnect_worker_retries_total",
+    "disconnect_worker_broker_reconnects_total",
+    "disconnect_worker_events_published_total",
+    "process_cpu_seconds_total",
+}
+GAUGES = {
+    "disconnect_worker_outbox_pending_events",
+    "disconnect_worker_outbox_oldest_pending_age_seconds",
+    "disconnect_worker_in_flight_requests",
+    "disconnect_worker_build_info",
+    "disconnect_worker_database_pool_size",
+    "disconnect_worker_database_pool_in_use",
+    "disconnect_worker_database_pool_waiting",
+    "disconnect_worker_database_pool_max_size",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+    "process_threads",
+}
+HISTOGRAMS = {"disconnect_worker_processing_seconds", "disconnect_worker_publish_to_event_seconds"}
+# The series names a query can select: a histogram only through its parts.
+SERIES = COUNTERS | GAUGES | {
+    name + part for name in HISTOGRAMS for part in ("_bucket", "_sum", "_count")}
+# How the worker's test finds metric names in a file.
+METRIC_NAME = re.compile(r"\b(?:disconnect_worker|process)_[a-z0-9_]+")
+
+
+def selectors(expr: str) -> list[promql.VectorSelector]:
+    """Every vector selector of a PromQL expression (which must parse)."""
+    found: list[promql.VectorSelector] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql.VectorSelector):
+            found.append(node)
+
+    promql.walk(promql.parse(expr), visit)
+    return found
+
+
+def label_matchers(selector: promql.VectorSelector) -> dict[str, str]:
+    """The selector's label matchers, all of which must be equality matchers."""
+    matchers = selector.matchers.matchers
+    assert all(m.op == promql.MatchOp.Equal for m in matchers), selector
+    return {m.name: m.value for m in matchers}
 
 
 def merge(*layers: dict[str, Any]) -> dict[str, Any]:
@@ -75,12 +148,33 @@ def merge(*layers: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Every OpenTelemetry value set.
+OTEL = {"otel": {
+    "endpoint": "http://otel-collector.observability:4318",
+    "protocol": "http/protobuf",
+    "serviceName": "disconnect-worker-payments",
+    "tracesSampler": "parentbased_traceidratio",
+    "tracesSamplerArg": "0.1",
+    "resourceAttributes": {"service.namespace": "payments",
+                           "deployment.environment.name": "production"},
+}}
+
 # The value sets every generic test (lint, schemas, no leaked credential) runs on.
 SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": CREDENTIALS,
     "existing-secret": EXISTING_SECRET,
     "keda": merge(CREDENTIALS, {"keda": {"enabled": True}}),
     "keda-existing-secret": merge(EXISTING_SECRET, {"keda": {"enabled": True}}),
+    "keda-http-tls": merge(CREDENTIALS, {
+        "secret": {"kedaManagementUrl": f"https://u:{AMQP_PASSWORD}@mq:15671/%2f"},
+        "keda": {"enabled": True, "protocol": "http", "activationValue": 5,
+                 "tls": {"enabled": True, "secretName": "mq-client-tls",
+                         "keys": {"cert": "tls.crt", "key": "tls.key"}}},
+    }),
+    "keda-http-existing-secret": merge(EXISTING_SECRET, {
+        "existingSecretKeys": {"kedaManagementUrl": "rabbit-management-url"},
+        "keda": {"enabled": True, "protocol": "http"},
+    }),
     "service-monitor": merge(CREDENTIALS, {"serviceMonitor": {"enabled": True}}),
     "network-policy": merge(CREDENTIALS, {"networkPolicy": {
         "enabled": True,
@@ -92,6 +186,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         ]},
     }}),
     "hpa": merge(CREDENTIALS, {"autoscaling": {"enabled": True}}),
+    "grafana-dashboard": merge(CREDENTIALS, {"grafanaDashboard": {
+        "enabled": True, "annotations": {"grafana_folder": "Payments"}, "namespace": "monitoring"}}),
+    "prometheus-rule": merge(CREDENTIALS, {
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"},
+                           "alertLabels": {"team": "payments"}},
+    }),
+    "otel": merge(CREDENTIALS, OTEL),
+    "otel-no-migrations": merge(EXISTING_SECRET, OTEL, {"migrations": {"enabled": False}}),
     "no-migrations": merge(CREDENTIALS, {"migrations": {"enabled": False}}),
     "no-optional-extras": merge(CREDENTIALS, {
         "serviceAccount": {"create": False},

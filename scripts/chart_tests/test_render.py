@@ -6,7 +6,7 @@ import pytest
 
 from chart import (
     AMQP_PASSWORD, AMQP_URL, CRD_KINDS, CREDENTIALS, DB_PASSWORD, DATABASE_URL,
-    EXISTING_SECRET, KUBE_VERSIONS, PROGRAM_ENV, SCENARIOS, SECRET_ENV, container,
+    EXISTING_SECRET, KUBE_VERSIONS, OTEL_ENV, PROGRAM_ENV, SCENARIOS, SECRET_ENV, container,
     default_values, env, kinds, merge, one, pod_spec, render, render_error, render_files,
     validate_strict,
 )
@@ -111,8 +111,9 @@ def test_every_configmap_key_is_a_variable_the_worker_reads():
     data = one(render(CREDENTIALS), "ConfigMap")["data"]
     assert set(data) <= PROGRAM_ENV - SECRET_ENV
     # ...and every non-secret setting is there, except RUN_MIGRATIONS, which
-    # follows migrations.enabled in the Deployment.
-    assert set(data) == PROGRAM_ENV - SECRET_ENV - {"RUN_MIGRATIONS"}
+    # follows migrations.enabled in the Deployment, and the OpenTelemetry
+    # variables, which appear only when set (test_observability.py).
+    assert set(data) == PROGRAM_ENV - SECRET_ENV - {"RUN_MIGRATIONS"} - OTEL_ENV
 
 
 CONFIG_TO_ENV = {
@@ -254,6 +255,9 @@ def test_keda_scales_on_the_request_queue_with_the_secret_url():
     assert trigger["metadata"]["queueName"] == "dr.q"
     assert trigger["metadata"]["mode"] == "QueueLength"
     assert trigger["metadata"]["value"] == "1000000"
+    assert trigger["metadata"]["protocol"] == "amqp"
+    assert trigger["metadata"]["activationValue"] == "0"
+    assert trigger["metadata"]["unsafeSsl"] == "false"
     assert "host" not in trigger["metadata"]  # the URL holds a password
     auth = one(objects, "TriggerAuthentication")
     assert auth["apiVersion"] == "keda.sh/v1alpha1"
@@ -413,3 +417,98 @@ def test_keda_reads_one_broker_address_when_the_worker_has_several():
                                      "existingSecretKeys": {"kedaAmqpUrl": "mq-one"}})
     auth = one(render(values), "TriggerAuthentication")
     assert auth["spec"]["secretTargetRef"][0]["key"] == "mq-one"
+
+
+
+MANAGEMENT_URL = f"https://u:{AMQP_PASSWORD}@mq:15671/%2f"
+
+
+def test_keda_over_http_reads_the_management_url_from_the_secret():
+    values = merge(CREDENTIALS, {"secret": {"kedaManagementUrl": MANAGEMENT_URL},
+                                 "keda": {"enabled": True, "protocol": "http"}})
+    objects = render(values)
+    (trigger,) = one(objects, "ScaledObject")["spec"]["triggers"]
+    assert trigger["metadata"]["protocol"] == "http"
+    assert "host" not in trigger["metadata"]
+    secret = one(objects, "Secret", "disconnect-worker")
+    assert secret["stringData"]["KEDA_MANAGEMENT_URL"] == MANAGEMENT_URL
+    assert one(objects, "TriggerAuthentication")["spec"]["secretTargetRef"] == [
+        {"parameter": "host", "name": secret["metadata"]["name"], "key": "KEDA_MANAGEMENT_URL"}]
+    # The worker never sees it.
+    assert "KEDA_MANAGEMENT_URL" not in env(one(objects, "Deployment"))
+
+
+def test_keda_over_http_reads_the_management_url_from_an_existing_secret():
+    values = merge(EXISTING_SECRET, {"existingSecretKeys": {"kedaManagementUrl": "mgmt"},
+                                     "keda": {"enabled": True, "protocol": "http"}})
+    auth = one(render(values), "TriggerAuthentication")
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "host", "name": EXISTING_SECRET["existingSecret"], "key": "mgmt"}]
+
+
+def test_keda_over_http_without_a_management_url_is_refused():
+    message = render_error(merge(CREDENTIALS, {"keda": {"enabled": True, "protocol": "http"}}))
+    assert "keda.protocol http reads the queue from the RabbitMQ management API" in message
+    assert "set secret.kedaManagementUrl" in message
+    message = render_error(merge(EXISTING_SECRET, {"keda": {"enabled": True, "protocol": "http"}}))
+    assert "set existingSecretKeys.kedaManagementUrl" in message
+
+
+def test_keda_over_http_does_not_need_one_broker_address():
+    cluster = "amqp://u:p@mq-0:5672/%2f,amqp://u:p@mq-1:5672/%2f"
+    values = merge(CREDENTIALS, {"secret": {"amqpUrl": cluster, "kedaManagementUrl": MANAGEMENT_URL},
+                                 "keda": {"enabled": True, "protocol": "http"}})
+    auth = one(render(values), "TriggerAuthentication")
+    assert auth["spec"]["secretTargetRef"][0]["key"] == "KEDA_MANAGEMENT_URL"
+
+
+def test_keda_activation_value_and_unsafe_ssl_reach_the_trigger():
+    values = merge(CREDENTIALS, {"keda": {"enabled": True, "activationValue": 1000000,
+                                          "unsafeSsl": True}})
+    (trigger,) = one(render(values), "ScaledObject")["spec"]["triggers"]
+    assert trigger["metadata"]["activationValue"] == "1000000"
+    assert trigger["metadata"]["unsafeSsl"] == "true"
+
+
+def test_keda_tls_passes_the_ca_and_client_certificate_through_the_trigger_authentication():
+    values = merge(CREDENTIALS, {"keda": {"enabled": True, "tls": {
+        "enabled": True, "secretName": "mq-tls",
+        "keys": {"ca": "ca.pem", "cert": "tls.crt", "key": "tls.key"}}}})
+    objects = render(values)
+    switch = one(objects, "Secret", "-keda-tls")
+    assert switch["stringData"] == {"tls": "enable"}
+    refs = one(objects, "TriggerAuthentication")["spec"]["secretTargetRef"]
+    assert refs == [
+        {"parameter": "host", "name": "dw-disconnect-worker", "key": "AMQP_URL"},
+        {"parameter": "tls", "name": "dw-disconnect-worker-keda-tls", "key": "tls"},
+        {"parameter": "ca", "name": "mq-tls", "key": "ca.pem"},
+        {"parameter": "cert", "name": "mq-tls", "key": "tls.crt"},
+        {"parameter": "key", "name": "mq-tls", "key": "tls.key"},
+    ]
+    # Nothing TLS in the trigger's own metadata: KEDA reads these as auth parameters only.
+    (trigger,) = one(objects, "ScaledObject")["spec"]["triggers"]
+    assert not {"tls", "ca", "cert", "key"} & trigger["metadata"].keys()
+
+
+def test_keda_tls_with_only_a_ca_passes_only_the_ca():
+    values = merge(CREDENTIALS, {"keda": {"enabled": True, "tls": {
+        "enabled": True, "secretName": "mq-ca"}}})
+    refs = one(render(values), "TriggerAuthentication")["spec"]["secretTargetRef"]
+    assert [r["parameter"] for r in refs] == ["host", "tls", "ca"]
+    assert refs[2] == {"parameter": "ca", "name": "mq-ca", "key": "ca.crt"}
+
+
+def test_keda_without_tls_has_no_tls_secret_or_parameter():
+    objects = render(merge(CREDENTIALS, {"keda": {"enabled": True}}))
+    assert sorted(o["metadata"]["name"] for o in objects if o["kind"] == "Secret") == [
+        "dw-disconnect-worker", "dw-disconnect-worker-migrations"]
+    refs = one(objects, "TriggerAuthentication")["spec"]["secretTargetRef"]
+    assert [r["parameter"] for r in refs] == ["host"]
+
+
+def test_keda_tls_needs_its_secret_and_a_client_certificate_needs_its_key():
+    message = render_error(merge(CREDENTIALS, {"keda": {"enabled": True, "tls": {"enabled": True}}}))
+    assert "keda.tls.enabled needs keda.tls.secretName" in message
+    message = render_error(merge(CREDENTIALS, {"keda": {"enabled": True, "tls": {
+        "enabled": True, "secretName": "mq-tls", "keys": {"cert": "tls.crt"}}}}))
+    assert "keda.tls.keys.cert and keda.tls.keys.key go together" in message

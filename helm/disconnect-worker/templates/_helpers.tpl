@@ -97,9 +97,14 @@ Name of the Secret holding DATABASE_URL and AMQP_URL, and its keys.
 {{- ternary .Values.existingSecretKeys.amqpUrl "AMQP_URL" (ne .Values.existingSecret "") }}
 {{- end }}
 
-{{- /* The key of the one broker URL the KEDA trigger reads. */}}
-{{- define "disconnect-worker.kedaAmqpUrlKey" -}}
-{{- if .Values.existingSecret }}
+{{- /*
+The key of the one URL the KEDA trigger reads as its host: the management
+API's with keda.protocol http, else one broker's AMQP URL.
+*/}}
+{{- define "disconnect-worker.kedaHostKey" -}}
+{{- if eq .Values.keda.protocol "http" }}
+{{- ternary .Values.existingSecretKeys.kedaManagementUrl "KEDA_MANAGEMENT_URL" (ne .Values.existingSecret "") }}
+{{- else if .Values.existingSecret }}
 {{- default .Values.existingSecretKeys.amqpUrl .Values.existingSecretKeys.kedaAmqpUrl }}
 {{- else }}
 {{- ternary "KEDA_AMQP_URL" "AMQP_URL" (ne .Values.secret.kedaAmqpUrl "") }}
@@ -132,6 +137,78 @@ requests (redelivered later, but counted against the delivery limit).
 {{- end }}
 
 {{/*
+The OpenTelemetry settings that are set, as a YAML map from the standard
+OTEL_* variable to its value: the worker reads them from the ConfigMap, the
+migration Job (which cannot use the ConfigMap) from its own env. Unset ones
+are left out, so the SDK's defaults apply. OTEL_RESOURCE_ATTRIBUTES is not
+among them: see disconnect-worker.otelPodEnv.
+*/}}
+{{- define "disconnect-worker.otelSettings" -}}
+{{- $settings := dict }}
+{{- with .Values.otel }}
+{{- $variables := dict
+      "OTEL_EXPORTER_OTLP_ENDPOINT" .endpoint
+      "OTEL_EXPORTER_OTLP_PROTOCOL" .protocol
+      "OTEL_SERVICE_NAME" .serviceName
+      "OTEL_TRACES_SAMPLER" .tracesSampler
+      "OTEL_TRACES_SAMPLER_ARG" .tracesSamplerArg }}
+{{- range $variable, $value := $variables }}
+{{- if $value }}
+{{- $_ := set $settings $variable $value }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml $settings }}
+{{- end }}
+
+{{/*
+With an OTLP endpoint only: the pod's name, namespace and node from the
+downward API, then OTEL_RESOURCE_ATTRIBUTES made of them (the kubelet expands
+$(VAR) from variables defined earlier in the list) followed by
+otel.resourceAttributes, sorted by key. An EnvVar list for the worker and
+migration containers. This is the one place OTEL_RESOURCE_ATTRIBUTES is set:
+a ConfigMap cannot hold a value that differs from pod to pod.
+*/}}
+{{- define "disconnect-worker.otelPodEnv" -}}
+{{- if .Values.otel.endpoint }}
+{{- $attributes := list
+      "k8s.pod.name=$(K8S_POD_NAME)"
+      "k8s.namespace.name=$(K8S_NAMESPACE_NAME)"
+      "k8s.node.name=$(K8S_NODE_NAME)" }}
+{{- range $key, $value := .Values.otel.resourceAttributes }}
+{{- $attributes = append $attributes (printf "%s=%s" $key $value) }}
+{{- end }}
+- name: K8S_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: K8S_NAMESPACE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: K8S_NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," $attributes | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+A number as PromQL reads it. Helm reads numbers as floats, and a float prints
+as 1e+06; a whole number prints as an integer instead.
+*/}}
+{{- define "disconnect-worker.number" -}}
+{{- $number := float64 . }}
+{{- if eq $number (float64 (int64 $number)) }}
+{{- int64 $number }}
+{{- else }}
+{{- $number }}
+{{- end }}
+{{- end }}
+
+{{/*
 Checks across values that values.schema.json cannot express.
 */}}
 {{- define "disconnect-worker.validate" -}}
@@ -141,8 +218,32 @@ Checks across values that values.schema.json cannot express.
 {{- if and (not .Values.existingSecret) (or (not .Values.secret.databaseUrl) (not .Values.secret.amqpUrl)) }}
 {{- fail "secret.databaseUrl and secret.amqpUrl are required (or set existingSecret to a Secret holding DATABASE_URL and AMQP_URL)" }}
 {{- end }}
-{{- if and .Values.keda.enabled (not .Values.existingSecret) (contains "," .Values.secret.amqpUrl) (not .Values.secret.kedaAmqpUrl) }}
+{{- if .Values.keda.enabled }}
+{{- if eq .Values.keda.protocol "http" }}
+{{- if and .Values.existingSecret (not .Values.existingSecretKeys.kedaManagementUrl) }}
+{{- fail "keda.protocol http reads the queue from the RabbitMQ management API: set existingSecretKeys.kedaManagementUrl to the key of its URL (http(s)://user:pass@host:15672/vhost) in existingSecret" }}
+{{- else if and (not .Values.existingSecret) (not .Values.secret.kedaManagementUrl) }}
+{{- fail "keda.protocol http reads the queue from the RabbitMQ management API: set secret.kedaManagementUrl (http(s)://user:pass@host:15672/vhost)" }}
+{{- end }}
+{{- else if and (not .Values.existingSecret) (contains "," .Values.secret.amqpUrl) (not .Values.secret.kedaAmqpUrl) }}
 {{- fail "secret.amqpUrl lists several brokers, and the KEDA trigger takes one: set secret.kedaAmqpUrl" }}
+{{- end }}
+{{- with .Values.keda.tls }}
+{{- if and .enabled (not .secretName) }}
+{{- fail "keda.tls.enabled needs keda.tls.secretName: the Secret holding the CA (and client certificate and key) KEDA connects with" }}
+{{- end }}
+{{- if and .enabled (ne (empty .keys.cert) (empty .keys.key)) }}
+{{- fail "keda.tls.keys.cert and keda.tls.keys.key go together: a client certificate needs its key" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range $key := list "k8s.pod.name" "k8s.namespace.name" "k8s.node.name" }}
+{{- if hasKey $.Values.otel.resourceAttributes $key }}
+{{- fail (printf "otel.resourceAttributes sets %s, which the chart takes from the pod itself: leave it out" $key) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.otel.tracesSamplerArg (not (has .Values.otel.tracesSampler (list "traceidratio" "parentbased_traceidratio"))) }}
+{{- fail "otel.tracesSamplerArg is read only by the traceidratio samplers: set otel.tracesSampler to traceidratio or parentbased_traceidratio, or leave the argument empty" }}
 {{- end }}
 {{- if gt (int .Values.config.retryMinDelayMs) (int .Values.config.retryMaxDelayMs) }}
 {{- fail "config.retryMinDelayMs must not exceed config.retryMaxDelayMs (the worker refuses to start otherwise)" }}
