@@ -42,6 +42,8 @@ def test_schema_is_a_valid_draft_07_schema():
     ({"terminationGracePeriodSeconds": 0}, "/terminationGracePeriodSeconds", "minimum"),
     ({"podDisruptionBudget": {"maxUnavailable": "half"}}, "/podDisruptionBudget/maxUnavailable", ""),
     ({"otel": {"protocol": "grpc/json"}}, "/otel/protocol", "'http/protobuf'"),
+    # The worker exports over HTTP only, and refuses grpc at start-up.
+    ({"otel": {"protocol": "grpc"}}, "/otel/protocol", "'http/protobuf'"),
     ({"otel": {"tracesSampler": "sometimes"}}, "/otel/tracesSampler", "'traceidratio'"),
     ({"otel": {"tracesSamplerArg": 0.1}}, "/otel/tracesSamplerArg", "string"),
     ({"otel": {"tracesSamplerArg": "1.5"}}, "/otel/tracesSamplerArg", ""),
