@@ -23,6 +23,17 @@ pub enum RejectionCode {
 }
 
 impl RejectionCode {
+    pub const ALL: [Self; 8] = [
+        Self::TooLarge,
+        Self::WrongContentType,
+        Self::NotUtf8,
+        Self::NotJson,
+        Self::NotAnObject,
+        Self::DuplicateKey,
+        Self::MissingField,
+        Self::InvalidField,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TooLarge => "too_large",

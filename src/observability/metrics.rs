@@ -60,8 +60,37 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         )?
         .install_recorder()?;
     describe();
+    start_at_zero();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
+}
+
+/// Every counter series exists from the start, at 0: Prometheus's
+/// `increase()` and `rate()` miss the first increment of a series that
+/// appears with it, so an alert on the first dead letter would never fire.
+fn start_at_zero() {
+    for outcome in [
+        "disconnected",
+        "unknown_token",
+        "already_disconnected",
+        "duplicate",
+        "dead_lettered",
+        "retried",
+        "released",
+    ] {
+        counter!(REQUESTS, "outcome" => outcome).absolute(0);
+    }
+    for code in crate::domain::RejectionCode::ALL {
+        counter!(DEAD_LETTERS, "code" => code.as_str()).absolute(0);
+    }
+    for operation in ["process", "relay", "connect", "migrate"] {
+        counter!(RETRIES, "operation" => operation).absolute(0);
+    }
+    for path in ["after_commit", "relay"] {
+        counter!(EVENTS_PUBLISHED, "path" => path).absolute(0);
+    }
+    counter!(TOKENS_REVOKED).absolute(0);
+    counter!(BROKER_RECONNECTS).absolute(0);
 }
 
 fn describe() {

@@ -20,3 +20,4 @@ mod startup;
 mod support;
 mod tls;
 mod topology;
+mod tracing;

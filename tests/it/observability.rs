@@ -121,6 +121,7 @@ async fn readyz_turns_503_while_the_broker_is_unreachable_and_200_after_the_reco
             &body,
             "disconnect_worker_retries_total{operation=\"connect\"}",
         )
+        .filter(|retries| *retries >= 1.0)
     })
     .await;
     assert!(reconnects >= 1.0);
@@ -131,5 +132,104 @@ async fn readyz_turns_503_while_the_broker_is_unreachable_and_200_after_the_reco
     assert_eq!(
         sample(&metrics, "disconnect_worker_broker_reconnects_total"),
         Some(1.0)
+    );
+}
+
+/// Every `disconnect_worker_*` and `process_*` name in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for prefix in ["disconnect_worker_", "process_"] {
+        for (at, _) in text.match_indices(prefix) {
+            let before = text[..at].chars().next_back();
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// The chart's alerts and dashboard name only metrics a scrape of the
+/// running binary shows; among them the build, process, pool and
+/// publish-to-event metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_alerts_and_dashboard_name_only_metrics_the_worker_exposes() {
+    let test = TestContext::new().await;
+    let worker = test.spawn_worker_process(&[]);
+    let token = test.issue("app", "company-c", "gusto", "user-a").await;
+    let mut events = test.event_tap().await;
+    let request = Uuid::new_v4();
+    let published_now = BasicProperties::default()
+        .with_content_type(ShortString::from("application/json"))
+        .with_timestamp(chrono::Utc::now().timestamp() as u64);
+    test.publish_raw(
+        &test.channel().await,
+        &crate::support::broker::request_body(request, token.token.expose()),
+        published_now,
+    )
+    .await;
+    events.event_for(request).await;
+
+    let scrape = eventually("the publish-to-event latency", || async {
+        let (_, body) = worker.get("/metrics").await?;
+        body.contains("disconnect_worker_publish_to_event_seconds_count")
+            .then_some(body)
+    })
+    .await;
+
+    let exposed: std::collections::BTreeSet<String> = scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .map(ToString::to_string)
+        .collect();
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("helm/disconnect-worker");
+    for file in [
+        "templates/prometheusrule.yaml",
+        "dashboards/disconnect-worker.json",
+    ] {
+        let text = std::fs::read_to_string(chart.join(file)).expect("the chart's file");
+        let named = metric_names(&text);
+        assert!(!named.is_empty(), "{file} names metrics");
+        for name in named {
+            assert!(
+                exposed.contains(&name),
+                "{file} names {name}, which /metrics lacks"
+            );
+        }
+    }
+    assert_eq!(
+        sample(
+            &scrape,
+            &format!(
+                "disconnect_worker_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&scrape, "disconnect_worker_database_pool_max_size"),
+        Some(8.0)
+    );
+    assert!(sample(&scrape, "disconnect_worker_database_pool_size") >= Some(1.0));
+    assert!(sample(&scrape, "process_resident_memory_bytes") > Some(0.0));
+    assert!(sample(&scrape, "process_open_fds") > Some(0.0));
+    assert_eq!(
+        sample(&scrape, "disconnect_worker_publish_to_event_seconds_count"),
+        Some(1.0)
+    );
+    // Counters exist from the start, so a first increment is seen by rate().
+    assert_eq!(
+        sample(
+            &scrape,
+            "disconnect_worker_dead_letters_total{code=\"not_json\"}"
+        ),
+        Some(0.0)
     );
 }

@@ -27,6 +27,9 @@ pub struct EndToEnd {
     /// Resident memory sampled every 100 ms while requests flowed: the
     /// lowest and highest after the first quarter of the run, MiB.
     pub steady_memory_mib: (f64, f64),
+    /// Spans received by the OTLP receiver, in the traced run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spans_exported: Option<usize>,
 }
 
 fn worker_binary(args: &Args) -> anyhow::Result<PathBuf> {
@@ -56,11 +59,14 @@ fn memory_mib(pid: u32) -> Option<(f64, f64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// One run of the worker binary: `extra_env` on top of the benchmark's
+/// settings (the traced run's OTLP endpoint).
 pub async fn run(
     args: &Args,
     env: &BenchEnv,
     label: &str,
     rate: Option<f64>,
+    extra_env: &[(&'static str, String)],
 ) -> anyhow::Result<EndToEnd> {
     let tokens = env
         .seed_connections(
@@ -81,6 +87,7 @@ pub async fn run(
         ("RUN_MIGRATIONS", "false".into()),
         ("RUST_LOG", "warn".into()),
     ]);
+    env.extend(extra_env.iter().cloned());
     let worker = WorkerProcess::spawn(&worker_binary(args)?, &env, Logs::Inherit)
         .context("starting the worker")?
         .terminate_on_drop();
@@ -122,5 +129,6 @@ pub async fn run(
         offered_rate: rate,
         peak_memory_mib,
         steady_memory_mib,
+        spans_exported: None,
     })
 }

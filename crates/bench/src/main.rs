@@ -71,6 +71,11 @@ pub struct Args {
     /// Print EXPLAIN ANALYZE of the revocation statements.
     #[arg(long)]
     pub explain: bool,
+    /// Also run the worker saturated while it exports every span (the
+    /// default sampler) to an OTLP receiver in this process, to measure what
+    /// tracing costs.
+    #[arg(long)]
+    pub traced: bool,
 }
 
 #[tokio::main]
@@ -113,12 +118,25 @@ async fn run(args: &Args, env: &seed::BenchEnv) -> anyhow::Result<report::Result
     );
     let broker = broker_baseline::run(args).await?;
     eprintln!("worker, saturating: {} requests...", args.connections);
-    let saturating = end_to_end::run(args, env, "sat", None).await?;
+    let saturating = end_to_end::run(args, env, "sat", None, &[]).await?;
     let half_rate = args
         .paced_rate
         .unwrap_or(saturating.measured.requests_per_second / 2.0);
     eprintln!("worker, half rate ({half_rate:.0} requests/s)...");
-    let half = end_to_end::run(args, env, "half", Some(half_rate)).await?;
+    let half = end_to_end::run(args, env, "half", Some(half_rate), &[]).await?;
+    let traced = if args.traced {
+        eprintln!("worker, saturating, exporting every span...");
+        let receiver = disconnect_testkit::otlp::OtlpReceiver::start().await?;
+        let exporting = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+            ("OTEL_TRACES_SAMPLER", "parentbased_always_on".to_string()),
+        ];
+        let mut run = end_to_end::run(args, env, "traced", None, &exporting).await?;
+        run.spans_exported = Some(receiver.spans().len());
+        Some(run)
+    } else {
+        None
+    };
     eprintln!(
         "one connection with {} tokens...",
         args.large_connection_tokens
@@ -128,6 +146,6 @@ async fn run(args: &Args, env: &seed::BenchEnv) -> anyhow::Result<report::Result
         env.explain().await?;
     }
     Ok(report::Results::new(
-        args, db, broker, saturating, half, large,
+        args, db, broker, saturating, half, traced, large,
     ))
 }

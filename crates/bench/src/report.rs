@@ -21,6 +21,8 @@ pub struct Results {
     pub broker_baseline: BrokerBaseline,
     pub worker_saturating: EndToEnd,
     pub worker_half_rate: EndToEnd,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_saturating_traced: Option<EndToEnd>,
     pub worker_over_database_baseline: f64,
     pub worker_over_broker_baseline: f64,
     pub large_connection: LargeConnection,
@@ -33,6 +35,7 @@ impl Results {
         broker_baseline: BrokerBaseline,
         worker_saturating: EndToEnd,
         worker_half_rate: EndToEnd,
+        worker_saturating_traced: Option<EndToEnd>,
         large_connection: LargeConnection,
     ) -> Self {
         Self {
@@ -52,6 +55,7 @@ impl Results {
             broker_baseline,
             worker_saturating,
             worker_half_rate,
+            worker_saturating_traced,
             large_connection,
         }
     }
@@ -76,10 +80,14 @@ pub fn print(args: &Args, results: &Results) {
         broker.latency.p99_ms,
         broker.latency.max_ms
     );
+    let traced = results.worker_saturating_traced.iter();
     for (name, run) in [
         ("worker, saturating", &results.worker_saturating),
         ("worker, half rate", &results.worker_half_rate),
-    ] {
+    ]
+    .into_iter()
+    .chain(traced.map(|run| ("worker, saturating, every span exported", run)))
+    {
         let name = match run.offered_rate {
             Some(rate) => format!("{name} ({rate:.0}/s offered)"),
             None => name.to_string(),
@@ -104,6 +112,12 @@ pub fn print(args: &Args, results: &Results) {
         "one connection with {} tokens revoked in {:.0} ms (one statement)",
         results.large_connection.tokens_revoked, results.large_connection.milliseconds
     );
+    if let Some(traced) = &results.worker_saturating_traced {
+        println!(
+            "traced run: {} spans exported",
+            traced.spans_exported.unwrap_or_default()
+        );
+    }
 }
 
 /// Where the CPU went in each run: milliseconds per 1,000 requests. On a
@@ -112,6 +126,7 @@ fn print_cpu(results: &Results) {
     println!("\nCPU per 1,000 requests, ms (machine: every process and the kernel)\n");
     println!("| run | postgres | rabbitmq | worker | bench | machine |");
     println!("|---|---:|---:|---:|---:|---:|");
+    let traced = results.worker_saturating_traced.iter();
     for (name, cpu) in [
         ("database baseline", &results.database_baseline.cpu),
         ("broker baseline", &results.broker_baseline.measured.cpu),
@@ -120,7 +135,14 @@ fn print_cpu(results: &Results) {
             &results.worker_saturating.measured.cpu,
         ),
         ("worker, half rate", &results.worker_half_rate.measured.cpu),
-    ] {
+    ]
+    .into_iter()
+    .chain(traced.map(|run| {
+        (
+            "worker, saturating, traced (receiver in bench)",
+            &run.measured.cpu,
+        )
+    })) {
         println!(
             "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
             cpu.postgres_ms, cpu.rabbitmq_ms, cpu.worker_ms, cpu.bench_ms, cpu.machine_ms

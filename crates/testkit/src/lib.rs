@@ -5,12 +5,14 @@
 //! - [`database`]: a database of one's own, cloned from a migrated template;
 //! - [`broker`]: connections, topologies with unique names, and their cleanup;
 //! - [`cluster`]: a RabbitMQ cluster of its own, from the installed server;
+//! - [`otlp`]: an OTLP/HTTP receiver, to see what the worker exports;
 //! - [`process`]: the worker binary as a child process, with its environment
 //!   made from the same names its configuration reads.
 
 pub mod broker;
 pub mod cluster;
 pub mod database;
+pub mod otlp;
 pub mod process;
 pub mod services;
 

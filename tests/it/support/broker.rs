@@ -186,6 +186,11 @@ pub struct ReceivedEvent {
     pub message_id: Option<String>,
     pub correlation_id: Option<String>,
     pub persistent: bool,
+    /// The AMQP `type`, `app_id` and `timestamp`.
+    pub kind: Option<String>,
+    pub app_id: Option<String>,
+    pub timestamp: Option<u64>,
+    pub traceparent: Option<String>,
     pub raw: Vec<u8>,
     pub json: Value,
 }
@@ -231,6 +236,19 @@ impl EventTap {
                 .as_ref()
                 .map(ToString::to_string),
             persistent: *delivery.properties.delivery_mode() == Some(2),
+            kind: delivery.properties.kind().as_ref().map(ToString::to_string),
+            app_id: delivery
+                .properties
+                .app_id()
+                .as_ref()
+                .map(ToString::to_string),
+            timestamp: *delivery.properties.timestamp(),
+            traceparent: delivery.properties.headers().as_ref().and_then(|headers| {
+                match headers.inner().get("traceparent")? {
+                    AMQPValue::LongString(value) => Some(value.to_string()),
+                    _ => None,
+                }
+            }),
             json: serde_json::from_slice(&delivery.data).expect("events are JSON"),
             raw: delivery.data,
         };
