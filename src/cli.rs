@@ -36,7 +36,8 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Publish a disconnect request for a token, as an upstream application does.
+    /// Publish a disconnect request (a token, its connection, a connection by
+    /// id, a company, a whole application), as an upstream application does.
     Disconnect(DisconnectArgs),
 }
 
@@ -76,8 +77,33 @@ pub struct IssueArgs {
 
 #[derive(Debug, Args)]
 pub struct DisconnectArgs {
-    /// The token whose connection to disconnect.
-    pub token: String,
+    /// The token whose connection to disconnect (or, with --scope token,
+    /// to revoke alone).
+    pub token: Option<String>,
+    /// A connection to disconnect by id (needs --client-id).
+    #[arg(long)]
+    pub connection_id: Option<String>,
+    /// Every active connection of this company in the application (needs
+    /// --client-id).
+    #[arg(long)]
+    pub company_id: Option<String>,
+    /// The application; the only one whose rows the request touches.
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// token (the token alone), connection (the default with a token or a
+    /// connection id), company, client (every active connection of the
+    /// application).
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// user_request, employer_offboarded, customer_offboarded,
+    /// credential_compromised, fraud or other: carried to the audit record
+    /// and every event.
+    #[arg(long)]
+    pub reason_code: Option<String>,
+    /// Print the connections the request would disconnect and the number of
+    /// tokens it would revoke, from DATABASE_URL; change and publish nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Why, for the audit trail.
     #[arg(long)]
     pub reason: Option<String>,
@@ -92,4 +118,6 @@ pub struct DisconnectArgs {
     pub wait_secs: u64,
     #[command(flatten)]
     pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }

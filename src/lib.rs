@@ -1,6 +1,7 @@
-//! disconnect-worker: consumes connection disconnect requests from RabbitMQ,
-//! revokes every token of the connection in Postgres, and publishes the
-//! outcome as an event, exactly once per request id.
+//! disconnect-worker: consumes disconnect requests from RabbitMQ (a token,
+//! its connection, a connection by id, a company or a whole application),
+//! revokes the tokens in Postgres, and publishes each outcome as an event,
+//! exactly once per request id.
 
 pub mod broker;
 pub mod cli;
@@ -10,6 +11,7 @@ pub mod db;
 pub mod domain;
 pub mod observability;
 pub mod outbox;
+pub mod retention;
 pub mod retry;
 pub mod secret;
 pub mod service;

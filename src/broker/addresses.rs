@@ -73,6 +73,18 @@ impl BrokerUrls {
         self.0.get(index)
     }
 
+    /// The broker user the addresses log in as (the same for all), as
+    /// lapin reads it: percent-decoded, `guest` when none is given. What a
+    /// message's AMQP `user_id` must be for RabbitMQ to accept it.
+    pub fn user(&self) -> Option<String> {
+        let first = self.0.first()?;
+        first
+            .expose()
+            .parse::<lapin::uri::AMQPUri>()
+            .ok()
+            .map(|uri| uri.authority.userinfo.username)
+    }
+
     /// A connection to the first address that answers, for one-shot
     /// commands; if none does, one line naming the setting and each
     /// address's failure (passwords masked).
@@ -151,5 +163,15 @@ mod tests {
             assert!(error.contains("AMQP_URL"), "{error}");
             assert!(!error.contains("hunter2"), "{error}");
         }
+    }
+
+    #[test]
+    fn the_user_is_the_one_lapin_logs_in_as() {
+        let user = |value: &str| BrokerUrls::parse("AMQP_URL", value).expect(value).user();
+        assert_eq!(
+            user("amqp://ops%40corp:p@a/%2f").as_deref(),
+            Some("ops@corp")
+        );
+        assert_eq!(user("amqp://a:5672/%2f").as_deref(), Some("guest"));
     }
 }

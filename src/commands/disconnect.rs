@@ -1,5 +1,7 @@
-//! `disconnect-worker disconnect TOKEN`: publish a request as an upstream
-//! application would, and optionally wait for its outcome event.
+//! `disconnect-worker disconnect`: publish a request as an upstream
+//! application would (its `user_id` the user of `AMQP_URL`, which RabbitMQ
+//! checks), and optionally wait for its terminal event; or, with
+//! `--dry-run`, print what it would do and publish nothing.
 
 use std::time::Duration;
 
@@ -14,18 +16,78 @@ use super::ConfigError;
 use crate::broker::publish::{json_properties, publish_confirmed};
 use crate::broker::subscribe::{subscribe, Acks};
 use crate::cli::DisconnectArgs;
-use crate::domain::event::{DISCONNECTED, DISCONNECT_REJECTED};
-use crate::domain::{AccessToken, DisconnectRequest};
+use crate::domain::event::{
+    DISCONNECTED, DISCONNECT_COMPLETED, DISCONNECT_REJECTED, TOKEN_REVOKED,
+};
+use crate::domain::request::Selectors;
+use crate::domain::{DisconnectRequest, ReasonCode, Scope, Target};
+use crate::service::preview::preview;
 use crate::telemetry::propagation;
 
 /// The AMQP `type` of a request.
 const REQUEST_TYPE: &str = "disconnect.request";
 
+/// The request the arguments describe; a bad combination is named.
+fn request(args: &DisconnectArgs) -> Result<DisconnectRequest, ConfigError> {
+    let target = Selectors {
+        access_token: args.token.clone(),
+        connection_id: args.connection_id.clone(),
+        company_id: args.company_id.clone(),
+        client_id: args.client_id.clone(),
+        scope: args.scope.clone(),
+    }
+    .target()
+    .map_err(|rejection| ConfigError(cli_words(&rejection.detail)))?;
+    let reason_code = args
+        .reason_code
+        .as_deref()
+        .map(|code| {
+            ReasonCode::parse(code).ok_or_else(|| {
+                ConfigError(format!(
+                    "--reason-code {code} is not one of {}",
+                    ReasonCode::ALL.map(ReasonCode::as_str).join(", ")
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(DisconnectRequest {
+        requested_at: Some(Utc::now()),
+        requested_by: args.requested_by.clone(),
+        reason: args.reason.clone(),
+        reason_code,
+        ..DisconnectRequest::for_target(target)
+    })
+}
+
+/// A selector rule as the message contract words it, in the command's
+/// words (the token is the positional argument; fields are flags).
+fn cli_words(detail: &str) -> String {
+    detail
+        .replace("field `access_token`", "a TOKEN")
+        .replace("access_token", "TOKEN")
+        .replace("field `client_id`", "--client-id")
+        .replace("connection_id", "--connection-id")
+        .replace("company_id", "--company-id")
+        .replace("scope client", "--scope client")
+        .replace('`', "")
+}
+
+/// The routing keys of a request's terminal event.
+fn terminal_events(scope: Scope) -> [&'static str; 2] {
+    match scope {
+        Scope::Token => [TOKEN_REVOKED, DISCONNECT_REJECTED],
+        Scope::Connection => [DISCONNECTED, DISCONNECT_REJECTED],
+        Scope::Company | Scope::Client => [DISCONNECT_COMPLETED, DISCONNECT_REJECTED],
+    }
+}
+
 pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
+    let request = request(args)?;
+    if args.dry_run {
+        return dry_run(args, &request.target).await;
+    }
     let urls = args.broker.amqp_urls().map_err(ConfigError)?;
     let topology = args.broker.topology().map_err(ConfigError)?;
-    let token = AccessToken::parse(args.token.clone())
-        .map_err(|what| ConfigError(format!("the token {what}")))?;
     let connection = urls
         .connect_first("AMQP_URL", ConnectionProperties::default())
         .await
@@ -37,19 +99,13 @@ pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
         topology.verify(&connection).await?;
     }
     let channel = connection.create_channel().await?;
-    let request = DisconnectRequest {
-        requested_at: Some(Utc::now()),
-        requested_by: args.requested_by.clone(),
-        reason: args.reason.clone(),
-        ..DisconnectRequest::new(token)
-    };
     // Subscribe before publishing, so the event cannot slip past us.
     let events = if args.wait {
         Some(
             subscribe(
                 &channel,
                 &topology.event_exchange,
-                &[DISCONNECTED, DISCONNECT_REJECTED],
+                &terminal_events(request.target.scope()),
                 Acks::Manual,
             )
             .await
@@ -76,12 +132,18 @@ pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
     );
     let traceparent =
         propagation::traceparent_of(&span).unwrap_or_else(propagation::new_traceparent);
+    // The broker checks user_id against this connection's user: it is how
+    // the worker knows who may ask for a request that names no token.
+    let mut properties = json_properties(&id, &id, REQUEST_TYPE, Utc::now(), Some(&traceparent));
+    if let Some(user) = urls.user() {
+        properties = properties.with_user_id(user.into());
+    }
     publish_confirmed(
         &channel,
         &topology.request_exchange,
         &topology.request_routing_key,
         &request.encode(),
-        json_properties(&id, &id, REQUEST_TYPE, Utc::now(), Some(&traceparent)),
+        properties,
     )
     .instrument(span)
     .await
@@ -99,6 +161,16 @@ pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
         }
     }
     let _ = connection.close(200, "done".into()).await;
+    Ok(())
+}
+
+async fn dry_run(args: &DisconnectArgs, target: &Target) -> anyhow::Result<()> {
+    let settings = args.database.settings().map_err(ConfigError)?;
+    let mut conn = settings.url.establish().await?;
+    let preview = preview(&mut conn, target)
+        .await
+        .context("reading what the request would disconnect")?;
+    println!("{}", serde_json::to_string_pretty(&preview)?);
     Ok(())
 }
 

@@ -6,6 +6,8 @@
 
 pub mod broker;
 mod database;
+mod retention;
+mod scopes;
 mod worker;
 
 use clap::ValueEnum;

@@ -9,6 +9,8 @@ use crate::outbox::OutboxSettings;
 use crate::retry::RetrySettings;
 use crate::worker::{BrokerSettings, ConsumeSettings, Settings};
 
+use super::retention::RetentionArgs;
+use super::scopes::ScopeArgs;
 use super::{BrokerArgs, DatabaseArgs};
 
 /// How the worker consumes, retries and stops.
@@ -80,12 +82,6 @@ pub struct WorkerArgs {
           value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub outbox_batch_size: u16,
 
-    /// Hours a published event stays in the outbox table before it is
-    /// deleted (the audit record in disconnect_requests stays); 0 keeps them.
-    #[arg(long, env = "OUTBOX_RETENTION_HOURS", value_name = "OUTBOX_RETENTION_HOURS", default_value_t = 168,
-          value_parser = clap::value_parser!(u32).range(0..=87_600))]
-    pub outbox_retention_hours: u32,
-
     /// Port of the HTTP listener for /healthz, /readyz and /metrics, on all
     /// interfaces; 0 turns the listener off.
     #[arg(
@@ -101,6 +97,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "RUN_MIGRATIONS", value_name = "RUN_MIGRATIONS", default_value_t = true,
           action = clap::ArgAction::Set)]
     pub run_migrations: bool,
+
+    #[command(flatten)]
+    pub scopes: ScopeArgs,
+
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 impl WorkerArgs {
@@ -136,8 +138,6 @@ pub fn run_settings(
             relay_delay: Duration::from_millis(worker.outbox_relay_delay_ms),
             poll_interval: Duration::from_millis(worker.outbox_poll_ms),
             batch_size: i64::from(worker.outbox_batch_size),
-            retention: (worker.outbox_retention_hours > 0)
-                .then(|| Duration::from_secs(u64::from(worker.outbox_retention_hours) * 3600)),
             retry: retry.clone(),
         },
         broker: BrokerSettings {
@@ -146,6 +146,8 @@ pub fn run_settings(
             declare_topology: broker.declare_topology,
             prefetch: worker.prefetch,
         },
+        scopes: worker.scopes.settings()?,
+        retention: worker.retention.settings(),
         retry,
         shutdown_grace: Duration::from_secs(worker.shutdown_grace_secs),
         run_migrations: worker.run_migrations,

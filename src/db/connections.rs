@@ -11,7 +11,7 @@ use super::schema::{access_tokens, connections};
 use super::Disconnection;
 use crate::domain::{ConnectionId, ConnectionRef, ConnectionStatus, RequestId, TokenHash};
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = connections)]
 pub struct ConnectionRow {
     pub id: ConnectionId,
@@ -33,22 +33,63 @@ impl ConnectionRow {
 }
 
 /// Lock, for the rest of the transaction, the connections of the tokens with
-/// these hashes. Every change to a connection or to the set of its tokens
-/// takes this lock first. Rows are locked in id order, so two transactions
-/// locking overlapping sets cannot deadlock.
-pub async fn lock_of_token_hashes(
+/// these hashes and those with these ids. Every change to a connection or to
+/// the set of its tokens takes this lock first. Rows are locked in id order,
+/// so two transactions locking overlapping sets cannot deadlock.
+pub async fn lock_for_batch(
     mut conn: &AsyncPgConnection,
     hashes: &[TokenHash],
+    ids: &[ConnectionId],
 ) -> QueryResult<Vec<ConnectionRow>> {
     let of_tokens = access_tokens::table
         .filter(access_tokens::token_hash.eq_any(hashes))
         .select(access_tokens::connection_id);
     connections::table
-        .filter(connections::id.eq_any(of_tokens))
+        .filter(
+            connections::id
+                .eq_any(of_tokens)
+                .or(connections::id.eq_any(ids)),
+        )
         .order(connections::id)
         .select(ConnectionRow::as_select())
         .for_update()
         .load(&mut conn)
+        .await
+}
+
+/// A connection by id, unlocked.
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    id: ConnectionId,
+) -> QueryResult<Option<ConnectionRow>> {
+    connections::table
+        .find(id)
+        .select(ConnectionRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// The ids of an application's (or one of its companies') active
+/// connections made before `before`, in id order, unlocked.
+pub async fn active_ids(
+    conn: &mut AsyncPgConnection,
+    client_id: &str,
+    company_id: Option<&str>,
+    before: DateTime<Utc>,
+) -> QueryResult<Vec<ConnectionId>> {
+    let mut query = connections::table
+        .filter(connections::client_id.eq(client_id))
+        .filter(connections::status.eq(ConnectionStatus::Active))
+        .filter(connections::created_at.lt(before))
+        .into_boxed();
+    if let Some(company_id) = company_id {
+        query = query.filter(connections::company_id.eq(company_id));
+    }
+    query
+        .order(connections::id)
+        .select(connections::id)
+        .load(conn)
         .await
 }
 
@@ -132,4 +173,25 @@ impl QueryFragment<Pg> for MarkDisconnected {
         out.push_sql(") AS v (connection_id, request_id) WHERE c.id = v.connection_id");
         Ok(())
     }
+}
+
+/// Delete connections disconnected before `before` that no token row points
+/// to any more, at most `limit`; returns how many.
+pub async fn delete_disconnected_before(
+    conn: &mut AsyncPgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<usize> {
+    use diesel::sql_types::BigInt;
+    diesel::sql_query(
+        "DELETE FROM connections WHERE id IN \
+         (SELECT c.id FROM connections AS c WHERE c.status = 'disconnected' \
+          AND c.disconnected_at < $1 \
+          AND NOT EXISTS (SELECT 1 FROM access_tokens AS t WHERE t.connection_id = c.id) \
+          LIMIT $2)",
+    )
+    .bind::<Timestamptz, _>(before)
+    .bind::<BigInt, _>(limit)
+    .execute(conn)
+    .await
 }

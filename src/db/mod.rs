@@ -4,6 +4,7 @@
 
 pub mod connect;
 pub mod connections;
+pub mod fanouts;
 pub mod requests;
 pub mod schema;
 pub mod setup;

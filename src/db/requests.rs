@@ -8,7 +8,7 @@ use diesel::sql_types::{Array, Integer, Nullable, Text, Timestamptz, Uuid as Sql
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::schema::disconnect_requests;
-use crate::domain::{ConnectionId, EventId, OutcomeKind, RequestId, TokenId};
+use crate::domain::{ConnectionId, EventId, OutcomeKind, ReasonCode, RequestId, Scope, TokenId};
 
 /// The primary key whose violation means "this request id was recorded by a
 /// concurrent transaction".
@@ -25,7 +25,14 @@ pub struct NewRequest<'a> {
     pub requested_at: Option<DateTime<Utc>>,
     pub requested_by: Option<&'a str>,
     pub reason: Option<&'a str>,
-    pub event_id: EventId,
+    /// `None` while a fan-out runs: its event comes when it ends.
+    pub event_id: Option<EventId>,
+    pub scope: Scope,
+    pub reason_code: Option<ReasonCode>,
+    pub client_id: Option<&'a str>,
+    pub company_id: Option<&'a str>,
+    /// The broker user that published it (its AMQP `user_id`).
+    pub publisher: Option<&'a str>,
 }
 
 /// The recorded outcomes of those of `request_ids` processed before.
@@ -41,6 +48,19 @@ pub async fn find_outcomes(
         ))
         .load(&mut conn)
         .await
+}
+
+/// A recorded request's scope and reason code, if its record is kept.
+pub async fn scope_and_reason_code(
+    conn: &mut AsyncPgConnection,
+    request_id: RequestId,
+) -> QueryResult<Option<(String, Option<String>)>> {
+    disconnect_requests::table
+        .find(request_id)
+        .select((disconnect_requests::scope, disconnect_requests::reason_code))
+        .first(conn)
+        .await
+        .optional()
 }
 
 /// Record requests processed at `processed_at`, in one statement.
@@ -62,6 +82,14 @@ pub async fn insert_many(
         requested_bys: requests.iter().map(|row| row.requested_by).collect(),
         reasons: requests.iter().map(|row| row.reason).collect(),
         event_ids: requests.iter().map(|row| row.event_id).collect(),
+        scopes: requests.iter().map(|row| row.scope.as_str()).collect(),
+        reason_codes: requests
+            .iter()
+            .map(|row| row.reason_code.map(ReasonCode::as_str))
+            .collect(),
+        client_ids: requests.iter().map(|row| row.client_id).collect(),
+        company_ids: requests.iter().map(|row| row.company_id).collect(),
+        publishers: requests.iter().map(|row| row.publisher).collect(),
         processed_at,
     }
     .execute(&mut conn)
@@ -82,7 +110,12 @@ struct InsertRequests<'a> {
     requested_ats: Vec<Option<DateTime<Utc>>>,
     requested_bys: Vec<Option<&'a str>>,
     reasons: Vec<Option<&'a str>>,
-    event_ids: Vec<EventId>,
+    event_ids: Vec<Option<EventId>>,
+    scopes: Vec<&'static str>,
+    reason_codes: Vec<Option<&'static str>>,
+    client_ids: Vec<Option<&'a str>>,
+    company_ids: Vec<Option<&'a str>>,
+    publishers: Vec<Option<&'a str>>,
     processed_at: DateTime<Utc>,
 }
 
@@ -97,7 +130,8 @@ impl QueryFragment<Pg> for InsertRequests<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
             "INSERT INTO disconnect_requests (request_id, outcome, connection_id, token_id, \
-             revoked_token_count, requested_at, requested_by, reason, event_id, processed_at) \
+             revoked_token_count, requested_at, requested_by, reason, event_id, scope, \
+             reason_code, client_id, company_id, publisher, processed_at) \
              SELECT *, ",
         );
         out.push_bind_param::<Timestamptz, _>(&self.processed_at)?;
@@ -118,8 +152,60 @@ impl QueryFragment<Pg> for InsertRequests<'_> {
         out.push_sql(", ");
         out.push_bind_param::<Array<Nullable<Text>>, _>(&self.reasons)?;
         out.push_sql(", ");
-        out.push_bind_param::<Array<SqlUuid>, _>(&self.event_ids)?;
+        out.push_bind_param::<Array<Nullable<SqlUuid>>, _>(&self.event_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.scopes)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.reason_codes)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.client_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.company_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.publishers)?;
         out.push_sql(")");
         Ok(())
     }
+}
+
+/// Record the terminal outcome of a company or client request whose
+/// fan-out has ended.
+pub async fn finish(
+    conn: &mut AsyncPgConnection,
+    request_id: RequestId,
+    outcome: OutcomeKind,
+    connections: i32,
+    tokens: i32,
+    event_id: EventId,
+) -> QueryResult<()> {
+    diesel::update(disconnect_requests::table.find(request_id))
+        .set((
+            disconnect_requests::outcome.eq(outcome),
+            disconnect_requests::disconnected_connections.eq(connections),
+            disconnect_requests::revoked_token_count.eq(tokens),
+            disconnect_requests::event_id.eq(event_id),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Delete audit records processed before `before`, at most `limit`;
+/// returns how many. A company or client request still in progress keeps
+/// its record (its fan-out writes the outcome into it).
+pub async fn delete_processed_before(
+    conn: &mut AsyncPgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<usize> {
+    use diesel::sql_types::BigInt;
+    diesel::sql_query(
+        "DELETE FROM disconnect_requests WHERE request_id IN \
+         (SELECT request_id FROM disconnect_requests \
+          WHERE processed_at < $1 AND outcome <> 'in_progress' LIMIT $2)",
+    )
+    .bind::<Timestamptz, _>(before)
+    .bind::<BigInt, _>(limit)
+    .execute(conn)
+    .await
 }

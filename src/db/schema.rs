@@ -40,7 +40,30 @@ diesel::table! {
         requested_by -> Nullable<Text>,
         reason -> Nullable<Text>,
         processed_at -> Timestamptz,
-        event_id -> Uuid,
+        event_id -> Nullable<Uuid>,
+        scope -> Text,
+        reason_code -> Nullable<Text>,
+        client_id -> Nullable<Text>,
+        company_id -> Nullable<Text>,
+        publisher -> Nullable<Text>,
+        disconnected_connections -> Nullable<Int4>,
+    }
+}
+
+diesel::table! {
+    disconnect_fanouts (request_id) {
+        request_id -> Uuid,
+        scope -> Text,
+        client_id -> Text,
+        company_id -> Nullable<Text>,
+        reason_code -> Nullable<Text>,
+        traceparent -> Nullable<Text>,
+        accepted_at -> Timestamptz,
+        created_before -> Timestamptz,
+        last_connection_id -> Nullable<Uuid>,
+        connections -> Int8,
+        tokens -> Int8,
+        finished_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -54,6 +77,8 @@ diesel::table! {
         created_at -> Timestamptz,
         published_at -> Nullable<Timestamptz>,
         traceparent -> Nullable<Text>,
+        subject -> Nullable<Text>,
+        occurred_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -63,6 +88,7 @@ diesel::joinable!(outbox_events -> disconnect_requests (request_id));
 diesel::allow_tables_to_appear_in_same_query!(
     access_tokens,
     connections,
+    disconnect_fanouts,
     disconnect_requests,
     outbox_events,
 );

@@ -29,6 +29,7 @@ pub struct TokenView {
     pub token_id: TokenId,
     pub issued_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_by_request: Option<RequestId>,
     pub connection_id: ConnectionId,
     pub client_id: String,
     pub company_id: String,
@@ -42,6 +43,15 @@ pub struct FoundToken {
     pub hash: TokenHash,
     pub token_id: TokenId,
     pub connection_id: ConnectionId,
+    /// Revoked, alone or with its connection.
+    pub revoked: bool,
+}
+
+/// A token revoked alone, by a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenRevocation {
+    pub token_id: TokenId,
+    pub request_id: RequestId,
 }
 
 /// An active token of a connection.
@@ -62,9 +72,49 @@ pub async fn find_by_hashes(
             access_tokens::token_hash,
             access_tokens::id,
             access_tokens::connection_id,
+            access_tokens::revoked_at.is_not_null(),
         ))
         .load(&mut conn)
         .await
+}
+
+/// Revoke these tokens, each on behalf of its request, in one statement;
+/// tokens already revoked are left as they are. Returns how many were
+/// revoked.
+pub async fn revoke_alone(
+    mut conn: &AsyncPgConnection,
+    revocations: &[TokenRevocation],
+    at: DateTime<Utc>,
+) -> QueryResult<usize> {
+    RevokeTokens {
+        token_ids: revocations.iter().map(|r| r.token_id).collect(),
+        request_ids: revocations.iter().map(|r| r.request_id).collect(),
+        at,
+    }
+    .execute(&mut conn)
+    .await
+}
+
+#[derive(QueryId)]
+struct RevokeTokens {
+    token_ids: Vec<TokenId>,
+    request_ids: Vec<RequestId>,
+    at: DateTime<Utc>,
+}
+
+impl QueryFragment<Pg> for RevokeTokens {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("UPDATE access_tokens AS t SET revoked_at = ");
+        out.push_bind_param::<Timestamptz, _>(&self.at)?;
+        out.push_sql(", revoked_by_request = v.request_id FROM unnest(");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.token_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.request_ids)?;
+        out.push_sql(
+            ") AS v (token_id, request_id) WHERE t.id = v.token_id AND t.revoked_at IS NULL",
+        );
+        Ok(())
+    }
 }
 
 pub async fn insert(conn: &mut AsyncPgConnection, token: &NewToken<'_>) -> QueryResult<()> {
@@ -76,14 +126,33 @@ pub async fn insert(conn: &mut AsyncPgConnection, token: &NewToken<'_>) -> Query
 }
 
 /// The active tokens of every connection that has a token with one of these
-/// hashes. Read after those connections are locked, it is exactly the set
-/// [`revoke_all_of_connections`] will revoke: issuing a token takes the same
-/// lock.
-pub async fn active_siblings_of_hashes(
+/// hashes, or one of these ids. Read after those connections are locked, it
+/// is exactly the set [`revoke_all_of_connections`] will revoke: issuing a
+/// token takes the same lock.
+pub async fn active_of_connections(
     mut conn: &AsyncPgConnection,
     hashes: &[TokenHash],
+    connection_ids: &[ConnectionId],
 ) -> QueryResult<Vec<ActiveToken>> {
-    ActiveSiblingsOfHashes { hashes }.load(&mut conn).await
+    ActiveOfConnections {
+        hashes,
+        connection_ids,
+    }
+    .load(&mut conn)
+    .await
+}
+
+/// How many active tokens these connections have.
+pub async fn count_active_of_connections(
+    conn: &mut AsyncPgConnection,
+    connection_ids: &[ConnectionId],
+) -> QueryResult<i64> {
+    access_tokens::table
+        .filter(access_tokens::connection_id.eq_any(connection_ids))
+        .filter(access_tokens::revoked_at.is_null())
+        .count()
+        .get_result(conn)
+        .await
 }
 
 /// Revoke every still-active token of these connections, each on behalf of
@@ -107,30 +176,33 @@ pub async fn revoke_all_of_connections(
 // them once per connection: a `sql_query` is parsed and planned again on
 // every call, with an extra round trip to do it.
 
-struct ActiveSiblingsOfHashes<'a> {
+struct ActiveOfConnections<'a> {
     hashes: &'a [TokenHash],
+    connection_ids: &'a [ConnectionId],
 }
 
 // By hand: the derive does not take a lifetime.
-impl QueryId for ActiveSiblingsOfHashes<'_> {
-    type QueryId = ActiveSiblingsOfHashes<'static>;
+impl QueryId for ActiveOfConnections<'_> {
+    type QueryId = ActiveOfConnections<'static>;
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl QueryFragment<Pg> for ActiveSiblingsOfHashes<'_> {
+impl QueryFragment<Pg> for ActiveOfConnections<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
             "SELECT t.id, t.connection_id FROM access_tokens AS t \
-             WHERE t.revoked_at IS NULL AND t.connection_id IN \
+             WHERE t.revoked_at IS NULL AND (t.connection_id IN \
              (SELECT connection_id FROM access_tokens WHERE token_hash = ANY(",
         );
         out.push_bind_param::<Array<Bytea>, _>(self.hashes)?;
+        out.push_sql(")) OR t.connection_id = ANY(");
+        out.push_bind_param::<Array<SqlUuid>, _>(self.connection_ids)?;
         out.push_sql("))");
         Ok(())
     }
 }
 
-impl Query for ActiveSiblingsOfHashes<'_> {
+impl Query for ActiveOfConnections<'_> {
     type SqlType = (SqlUuid, SqlUuid);
 }
 
@@ -169,6 +241,7 @@ pub async fn view_by_hash(
             access_tokens::id,
             access_tokens::issued_at,
             access_tokens::revoked_at,
+            access_tokens::revoked_by_request,
             connections::id,
             connections::client_id,
             connections::company_id,
@@ -178,4 +251,24 @@ pub async fn view_by_hash(
         .first(conn)
         .await
         .optional()
+}
+
+/// Delete tokens revoked before `before`, at most `limit`; returns how
+/// many. Found by a scan rather than an index on `revoked_at`, which would
+/// end the in-place revocations: old rows come first in the table, so a
+/// bounded pass finds them early.
+pub async fn delete_revoked_before(
+    conn: &mut AsyncPgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<usize> {
+    use diesel::sql_types::BigInt;
+    diesel::sql_query(
+        "DELETE FROM access_tokens WHERE id IN \
+         (SELECT id FROM access_tokens WHERE revoked_at < $1 LIMIT $2)",
+    )
+    .bind::<Timestamptz, _>(before)
+    .bind::<BigInt, _>(limit)
+    .execute(conn)
+    .await
 }

@@ -9,6 +9,7 @@ use diesel::expression::AsExpression;
 use diesel::pg::{Pg, PgValue};
 use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Uuid as SqlUuid;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -17,7 +18,7 @@ macro_rules! uuid_id {
         $(#[$doc])*
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
-            Serialize, Deserialize, AsExpression, FromSqlRow,
+            Serialize, Deserialize, JsonSchema, AsExpression, FromSqlRow,
         )]
         #[diesel(sql_type = SqlUuid)]
         #[serde(transparent)]

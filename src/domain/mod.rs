@@ -1,17 +1,21 @@
 //! Domain types, parsed once at the edge: nothing past the decoder handles raw
 //! strings, raw JSON or bare UUIDs.
 
+pub mod authorization;
 pub mod event;
 pub mod ids;
 pub mod outcome;
 pub mod rejection;
 pub mod request;
+pub mod scope;
 mod text_column;
 pub mod token;
 
-pub use event::OutcomeEvent;
+pub use authorization::Authorizations;
+pub use event::{EventContext, OutcomeEvent};
 pub use ids::{ConnectionId, EventId, RequestId, TokenId};
 pub use outcome::{ConnectionRef, ConnectionStatus, Outcome, OutcomeKind};
 pub use rejection::{Rejection, RejectionCode};
 pub use request::{DisconnectRequest, Provenance};
+pub use scope::{ClientId, CompanyId, ReasonCode, Scope, Target};
 pub use token::{AccessToken, IssuedToken, TokenHash};

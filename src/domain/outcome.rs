@@ -46,7 +46,10 @@ pub struct ConnectionRef {
     pub provider_id: String,
 }
 
-/// The recorded outcome of one request. Exactly one is recorded per request id.
+/// The recorded outcome of one request. Exactly one terminal outcome is
+/// recorded per request id; a company or client request is first
+/// [`Outcome::Accepted`], and gets its terminal outcome when its fan-out
+/// ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// This request disconnected the connection and revoked these tokens.
@@ -54,26 +57,82 @@ pub enum Outcome {
         connection: ConnectionRef,
         revoked_token_ids: Vec<TokenId>,
     },
-    /// No token has this value (or it was never issued by us).
+    /// This request revoked this one token; its connection stays.
+    TokenRevoked {
+        token_id: TokenId,
+        connection: ConnectionRef,
+    },
+    /// No token has this value (in the request's application, if it named
+    /// one).
     UnknownToken,
-    /// The token's connection was already disconnected, by another request.
+    /// No connection of the request's application has this id.
+    UnknownConnection,
+    /// The connection was already disconnected, by another request.
     AlreadyDisconnected { connection_id: ConnectionId },
+    /// The token was already revoked, alone, by another request.
+    AlreadyRevoked {
+        token_id: TokenId,
+        connection_id: ConnectionId,
+    },
+    /// The publisher may not ask this of this application.
+    NotAuthorized,
+    /// A company or client request older than the replay window.
+    Expired,
+    /// A company or client request whose fan-out has started.
+    Accepted,
+    /// A fan-out ended having disconnected these many.
+    Completed { connections: u64, tokens: u64 },
+    /// A fan-out ended having found no active connection.
+    NothingToDisconnect,
 }
 
 impl Outcome {
     pub fn kind(&self) -> OutcomeKind {
         match self {
             Self::Disconnected { .. } => OutcomeKind::Disconnected,
+            Self::TokenRevoked { .. } => OutcomeKind::TokenRevoked,
             Self::UnknownToken => OutcomeKind::UnknownToken,
+            Self::UnknownConnection => OutcomeKind::UnknownConnection,
             Self::AlreadyDisconnected { .. } => OutcomeKind::AlreadyDisconnected,
+            Self::AlreadyRevoked { .. } => OutcomeKind::AlreadyRevoked,
+            Self::NotAuthorized => OutcomeKind::NotAuthorized,
+            Self::Expired => OutcomeKind::Expired,
+            Self::Accepted => OutcomeKind::InProgress,
+            Self::Completed { .. } => OutcomeKind::Completed,
+            Self::NothingToDisconnect => OutcomeKind::NothingToDisconnect,
         }
     }
 
     pub fn connection_id(&self) -> Option<ConnectionId> {
         match self {
-            Self::Disconnected { connection, .. } => Some(connection.connection_id),
-            Self::UnknownToken => None,
-            Self::AlreadyDisconnected { connection_id } => Some(*connection_id),
+            Self::Disconnected { connection, .. } | Self::TokenRevoked { connection, .. } => {
+                Some(connection.connection_id)
+            }
+            Self::AlreadyDisconnected { connection_id }
+            | Self::AlreadyRevoked { connection_id, .. } => Some(*connection_id),
+            _ => None,
+        }
+    }
+
+    /// The token it concerned, for the audit row.
+    pub fn token_id(&self) -> Option<TokenId> {
+        match self {
+            Self::TokenRevoked { token_id, .. } | Self::AlreadyRevoked { token_id, .. } => {
+                Some(*token_id)
+            }
+            _ => None,
+        }
+    }
+
+    /// How many tokens it revoked.
+    pub fn revoked_tokens(&self) -> u64 {
+        match self {
+            Self::Disconnected {
+                revoked_token_ids, ..
+            } => revoked_token_ids.len() as u64,
+            Self::TokenRevoked { .. } => 1,
+            Self::Completed { tokens, .. } => *tokens,
+            _ => 0,
         }
     }
 }
@@ -84,26 +143,65 @@ impl Outcome {
 #[diesel(sql_type = Text)]
 pub enum OutcomeKind {
     Disconnected,
+    TokenRevoked,
     UnknownToken,
+    UnknownConnection,
     AlreadyDisconnected,
+    AlreadyRevoked,
+    NotAuthorized,
+    Expired,
+    InProgress,
+    Completed,
+    NothingToDisconnect,
 }
 
 impl OutcomeKind {
+    pub const ALL: [Self; 11] = [
+        Self::Disconnected,
+        Self::TokenRevoked,
+        Self::UnknownToken,
+        Self::UnknownConnection,
+        Self::AlreadyDisconnected,
+        Self::AlreadyRevoked,
+        Self::NotAuthorized,
+        Self::Expired,
+        Self::InProgress,
+        Self::Completed,
+        Self::NothingToDisconnect,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Disconnected => "disconnected",
+            Self::TokenRevoked => "token_revoked",
             Self::UnknownToken => "unknown_token",
+            Self::UnknownConnection => "unknown_connection",
             Self::AlreadyDisconnected => "already_disconnected",
+            Self::AlreadyRevoked => "already_revoked",
+            Self::NotAuthorized => "not_authorized",
+            Self::Expired => "expired",
+            Self::InProgress => "in_progress",
+            Self::Completed => "completed",
+            Self::NothingToDisconnect => "nothing_to_disconnect",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "disconnected" => Some(Self::Disconnected),
-            "unknown_token" => Some(Self::UnknownToken),
-            "already_disconnected" => Some(Self::AlreadyDisconnected),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
+    /// Whether the request changed nothing (its event is a rejection).
+    pub fn is_rejection(self) -> bool {
+        matches!(
+            self,
+            Self::UnknownToken
+                | Self::UnknownConnection
+                | Self::AlreadyDisconnected
+                | Self::AlreadyRevoked
+                | Self::NotAuthorized
+                | Self::Expired
+                | Self::NothingToDisconnect
+        )
     }
 }
 
@@ -115,11 +213,7 @@ mod tests {
 
     #[test]
     fn labels_parse_back_to_their_value() {
-        for kind in [
-            OutcomeKind::Disconnected,
-            OutcomeKind::UnknownToken,
-            OutcomeKind::AlreadyDisconnected,
-        ] {
+        for kind in OutcomeKind::ALL {
             assert_eq!(OutcomeKind::parse(kind.as_str()), Some(kind));
         }
         for status in [ConnectionStatus::Active, ConnectionStatus::Disconnected] {

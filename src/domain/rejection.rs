@@ -20,10 +20,12 @@ pub enum RejectionCode {
     DuplicateKey,
     MissingField,
     InvalidField,
+    /// None, two, or a selector the scope does not go with.
+    InvalidSelector,
 }
 
 impl RejectionCode {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::TooLarge,
         Self::WrongContentType,
         Self::NotUtf8,
@@ -32,6 +34,7 @@ impl RejectionCode {
         Self::DuplicateKey,
         Self::MissingField,
         Self::InvalidField,
+        Self::InvalidSelector,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +47,7 @@ impl RejectionCode {
             Self::DuplicateKey => "duplicate_key",
             Self::MissingField => "missing_field",
             Self::InvalidField => "invalid_field",
+            Self::InvalidSelector => "invalid_selector",
         }
     }
 }

@@ -8,18 +8,20 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Deliveries by how they were settled: `disconnected`, `unknown_token`,
-/// `already_disconnected`, `duplicate` (a request id seen before; these four
-/// acknowledged), `dead_lettered` (bad input), `retried` (processing failed,
-/// returned with basic.reject: counted against the delivery limit),
-/// `released` (not attempted, returned with basic.nack: shutdown).
+/// Deliveries by how they were settled: the outcome recorded
+/// (`disconnected`, `token_revoked`, `unknown_token`, ..., `in_progress`
+/// for an accepted company or client request), `duplicate` (a request id
+/// seen before; all of these acknowledged), `dead_lettered` (bad input),
+/// `retried` (processing failed, returned with basic.reject: counted
+/// against the delivery limit), `released` (not attempted, returned with
+/// basic.nack: shutdown).
 pub const REQUESTS: &str = "disconnect_worker_requests_total";
 /// Dead-lettered requests by rejection code.
 pub const DEAD_LETTERS: &str = "disconnect_worker_dead_letters_total";
 pub const TOKENS_REVOKED: &str = "disconnect_worker_tokens_revoked_total";
 /// Seconds from receiving a delivery to settling it (ack or dead-letter).
 pub const PROCESSING_SECONDS: &str = "disconnect_worker_processing_seconds";
-/// Retries by operation: `process`, `relay`, `connect`, `migrate`.
+/// Retries by operation: `process`, `relay`, `connect`, `migrate`, `fanout`.
 pub const RETRIES: &str = "disconnect_worker_retries_total";
 pub const BROKER_RECONNECTS: &str = "disconnect_worker_broker_reconnects_total";
 pub const EVENTS_PUBLISHED: &str = "disconnect_worker_events_published_total";
@@ -35,6 +37,13 @@ pub const POOL_SIZE: &str = "disconnect_worker_database_pool_size";
 pub const POOL_IN_USE: &str = "disconnect_worker_database_pool_in_use";
 pub const POOL_WAITING: &str = "disconnect_worker_database_pool_waiting";
 pub const POOL_MAX_SIZE: &str = "disconnect_worker_database_pool_max_size";
+/// Connections disconnected by company and client fan-outs.
+pub const FANOUT_CONNECTIONS: &str = "disconnect_worker_fanout_connections_total";
+/// Company and client requests finished, by outcome (`completed`,
+/// `nothing_to_disconnect`).
+pub const FANOUTS_FINISHED: &str = "disconnect_worker_fanouts_finished_total";
+/// Rows deleted by retention, by table.
+pub const RETENTION_DELETED: &str = "disconnect_worker_retention_deleted_rows_total";
 
 /// Buckets for processing time: a commit takes milliseconds; retries during
 /// an outage take seconds.
@@ -69,21 +78,24 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 /// `increase()` and `rate()` miss the first increment of a series that
 /// appears with it, so an alert on the first dead letter would never fire.
 fn start_at_zero() {
-    for outcome in [
-        "disconnected",
-        "unknown_token",
-        "already_disconnected",
-        "duplicate",
-        "dead_lettered",
-        "retried",
-        "released",
-    ] {
+    let recorded = crate::domain::OutcomeKind::ALL.map(|kind| kind.as_str());
+    for outcome in recorded
+        .into_iter()
+        .chain(["duplicate", "dead_lettered", "retried", "released"])
+    {
         counter!(REQUESTS, "outcome" => outcome).absolute(0);
     }
+    for outcome in ["completed", "nothing_to_disconnect"] {
+        counter!(FANOUTS_FINISHED, "outcome" => outcome).absolute(0);
+    }
+    for table in RETENTION_TABLES {
+        counter!(RETENTION_DELETED, "table" => table).absolute(0);
+    }
+    counter!(FANOUT_CONNECTIONS).absolute(0);
     for code in crate::domain::RejectionCode::ALL {
         counter!(DEAD_LETTERS, "code" => code.as_str()).absolute(0);
     }
-    for operation in ["process", "relay", "connect", "migrate"] {
+    for operation in ["process", "relay", "connect", "migrate", "fanout"] {
         counter!(RETRIES, "operation" => operation).absolute(0);
     }
     for path in ["after_commit", "relay"] {
@@ -92,6 +104,15 @@ fn start_at_zero() {
     counter!(TOKENS_REVOKED).absolute(0);
     counter!(BROKER_RECONNECTS).absolute(0);
 }
+
+/// The tables retention deletes from, as the `table` label.
+pub const RETENTION_TABLES: [&str; 5] = [
+    "access_tokens",
+    "connections",
+    "disconnect_requests",
+    "disconnect_fanouts",
+    "outbox_events",
+];
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -127,6 +148,15 @@ fn describe() {
         Unit::Seconds,
         "Time from a request's publication (AMQP timestamp, whole seconds) to its event's confirm."
     );
+    describe_counter!(
+        FANOUT_CONNECTIONS,
+        "Connections disconnected by company and client requests."
+    );
+    describe_counter!(
+        FANOUTS_FINISHED,
+        "Company and client requests finished, by outcome."
+    );
+    describe_counter!(RETENTION_DELETED, "Rows deleted by retention, by table.");
     describe_gauge!(BUILD_INFO, "The running version (always 1).");
     describe_gauge!(POOL_SIZE, "Postgres connections open in the pool.");
     describe_gauge!(POOL_IN_USE, "Postgres connections in use.");
@@ -152,6 +182,19 @@ pub fn database_pool(status: deadpool::Status) {
 pub fn request_settled(outcome: &'static str, elapsed: Duration) {
     counter!(REQUESTS, "outcome" => outcome).increment(1);
     histogram!(PROCESSING_SECONDS).record(elapsed.as_secs_f64());
+}
+
+pub fn fanout_chunk(connections: usize, tokens: usize) {
+    counter!(FANOUT_CONNECTIONS).increment(connections as u64);
+    tokens_revoked(tokens);
+}
+
+pub fn fanout_finished(outcome: &'static str) {
+    counter!(FANOUTS_FINISHED, "outcome" => outcome).increment(1);
+}
+
+pub fn retention_deleted(table: &'static str, rows: usize) {
+    counter!(RETENTION_DELETED, "table" => table).increment(rows as u64);
 }
 
 pub fn dead_lettered(code: &'static str) {

@@ -13,14 +13,13 @@
 //!   relay delay (their worker died between commit and publish, or before
 //!   marking them).
 //!
-//! It also prunes published events past their retention and samples the
-//! backlog for the metrics. Consumers deduplicate by `event_id`: a crash
-//! between a publish and its mark sends that event again.
+//! It also samples the backlog for the metrics (published events are
+//! deleted by [`crate::retention`]). Consumers deduplicate by `event_id`: a
+//! crash between a publish and its mark sends that event again.
 
 mod backlog;
 mod marks;
 mod pending;
-pub mod prune;
 mod publish;
 mod relay;
 pub mod store;
@@ -42,7 +41,7 @@ use crate::observability::{metrics, Outage};
 use crate::retry::RetrySettings;
 use pending::EventIds;
 
-/// How the outbox publishes, relays and prunes.
+/// How the outbox publishes and relays.
 #[derive(Debug, Clone)]
 pub struct OutboxSettings {
     /// The topic exchange events are published to.
@@ -54,8 +53,6 @@ pub struct OutboxSettings {
     pub poll_interval: Duration,
     /// Events published per relay transaction.
     pub batch_size: i64,
-    /// How long published events are kept; `None`: forever.
-    pub retention: Option<Duration>,
     pub retry: RetrySettings,
 }
 
@@ -108,7 +105,6 @@ impl Outbox {
     /// Start marking, relaying (once given a channel), pruning and sampling.
     /// Call it once the database is migrated.
     pub fn spawn(pool: DbPool, settings: OutboxSettings, database: Arc<Outage>) -> Self {
-        let retention = settings.retention;
         let shared = Arc::new(Shared {
             pool,
             settings,
@@ -119,18 +115,11 @@ impl Outbox {
             database,
         });
         let stop = CancellationToken::new();
-        let mut tasks = vec![
+        let tasks = vec![
             tokio::spawn(marks::run(shared.clone(), stop.clone())),
             tokio::spawn(relay::run(shared.clone(), stop.clone())),
             tokio::spawn(backlog::sample(shared.pool.clone(), stop.clone())),
         ];
-        if let Some(retention) = retention {
-            tasks.push(tokio::spawn(prune::run(
-                shared.clone(),
-                retention,
-                stop.clone(),
-            )));
-        }
         Self {
             shared,
             after_commit: TaskTracker::new(),
@@ -154,7 +143,26 @@ impl Outbox {
         }
         let shared = self.shared.clone();
         // A child of the span that committed them (the batch's).
-        let span = tracing::info_span!(
+        let span = self.publish_span(events.len());
+        self.after_commit
+            .spawn(async move { publish_committed(&shared, events).await }.instrument(span));
+    }
+
+    /// Publish the events of a committed transaction and wait for the
+    /// confirms: for a caller that must not run ahead of the broker (the
+    /// fan-out). A failure leaves them to the relay, as after a commit.
+    pub async fn publish_now(&self, events: Vec<OutcomeEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let span = self.publish_span(events.len());
+        publish_committed(&self.shared, events)
+            .instrument(span)
+            .await;
+    }
+
+    fn publish_span(&self, events: usize) -> tracing::Span {
+        tracing::info_span!(
             "publish",
             otel.name = %format_args!("publish {}", self.shared.settings.exchange),
             otel.kind = "producer",
@@ -162,10 +170,8 @@ impl Outbox {
             messaging.operation.type = "send",
             messaging.operation.name = "publish",
             messaging.destination.name = %self.shared.settings.exchange,
-            messaging.batch.message_count = events.len(),
-        );
-        self.after_commit
-            .spawn(async move { publish_committed(&shared, events).await }.instrument(span));
+            messaging.batch.message_count = events,
+        )
     }
 
     /// The graceful stop, after the last handler has finished: wait for the

@@ -1,6 +1,6 @@
 //! The outbox's own SQL, on `outbox_events`: events written in the
 //! transaction of the state change they announce (by the service, through
-//! [`insert_many`]), then claimed, marked and pruned by the outbox.
+//! [`insert_many`]), then claimed and marked by the outbox, and deleted by retention.
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use diesel::dsl::now;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::{Array, Interval, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Interval, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::db::schema::outbox_events;
@@ -33,6 +33,11 @@ pub async fn insert_many(mut conn: &AsyncPgConnection, events: &[OutcomeEvent]) 
             .iter()
             .map(|event| event.traceparent.as_deref())
             .collect(),
+        subjects: events
+            .iter()
+            .map(|event| event.subject.as_deref())
+            .collect(),
+        occurred_ats: events.iter().map(|event| event.occurred_at).collect(),
     }
     .execute(&mut conn)
     .await
@@ -47,6 +52,8 @@ struct InsertEvents<'a> {
     routing_keys: Vec<&'a str>,
     payloads: Vec<&'a str>,
     traceparents: Vec<Option<&'a str>>,
+    subjects: Vec<Option<&'a str>>,
+    occurred_ats: Vec<DateTime<Utc>>,
 }
 
 // By hand: the derive does not take a lifetime, and borrowing spares a copy
@@ -59,7 +66,8 @@ impl QueryId for InsertEvents<'_> {
 impl QueryFragment<Pg> for InsertEvents<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
-            "INSERT INTO outbox_events (event_id, request_id, routing_key, payload, traceparent) \
+            "INSERT INTO outbox_events (event_id, request_id, routing_key, payload, traceparent, \
+             subject, occurred_at) \
              SELECT * FROM unnest(",
         );
         out.push_bind_param::<Array<SqlUuid>, _>(&self.event_ids)?;
@@ -71,6 +79,10 @@ impl QueryFragment<Pg> for InsertEvents<'_> {
         out.push_bind_param::<Array<Text>, _>(&self.payloads)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Nullable<Text>>, _>(&self.traceparents)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.subjects)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Timestamptz>, _>(&self.occurred_ats)?;
         out.push_sql(")");
         Ok(())
     }
@@ -83,6 +95,8 @@ type EventRow = (
     String,
     String,
     DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<String>,
     Option<String>,
 );
 
@@ -92,27 +106,41 @@ const EVENT_COLUMNS: (
     outbox_events::routing_key,
     outbox_events::payload,
     outbox_events::created_at,
+    outbox_events::occurred_at,
     outbox_events::traceparent,
+    outbox_events::subject,
 ) = (
     outbox_events::event_id,
     outbox_events::request_id,
     outbox_events::routing_key,
     outbox_events::payload,
     outbox_events::created_at,
+    outbox_events::occurred_at,
     outbox_events::traceparent,
+    outbox_events::subject,
 );
 
 fn into_events(rows: Vec<EventRow>) -> Vec<OutcomeEvent> {
     rows.into_iter()
         .map(
-            |(event_id, request_id, routing_key, payload, created_at, traceparent)| OutcomeEvent {
+            |(
                 event_id,
                 request_id,
                 routing_key,
                 payload,
-                // Written in the transaction that decided the outcome: the
-                // same second as the event's own time.
-                occurred_at: created_at,
+                created_at,
+                occurred_at,
+                traceparent,
+                subject,
+            )| OutcomeEvent {
+                event_id,
+                request_id,
+                routing_key,
+                payload,
+                // Rows written before the column existed: written in the
+                // transaction that decided the outcome, the same second.
+                occurred_at: occurred_at.unwrap_or(created_at),
+                subject,
                 traceparent,
                 request_published_at: None,
             },
@@ -196,7 +224,7 @@ pub async fn delete_published_before(
     before: DateTime<Utc>,
     limit: i64,
 ) -> QueryResult<usize> {
-    use diesel::sql_types::{BigInt, Timestamptz};
+    use diesel::sql_types::BigInt;
     diesel::sql_query(
         "DELETE FROM outbox_events WHERE id IN \
          (SELECT id FROM outbox_events WHERE published_at < $1 LIMIT $2)",

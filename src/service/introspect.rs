@@ -5,8 +5,8 @@ use diesel::result::Error as QueryError;
 use diesel_async::AsyncPgConnection;
 use serde::Serialize;
 
-use crate::db::tokens;
-use crate::domain::{AccessToken, ConnectionId, ConnectionStatus, TokenId};
+use crate::db::{requests, tokens};
+use crate::domain::{AccessToken, ConnectionId, ConnectionStatus, RequestId, TokenId};
 
 /// The JSON `token introspect` prints. An unknown token is `{"active": false}`.
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -26,6 +26,18 @@ pub struct TokenDetails {
     pub connection_status: ConnectionStatus,
     pub issued_at: String,
     pub revoked_at: Option<String>,
+    /// The revocation, when revoked: the request that did it (alone, or
+    /// with the whole connection), its scope and its reason code, while its
+    /// audit record is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<Revocation>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Revocation {
+    pub request_id: RequestId,
+    pub scope: Option<String>,
+    pub reason_code: Option<String>,
 }
 
 fn timestamp(at: DateTime<Utc>) -> String {
@@ -42,6 +54,19 @@ pub async fn introspect_token(
             details: None,
         });
     };
+    let revocation = match view.revoked_by_request {
+        Some(request_id) => {
+            let recorded = requests::scope_and_reason_code(conn, request_id).await?;
+            let (scope, reason_code) =
+                recorded.map_or((None, None), |(scope, code)| (Some(scope), code));
+            Some(Revocation {
+                request_id,
+                scope,
+                reason_code,
+            })
+        }
+        None => None,
+    };
     let active = view.revoked_at.is_none() && view.connection_status == ConnectionStatus::Active;
     Ok(Introspection {
         active,
@@ -54,6 +79,7 @@ pub async fn introspect_token(
             connection_status: view.connection_status,
             issued_at: timestamp(view.issued_at),
             revoked_at: view.revoked_at.map(timestamp),
+            revocation,
         }),
     })
 }

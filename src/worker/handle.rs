@@ -17,7 +17,7 @@ use super::process::{BatchProcessor, Decoded};
 use super::records::PgRecords;
 use super::settle::settle;
 use super::settlement::Settlement;
-use crate::domain::{DisconnectRequest, Outcome};
+use crate::domain::DisconnectRequest;
 use crate::observability::metrics;
 use crate::service::Processed;
 use crate::telemetry::propagation;
@@ -147,6 +147,12 @@ fn decode(delivery: &Delivery, traced: &Traced, max_bytes: usize) -> Decoded {
             .timestamp()
             .and_then(|seconds| i64::try_from(seconds).ok())
             .and_then(|seconds| DateTime::<Utc>::from_timestamp(seconds, 0));
+        // RabbitMQ refuses a message whose user_id is not the publishing
+        // connection's user, so this names who published it.
+        request.provenance.publisher = properties
+            .user_id()
+            .as_ref()
+            .map(|user| user.as_str().to_string());
     }
     decoded
 }
@@ -181,9 +187,9 @@ fn log_settlement(settlement: &Settlement) {
 
 fn record_metrics(settlement: &Settlement, done: &'static str, received_at: Instant) {
     match settlement {
-        Settlement::Ack(Processed::Recorded(Outcome::Disconnected {
-            revoked_token_ids, ..
-        })) => metrics::tokens_revoked(revoked_token_ids.len()),
+        Settlement::Ack(Processed::Recorded(outcome)) => {
+            metrics::tokens_revoked(usize::try_from(outcome.revoked_tokens()).unwrap_or_default());
+        }
         Settlement::DeadLetter(rejection) if done == settlement.label() => {
             metrics::dead_lettered(rejection.code.as_str());
         }

@@ -6,6 +6,7 @@
 
 mod consume;
 mod dead_letter;
+mod fanout;
 mod handle;
 mod process;
 mod records;
@@ -17,13 +18,18 @@ mod startup;
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::db;
 use crate::observability::{http, metrics, Outage, Readiness};
 use crate::outbox::Outbox;
+use crate::retention;
+use crate::service::Policy;
 use consume::SessionEnd;
+use fanout::FanoutTask;
 use handle::HandlerContext;
 use process::BatchProcessor;
 use records::PgRecords;
@@ -33,7 +39,7 @@ pub use dead_letter::{
     REJECTION_REASON_HEADER,
 };
 pub use process::{Decoded, ProcessError, RecordDisconnects};
-pub use settings::{BrokerSettings, ConsumeSettings, Settings};
+pub use settings::{BrokerSettings, ConsumeSettings, ScopeSettings, Settings};
 pub use settlement::Settlement;
 
 /// Run until `shutdown` is cancelled, then stop gracefully: stop consuming,
@@ -61,6 +67,9 @@ pub async fn run(
                 settings.outbox.clone(),
                 database.clone(),
             ));
+            let fanout_wakeup = Arc::new(Notify::new());
+            let background =
+                Background::spawn(&settings, &pool, &outbox, &fanout_wakeup, &database);
             let processor = BatchProcessor::new(
                 PgRecords {
                     pool,
@@ -71,6 +80,11 @@ pub async fn run(
                         .database_name()
                         .unwrap_or_default()
                         .to_string(),
+                    policy: Policy {
+                        authorizations: settings.scopes.authorizations.clone(),
+                        replay_window: settings.retention.replay_window(),
+                    },
+                    fanout_wakeup,
                 },
                 settings.retry.clone(),
                 shutdown.clone(),
@@ -86,6 +100,7 @@ pub async fn run(
                 settings,
                 handlers,
                 in_flight: TaskTracker::new(),
+                background,
                 readiness,
                 shutdown,
             }
@@ -108,6 +123,7 @@ struct Worker {
     /// Handler tasks, across sessions: a task started on a session that
     /// died still finishes its transaction before shutdown completes.
     in_flight: TaskTracker,
+    background: Background,
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 }
@@ -158,6 +174,8 @@ impl Worker {
         let graceful = async {
             self.in_flight.close();
             self.in_flight.wait().await;
+            // A fan-out chunk in progress commits and publishes first.
+            self.background.stop().await;
             outbox.shutdown().await
         };
         match tokio::time::timeout(grace, graceful).await {
@@ -172,5 +190,64 @@ impl Worker {
                 self.in_flight.len()
             )),
         }
+    }
+}
+
+/// The tasks beside the consumers: the fan-out of company and client
+/// requests, and retention.
+struct Background {
+    stop: CancellationToken,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Background {
+    fn spawn(
+        settings: &Settings,
+        pool: &db::DbPool,
+        outbox: &Arc<Outbox>,
+        fanout_wakeup: &Arc<Notify>,
+        database: &Arc<Outage>,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let fanout = FanoutTask {
+            pool: pool.clone(),
+            outbox: outbox.clone(),
+            chunk_size: settings.scopes.fanout_chunk_size,
+            retry: settings.retry.clone(),
+            wakeup: fanout_wakeup.clone(),
+            database: database.clone(),
+        };
+        let tasks = vec![
+            tokio::spawn(fanout.run(stop.clone())),
+            tokio::spawn(retention::run(
+                pool.clone(),
+                settings.retention.clone(),
+                database.clone(),
+                stop.clone(),
+            )),
+        ];
+        Self {
+            stop,
+            tasks: std::sync::Mutex::new(tasks),
+        }
+    }
+
+    async fn stop(&self) {
+        self.stop.cancel();
+        let tasks = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }

@@ -3,19 +3,24 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Notify;
 use tracing::Instrument;
 
 use super::process::{ProcessError, RecordDisconnects};
 use crate::db::{DbError, DbPool};
 use crate::domain::DisconnectRequest;
 use crate::outbox::Outbox;
-use crate::service::{self, Processed};
+use crate::service::{self, Policy, Processed};
 
 pub struct PgRecords {
     pub pool: DbPool,
     pub outbox: Arc<Outbox>,
     /// For the transaction span's `db.namespace`.
     pub database: String,
+    pub policy: Policy,
+    /// The fan-out task's, woken when a batch accepts a company or client
+    /// request.
+    pub fanout_wakeup: Arc<Notify>,
 }
 
 impl RecordDisconnects for PgRecords {
@@ -32,12 +37,15 @@ impl RecordDisconnects for PgRecords {
         );
         let committed = async {
             let mut conn = self.pool.get().await.map_err(DbError::from)?;
-            service::record_disconnects(&mut conn, requests)
+            service::record_disconnects(&mut conn, requests, &self.policy)
                 .await
                 .map_err(DbError::from)
         }
         .instrument(span)
         .await?;
+        if committed.fanouts_started > 0 {
+            self.fanout_wakeup.notify_one();
+        }
         self.outbox.publish_after_commit(committed.events);
         Ok(committed.processed)
     }

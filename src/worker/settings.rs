@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::broker::{BrokerUrls, Topology};
 use crate::db::DatabaseSettings;
+use crate::domain::Authorizations;
 use crate::outbox::OutboxSettings;
+use crate::retention::RetentionSettings;
 use crate::retry::RetrySettings;
 
 #[derive(Debug, Clone)]
@@ -16,6 +18,8 @@ pub struct Settings {
     pub consume: ConsumeSettings,
     pub retry: RetrySettings,
     pub outbox: OutboxSettings,
+    pub scopes: ScopeSettings,
+    pub retention: RetentionSettings,
     /// Time allowed for a graceful stop.
     pub shutdown_grace: Duration,
     /// Create the database and migrate before consuming.
@@ -44,4 +48,13 @@ pub struct ConsumeSettings {
     /// zero: it takes only those already received.
     pub batch_linger: Duration,
     pub max_request_bytes: usize,
+}
+
+/// Requests that name no token: who may send them, and how company and
+/// client requests are worked through.
+#[derive(Debug, Clone)]
+pub struct ScopeSettings {
+    pub authorizations: Authorizations,
+    /// Connections per fan-out transaction.
+    pub fanout_chunk_size: i64,
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use disconnect_worker::domain::{AccessToken, Outcome, OutcomeKind};
-use disconnect_worker::service::{record_disconnects, Processed};
+use disconnect_worker::service::{record_disconnects, Policy, Processed};
 use uuid::Uuid;
 
 use crate::support::broker::decoded_request;
@@ -50,7 +50,7 @@ async fn one_batch_decides_exactly_what_sequential_processing_would() {
         decoded_request(repeat, a2.token.expose()),
     ];
     let mut conn = test.pool.get().await.expect("db");
-    let processed = record_disconnects(&mut conn, &batch)
+    let processed = record_disconnects(&mut conn, &batch, &Policy::default())
         .await
         .expect("committed")
         .processed;
@@ -97,7 +97,7 @@ async fn one_batch_decides_exactly_what_sequential_processing_would() {
     );
 
     // The same batch again changes nothing.
-    let again = record_disconnects(&mut conn, &batch)
+    let again = record_disconnects(&mut conn, &batch, &Policy::default())
         .await
         .expect("committed")
         .processed;

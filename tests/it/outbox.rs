@@ -1,6 +1,6 @@
 //! Events are written with the state change and published at least once.
 
-use disconnect_worker::service::{record_disconnect, Processed};
+use disconnect_worker::service::{record_disconnect, Policy, Processed};
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -17,7 +17,7 @@ async fn an_event_left_unpublished_by_a_crash_is_published_when_the_worker_runs_
     let token = test.issue("app", "company-c", "gusto", "user-a").await;
     let request = decoded_request(Uuid::new_v4(), token.token.expose());
     let mut conn = test.pool.get().await.expect("db");
-    let processed = record_disconnect(&mut conn, &request)
+    let processed = record_disconnect(&mut conn, &request, &Policy::default())
         .await
         .expect("committed");
     assert!(matches!(processed, Processed::Recorded(_)));
@@ -78,7 +78,7 @@ async fn leave_unpublished_events(test: &TestContext, companies: &[&str], age: &
     for company in companies {
         let token = test.issue("app", company, "gusto", "user-a").await;
         let request = decoded_request(Uuid::new_v4(), token.token.expose());
-        record_disconnect(&mut conn, &request)
+        record_disconnect(&mut conn, &request, &Policy::default())
             .await
             .expect("committed");
         request_ids.push(request.request_id.as_uuid());
@@ -156,46 +156,4 @@ async fn a_graceful_stop_publishes_pending_events_first() {
     for request_id in request_ids {
         events.event_for(request_id).await;
     }
-}
-
-/// Published events past their retention are deleted; unpublished ones and
-/// the audit records never are.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn published_events_past_their_retention_are_pruned_and_nothing_else() {
-    let test = TestContext::new().await;
-    let mut conn = test.pool.get().await.expect("db");
-    let mut requests = Vec::new();
-    for company in ["company-old", "company-new", "company-pending"] {
-        let token = test.issue("app", company, "gusto", "user-a").await;
-        let request = decoded_request(Uuid::new_v4(), token.token.expose());
-        record_disconnect(&mut conn, &request)
-            .await
-            .expect("committed");
-        requests.push(request.request_id.as_uuid());
-    }
-    test.execute(&format!(
-        "UPDATE outbox_events SET published_at = now() - interval '10 days' WHERE request_id = '{}'; \
-         UPDATE outbox_events SET published_at = now() - interval '1 hour' WHERE request_id = '{}';",
-        requests[0], requests[1]
-    ))
-    .await;
-
-    let deleted = disconnect_worker::outbox::prune::prune_once(
-        &test.pool,
-        std::time::Duration::from_secs(7 * 24 * 3600),
-    )
-    .await
-    .expect("pruned");
-
-    assert_eq!(deleted, 1, "only the event published ten days ago");
-    assert_eq!(
-        test.unpublished_event_count().await,
-        1,
-        "the pending event stays"
-    );
-    assert_eq!(
-        test.recorded_request_count().await,
-        3,
-        "the audit records stay"
-    );
 }

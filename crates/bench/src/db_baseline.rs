@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use diesel_async::RunQueryDsl;
 use disconnect_worker::domain::{AccessToken, DisconnectRequest, Outcome, OutcomeKind};
-use disconnect_worker::service::{record_disconnect, Processed};
+use disconnect_worker::service::{record_disconnect, Policy, Processed};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
@@ -52,7 +52,9 @@ pub async fn run(args: &Args, env: &BenchEnv) -> anyhow::Result<DbBaseline> {
                         return Ok::<_, anyhow::Error>(disconnected);
                     };
                     let mut conn = pool.get().await?;
-                    if record_disconnect(&mut conn, &request).await?.kind()
+                    if record_disconnect(&mut conn, &request, &Policy::default())
+                        .await?
+                        .kind()
                         == OutcomeKind::Disconnected
                     {
                         disconnected += 1;
@@ -103,7 +105,7 @@ pub async fn revoke_large_connection(
     let request = request_for(&tokens[0])?;
     let mut conn = env.pool.get().await?;
     let started = Instant::now();
-    let processed = record_disconnect(&mut conn, &request).await?;
+    let processed = record_disconnect(&mut conn, &request, &Policy::default()).await?;
     let elapsed: Duration = started.elapsed();
     let Processed::Recorded(Outcome::Disconnected {
         revoked_token_ids, ..

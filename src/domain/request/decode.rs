@@ -13,14 +13,20 @@ use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
 
 use super::{DisconnectRequest, MAX_REASON_CHARS, MAX_REQUESTED_BY_CHARS};
-use crate::domain::ids::RequestId;
+use crate::domain::ids::{ConnectionId, RequestId};
 use crate::domain::rejection::{Rejection, RejectionCode};
+use crate::domain::scope::{ClientId, CompanyId, ReasonCode, Scope, Target};
 use crate::domain::token::AccessToken;
 
 /// The request's own fields: the only keys a rejection may name.
-const FIELDS: [&str; 5] = [
+const FIELDS: [&str; 10] = [
     "request_id",
     "access_token",
+    "connection_id",
+    "company_id",
+    "client_id",
+    "scope",
+    "reason_code",
     "requested_at",
     "requested_by",
     "reason",
@@ -33,6 +39,11 @@ const FIELDS: [&str; 5] = [
 struct WireRequest {
     request_id: Option<String>,
     access_token: Option<String>,
+    connection_id: Option<String>,
+    company_id: Option<String>,
+    client_id: Option<String>,
+    scope: Option<String>,
+    reason_code: Option<String>,
     requested_at: Option<String>,
     requested_by: Option<String>,
     reason: Option<String>,
@@ -101,9 +112,18 @@ impl DisconnectRequest {
         let request_id = Uuid::parse_str(&request_id)
             .map(RequestId::from_uuid)
             .map_err(|_| Rejection::invalid("request_id", "is not a UUID"))?;
-        let access_token = required(wire.access_token, "access_token")?;
-        let access_token = AccessToken::parse(access_token)
-            .map_err(|what| Rejection::invalid("access_token", what))?;
+        let reason_code = wire
+            .reason_code
+            .map(|code| {
+                ReasonCode::parse(&code).ok_or_else(|| {
+                    Rejection::invalid(
+                        "reason_code",
+                        "is not one of user_request, employer_offboarded, customer_offboarded, \
+                         credential_compromised, fraud, other",
+                    )
+                })
+            })
+            .transpose()?;
         let requested_at = wire
             .requested_at
             .map(|text| {
@@ -114,14 +134,152 @@ impl DisconnectRequest {
             .transpose()?;
         let requested_by = bounded_text(wire.requested_by, "requested_by", MAX_REQUESTED_BY_CHARS)?;
         let reason = bounded_text(wire.reason, "reason", MAX_REASON_CHARS)?;
+        let target = Selectors {
+            access_token: wire.access_token,
+            connection_id: wire.connection_id,
+            company_id: wire.company_id,
+            client_id: wire.client_id,
+            scope: wire.scope,
+        }
+        .target()?;
+        // A company or client request says when it was made: one replayed
+        // after its audit record was purged is then refused as expired
+        // instead of disconnecting what is active now.
+        if target.fans_out() && requested_at.is_none() {
+            return Err(Rejection::new(
+                RejectionCode::MissingField,
+                format!(
+                    "field `requested_at` is required with scope {}",
+                    target.scope().as_str()
+                ),
+            ));
+        }
         Ok(Self {
             request_id,
-            access_token,
+            target,
+            reason_code,
             requested_at,
             requested_by,
             reason,
             provenance: super::Provenance::default(),
         })
+    }
+}
+
+/// The fields that say what a request disconnects, as given (in a message,
+/// or on the `disconnect` command line).
+#[derive(Debug, Default)]
+pub struct Selectors {
+    pub access_token: Option<String>,
+    pub connection_id: Option<String>,
+    pub company_id: Option<String>,
+    pub client_id: Option<String>,
+    pub scope: Option<String>,
+}
+
+impl Selectors {
+    /// Exactly one selector: `access_token` (scope `connection` by default,
+    /// or `token`), `connection_id`, `company_id`, or none with scope
+    /// `client`. Every selector but the token needs `client_id`.
+    pub fn target(self) -> Result<Target, Rejection> {
+        target(self)
+    }
+}
+
+fn target(selectors: Selectors) -> Result<Target, Rejection> {
+    let scope = selectors
+        .scope
+        .map(|scope| {
+            Scope::parse(&scope).ok_or_else(|| {
+                Rejection::invalid("scope", "is not one of token, connection, company, client")
+            })
+        })
+        .transpose()?;
+    let client_id = selectors
+        .client_id
+        .map(|client_id| {
+            ClientId::parse(client_id).map_err(|what| Rejection::invalid("client_id", what))
+        })
+        .transpose()?;
+    let needs_client = |client_id: Option<ClientId>| {
+        client_id.ok_or_else(|| {
+            Rejection::new(
+                RejectionCode::MissingField,
+                "field `client_id` is required with connection_id, company_id or scope client",
+            )
+        })
+    };
+    let given: Vec<&str> = [
+        ("access_token", selectors.access_token.is_some()),
+        ("connection_id", selectors.connection_id.is_some()),
+        ("company_id", selectors.company_id.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, present)| present.then_some(name))
+    .collect();
+    if given.len() > 1 {
+        return Err(Rejection::new(
+            RejectionCode::InvalidSelector,
+            format!(
+                "fields {} cannot be combined: name one",
+                given.join(" and ")
+            ),
+        ));
+    }
+    let mismatch = |selector: &str| {
+        Rejection::new(
+            RejectionCode::InvalidSelector,
+            format!(
+                "scope {} does not go with {selector}",
+                scope.map_or("", Scope::as_str)
+            ),
+        )
+    };
+    if let Some(token) = selectors.access_token {
+        let token =
+            AccessToken::parse(token).map_err(|what| Rejection::invalid("access_token", what))?;
+        return match scope {
+            None | Some(Scope::Connection) => Ok(Target::ConnectionOfToken { token, client_id }),
+            Some(Scope::Token) => Ok(Target::Token { token, client_id }),
+            Some(_) => Err(mismatch("access_token")),
+        };
+    }
+    if let Some(connection_id) = selectors.connection_id {
+        let connection_id = Uuid::parse_str(&connection_id)
+            .map(ConnectionId::from_uuid)
+            .map_err(|_| Rejection::invalid("connection_id", "is not a UUID"))?;
+        return match scope {
+            None | Some(Scope::Connection) => Ok(Target::Connection {
+                client_id: needs_client(client_id)?,
+                connection_id,
+            }),
+            Some(_) => Err(mismatch("connection_id")),
+        };
+    }
+    if let Some(company_id) = selectors.company_id {
+        let company_id =
+            CompanyId::parse(company_id).map_err(|what| Rejection::invalid("company_id", what))?;
+        return match scope {
+            None | Some(Scope::Company) => Ok(Target::Company {
+                client_id: needs_client(client_id)?,
+                company_id,
+            }),
+            Some(_) => Err(mismatch("company_id")),
+        };
+    }
+    match scope {
+        Some(Scope::Client) => Ok(Target::Client {
+            client_id: needs_client(client_id)?,
+        }),
+        Some(scope) => Err(Rejection::new(
+            RejectionCode::InvalidSelector,
+            format!("scope {} needs a selector", scope.as_str()),
+        )),
+        None => Err(Rejection::new(
+            RejectionCode::MissingField,
+            "field `access_token` is missing or null, and no other selector \
+             (connection_id, company_id, scope client) is given",
+        )),
     }
 }
 
@@ -228,7 +386,7 @@ mod tests {
             request.request_id.to_string(),
             "0b6f7a52-8d0e-4c53-9d7e-3f4f0f3c1a77"
         );
-        assert_eq!(request.access_token.expose(), TOKEN);
+        assert_eq!(request.target.token().map(AccessToken::expose), Some(TOKEN));
         assert_eq!(request.requested_by.as_deref(), Some("ops@example.com"));
         assert_eq!(request.reason.as_deref(), Some("offboarding"));
         assert!(request.requested_at.is_some());
@@ -333,6 +491,87 @@ mod tests {
     }
 
     #[test]
+    fn exactly_one_selector_with_a_scope_that_fits_it() {
+        let id = "0b6f7a52-8d0e-4c53-9d7e-3f4f0f3c1a77";
+        let connection = "01a212d8-10af-770d-bd2e-3c10fb7f11a0";
+        let at = r#""requested_at":"2026-11-24T10:15:00Z""#;
+        let accepted = [
+            (
+                format!(r#"{{"request_id":"{id}","access_token":"{TOKEN}"}}"#),
+                Scope::Connection,
+            ),
+            (
+                format!(r#"{{"request_id":"{id}","access_token":"{TOKEN}","scope":"token"}}"#),
+                Scope::Token,
+            ),
+            (
+                format!(
+                    r#"{{"request_id":"{id}","connection_id":"{connection}","client_id":"app"}}"#
+                ),
+                Scope::Connection,
+            ),
+            (
+                format!(r#"{{"request_id":"{id}","company_id":"C","client_id":"app",{at}}}"#),
+                Scope::Company,
+            ),
+            (
+                format!(r#"{{"request_id":"{id}","scope":"client","client_id":"app",{at}}}"#),
+                Scope::Client,
+            ),
+        ];
+        for (body, scope) in accepted {
+            assert_eq!(decode(&body).expect(&body).target.scope(), scope, "{body}");
+        }
+        let refused = [
+            (
+                format!(r#"{{"request_id":"{id}","client_id":"app"}}"#),
+                RejectionCode::MissingField,
+            ),
+            (
+                format!(
+                    r#"{{"request_id":"{id}","access_token":"{TOKEN}","company_id":"C","client_id":"app"}}"#
+                ),
+                RejectionCode::InvalidSelector,
+            ),
+            (
+                format!(
+                    r#"{{"request_id":"{id}","company_id":"C","scope":"token","client_id":"app",{at}}}"#
+                ),
+                RejectionCode::InvalidSelector,
+            ),
+            (
+                format!(r#"{{"request_id":"{id}","scope":"company","client_id":"app",{at}}}"#),
+                RejectionCode::InvalidSelector,
+            ),
+            (
+                format!(r#"{{"request_id":"{id}","access_token":"{TOKEN}","scope":"everything"}}"#),
+                RejectionCode::InvalidField,
+            ),
+            (
+                format!(r#"{{"request_id":"{id}","company_id":"C",{at}}}"#),
+                RejectionCode::MissingField,
+            ),
+            (
+                format!(r#"{{"request_id":"{id}","scope":"client","client_id":"app"}}"#),
+                RejectionCode::MissingField,
+            ),
+            (
+                format!(r#"{{"request_id":"{id}","connection_id":"nope","client_id":"app"}}"#),
+                RejectionCode::InvalidField,
+            ),
+            (
+                format!(
+                    r#"{{"request_id":"{id}","access_token":"{TOKEN}","reason_code":"boredom"}}"#
+                ),
+                RejectionCode::InvalidField,
+            ),
+        ];
+        for (body, code) in refused {
+            assert_eq!(decode(&body).expect_err(&body).code, code, "{body}");
+        }
+    }
+
+    #[test]
     fn a_body_over_the_limit_is_rejected_before_parsing() {
         let rejection = DisconnectRequest::decode(&[b' '; 100], None, 99).expect_err("too large");
         assert_eq!(rejection.code, RejectionCode::TooLarge);
@@ -404,6 +643,8 @@ mod fuzz {
                         Just("requested_at".to_string()),
                         Just("requested_by".to_string()),
                         Just("reason".to_string()),
+                        Just("scope".to_string()),
+                        Just("client_id".to_string()),
                         ".{0,8}",
                     ],
                     inner,
@@ -445,7 +686,7 @@ mod fuzz {
             });
             let body = serde_json::to_vec(&body).unwrap_or_default();
             match DisconnectRequest::decode(&body, Some("application/json"), LIMIT) {
-                Ok(request) => prop_assert_eq!(request.access_token.expose(), token.as_str()),
+                Ok(request) => prop_assert_eq!(request.target.token().map(AccessToken::expose), Some(token.as_str())),
                 Err(rejection) => prop_assert_eq!(rejection.code, RejectionCode::InvalidField),
             }
         }

@@ -4,10 +4,13 @@
 
 mod decode;
 
+pub use decode::Selectors;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use super::ids::RequestId;
+use super::ids::{ConnectionId, RequestId};
+use super::scope::{ReasonCode, Scope, Target};
 use super::token::AccessToken;
 
 /// Longest `requested_by` kept in the audit trail.
@@ -22,7 +25,8 @@ pub const CONTENT_TYPE: &str = "application/json";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisconnectRequest {
     pub request_id: RequestId,
-    pub access_token: AccessToken,
+    pub target: Target,
+    pub reason_code: Option<ReasonCode>,
     pub requested_at: Option<DateTime<Utc>>,
     pub requested_by: Option<String>,
     pub reason: Option<String>,
@@ -39,13 +43,27 @@ pub struct Provenance {
     /// When it was published (the AMQP `timestamp`), for the latency from
     /// publish to event.
     pub published_at: Option<DateTime<Utc>>,
+    /// The broker user that published it: the AMQP `user_id`, which
+    /// RabbitMQ checks against the publishing connection's user.
+    pub publisher: Option<String>,
 }
 
 /// The wire shape written by [`DisconnectRequest::encode`].
 #[derive(Serialize)]
 struct WireOut<'a> {
     request_id: RequestId,
-    access_token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection_id: Option<ConnectionId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    company_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason_code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     requested_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,12 +73,23 @@ struct WireOut<'a> {
 }
 
 impl DisconnectRequest {
-    /// A request for `access_token` with a new request id and no audit fields.
+    /// A request to disconnect the connection of `access_token`, with a new
+    /// request id and no audit fields: the request of the first version.
     pub fn new(access_token: AccessToken) -> Self {
+        Self::for_target(Target::ConnectionOfToken {
+            token: access_token,
+            client_id: None,
+        })
+    }
+
+    /// A request for `target`, with a new request id and no audit fields
+    /// but the time, which a company or client request must carry.
+    pub fn for_target(target: Target) -> Self {
         Self {
             request_id: RequestId::generate(),
-            access_token,
-            requested_at: None,
+            requested_at: target.fans_out().then(Utc::now),
+            target,
+            reason_code: None,
             requested_by: None,
             reason: None,
             provenance: Provenance::default(),
@@ -70,9 +99,25 @@ impl DisconnectRequest {
     /// The JSON body an upstream application publishes; [`Self::decode`]
     /// gives the same request back.
     pub fn encode(&self) -> Vec<u8> {
+        let target = &self.target;
         let wire = WireOut {
             request_id: self.request_id,
-            access_token: self.access_token.expose(),
+            access_token: target.token().map(AccessToken::expose),
+            connection_id: match target {
+                Target::Connection { connection_id, .. } => Some(*connection_id),
+                _ => None,
+            },
+            company_id: match target {
+                Target::Company { company_id, .. } => Some(company_id.as_str()),
+                _ => None,
+            },
+            client_id: target.client_id().map(|client_id| client_id.as_str()),
+            // Written where it is not what the selector implies.
+            scope: match target.scope() {
+                Scope::Token | Scope::Client => Some(target.scope().as_str()),
+                Scope::Connection | Scope::Company => None,
+            },
+            reason_code: self.reason_code.map(ReasonCode::as_str),
             requested_at: self
                 .requested_at
                 .map(|at| at.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
@@ -87,22 +132,54 @@ impl DisconnectRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::scope::{ClientId, CompanyId};
+
+    fn client() -> ClientId {
+        ClientId::parse("app-1".into()).expect("valid")
+    }
 
     #[test]
-    fn an_encoded_request_decodes_to_the_same_request() {
-        let full = DisconnectRequest {
-            request_id: RequestId::generate(),
-            access_token: AccessToken::generate(),
-            requested_at: Some(Utc::now()),
-            requested_by: Some("ops@example.com".into()),
-            reason: Some("employer offboarded".into()),
-            provenance: Provenance::default(),
-        };
-        let bare = DisconnectRequest::new(AccessToken::generate());
-        for request in [full, bare] {
-            let decoded = DisconnectRequest::decode(&request.encode(), Some(CONTENT_TYPE), 16_384)
-                .expect("valid");
-            assert_eq!(decoded, request);
+    fn an_encoded_request_decodes_to_the_same_request_at_every_scope() {
+        let targets = [
+            Target::ConnectionOfToken {
+                token: AccessToken::generate(),
+                client_id: None,
+            },
+            Target::ConnectionOfToken {
+                token: AccessToken::generate(),
+                client_id: Some(client()),
+            },
+            Target::Token {
+                token: AccessToken::generate(),
+                client_id: None,
+            },
+            Target::Connection {
+                client_id: client(),
+                connection_id: ConnectionId::generate(),
+            },
+            Target::Company {
+                client_id: client(),
+                company_id: CompanyId::parse("C".into()).expect("valid"),
+            },
+            Target::Client {
+                client_id: client(),
+            },
+        ];
+        for target in targets {
+            let full = DisconnectRequest {
+                reason_code: Some(ReasonCode::EmployerOffboarded),
+                requested_at: Some(Utc::now()),
+                requested_by: Some("ops@example.com".into()),
+                reason: Some("employer offboarded".into()),
+                ..DisconnectRequest::for_target(target.clone())
+            };
+            let bare = DisconnectRequest::for_target(target);
+            for request in [full, bare] {
+                let decoded =
+                    DisconnectRequest::decode(&request.encode(), Some(CONTENT_TYPE), 16_384)
+                        .expect("valid");
+                assert_eq!(decoded, request);
+            }
         }
     }
 }

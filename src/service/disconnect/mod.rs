@@ -1,6 +1,9 @@
-//! Disconnecting the connections of tokens: revoke every sibling token,
-//! record each request and write its outcome event, for a batch of requests
-//! in one transaction whose statement count does not grow with the batch.
+//! Processing a batch of requests in one transaction whose statement count
+//! does not grow with the batch: disconnect the connections they name (by
+//! a token or by id, revoking every sibling token), revoke tokens alone,
+//! accept company and client requests as fan-outs (worked through later,
+//! in chunks, by [`crate::service::fanout`]), record each request and write
+//! its outcome event.
 //!
 //! The statements go in two pipelined rounds (diesel-async sends the
 //! statements of futures polled together without waiting for each answer):
@@ -15,10 +18,15 @@ use chrono::Utc;
 use diesel::result::Error as QueryError;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 
-use crate::db::{connections, requests, tokens};
-use crate::domain::{DisconnectRequest, Outcome, OutcomeEvent, OutcomeKind, RequestId, TokenHash};
+use crate::db::{connections, fanouts, requests, tokens};
+use crate::domain::{
+    AccessToken, ConnectionId, DisconnectRequest, Outcome, OutcomeEvent, OutcomeKind, RequestId,
+    Target, TokenHash,
+};
 use crate::outbox;
 use plan::{plan, records, Plan, Snapshot};
+
+pub use plan::Policy;
 
 /// What processing did with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,14 +54,17 @@ impl Processed {
 pub struct Committed {
     pub processed: Vec<Processed>,
     pub events: Vec<OutcomeEvent>,
+    /// How many company or client fan-outs the batch started.
+    pub fanouts_started: usize,
 }
 
 /// Process one request in its own transaction.
 pub async fn record_disconnect(
     conn: &mut AsyncPgConnection,
     request: &DisconnectRequest,
+    policy: &Policy,
 ) -> Result<Processed, QueryError> {
-    let mut committed = record_disconnects(conn, std::slice::from_ref(request)).await?;
+    let mut committed = record_disconnects(conn, std::slice::from_ref(request), policy).await?;
     Ok(committed.processed.remove(0))
 }
 
@@ -64,47 +75,69 @@ pub async fn record_disconnect(
 pub async fn record_disconnects(
     conn: &mut AsyncPgConnection,
     requests: &[DisconnectRequest],
+    policy: &Policy,
 ) -> Result<Committed, QueryError> {
-    conn.transaction::<_, QueryError, _>(async |conn| apply_batch(conn, requests).await)
+    conn.transaction::<_, QueryError, _>(async |conn| apply_batch(conn, requests, policy).await)
         .await
 }
 
 async fn apply_batch(
     conn: &mut AsyncPgConnection,
     requests: &[DisconnectRequest],
+    policy: &Policy,
 ) -> Result<Committed, QueryError> {
     let conn: &AsyncPgConnection = conn;
     let request_ids: Vec<RequestId> = requests.iter().map(|request| request.request_id).collect();
-    let hashes: Vec<TokenHash> = requests
+    let hashes: Vec<Option<TokenHash>> = requests
         .iter()
-        .map(|request| request.access_token.hash())
+        .map(|request| request.target.token().map(AccessToken::hash))
+        .collect();
+    let named_hashes: Vec<TokenHash> = hashes.iter().flatten().copied().collect();
+    let named_connections: Vec<ConnectionId> = requests
+        .iter()
+        .filter_map(|request| match request.target {
+            Target::Connection { connection_id, .. } => Some(connection_id),
+            _ => None,
+        })
         .collect();
 
     // Round 1. Postgres runs these in order: the connection locks (which
-    // order us against token issuing and other disconnects) are held before
-    // the active tokens are read, so that read is what the revocation takes.
+    // order us against token issuing, fan-out chunks and other disconnects)
+    // are held before the active tokens are read, so that read is what the
+    // revocation takes.
     let (seen_before, found, locked, active) = futures_util::try_join!(
         requests::find_outcomes(conn, &request_ids),
-        tokens::find_by_hashes(conn, &hashes),
-        connections::lock_of_token_hashes(conn, &hashes),
-        tokens::active_siblings_of_hashes(conn, &hashes),
+        tokens::find_by_hashes(conn, &named_hashes),
+        connections::lock_for_batch(conn, &named_hashes, &named_connections),
+        tokens::active_of_connections(conn, &named_hashes, &named_connections),
     )?;
+    let now = Utc::now();
     let Plan {
         decided,
         disconnections,
+        token_revocations,
         expected_revoked,
     } = plan(
         requests,
         &hashes,
         Snapshot::new(seen_before, found, locked, active),
+        policy,
+        now,
     );
-    let now = Utc::now();
     let records = records(requests, decided, now);
 
     // Round 2: every write at once. `join` rather than `try_join`, so the
     // error reported is the first statement's (a lost race on a request id
     // fails the audit insert, and the later statements only fail because
-    // the transaction is aborted).
+    // the transaction is aborted). Tokens revoked alone go first: a later
+    // request of the batch that disconnects their connection revokes only
+    // the others, and must not take them.
+    let revoke_alone = async {
+        if token_revocations.is_empty() {
+            return Ok(0);
+        }
+        tokens::revoke_alone(conn, &token_revocations, now).await
+    };
     let revoke = async {
         if disconnections.is_empty() {
             return Ok(0);
@@ -117,16 +150,19 @@ async fn apply_batch(
         }
         connections::mark_disconnected(conn, &disconnections, now).await
     };
-    let (revoked, marked, recorded, written) = futures_util::join!(
+    let (revoked_alone, revoked, marked, recorded, written, fanned_out) = futures_util::join!(
+        revoke_alone,
         revoke,
         mark,
         requests::insert_many(conn, &records.rows, now),
         outbox::store::insert_many(conn, &records.events),
+        fanouts::insert_many(conn, &records.fanouts),
     );
-    let revoked = revoked?;
+    let revoked = revoked_alone? + revoked?;
     marked?;
     recorded?;
     written?;
+    fanned_out?;
     if revoked != expected_revoked {
         // Cannot happen while issuing takes the connection lock; if it ever
         // does, the events would list the wrong tokens, so nothing commits.
@@ -137,5 +173,6 @@ async fn apply_batch(
     Ok(Committed {
         processed: records.processed,
         events: records.events,
+        fanouts_started: records.fanouts.len(),
     })
 }

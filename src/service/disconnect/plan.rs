@@ -2,19 +2,44 @@
 //! pure code, so the rule "exactly what processing the requests one at a
 //! time, in delivery order, would do" is tested without a database.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use super::Processed;
 use crate::db::connections::ConnectionRow;
+use crate::db::fanouts::NewFanout;
 use crate::db::requests::NewRequest;
-use crate::db::tokens::{ActiveToken, FoundToken};
+use crate::db::tokens::{ActiveToken, FoundToken, TokenRevocation};
 use crate::db::Disconnection;
 use crate::domain::{
-    ConnectionId, ConnectionStatus, DisconnectRequest, Outcome, OutcomeEvent, OutcomeKind,
-    RequestId, TokenHash, TokenId,
+    Authorizations, ConnectionId, ConnectionStatus, DisconnectRequest, EventContext, Outcome,
+    OutcomeEvent, OutcomeKind, RequestId, Target, TokenHash, TokenId,
 };
+
+/// The rules a batch is decided by besides the data.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Who may ask for what has no token (by id, a company, an application).
+    pub authorizations: Authorizations,
+    /// How old a company or client request may be: beyond it, its audit
+    /// record may be purged, and a replay must not act again. `None`: any
+    /// age (records are kept forever).
+    pub replay_window: Option<Duration>,
+}
+
+impl Policy {
+    fn expired(&self, request: &DisconnectRequest, now: DateTime<Utc>) -> bool {
+        let (Some(window), Some(requested_at)) = (self.replay_window, request.requested_at) else {
+            return false;
+        };
+        chrono::Duration::from_std(window)
+            .ok()
+            .and_then(|window| now.checked_sub_signed(window))
+            .is_some_and(|oldest| requested_at < oldest)
+    }
+}
 
 /// What the first round of a batch read, with the connections locked.
 #[derive(Debug, Default)]
@@ -22,7 +47,7 @@ pub struct Snapshot {
     /// Request ids recorded before, with their outcome.
     pub seen_before: HashMap<RequestId, OutcomeKind>,
     pub tokens: HashMap<TokenHash, FoundToken>,
-    /// The locked connections of those tokens.
+    /// The locked connections: of those tokens, and named by id.
     pub connections: HashMap<ConnectionId, ConnectionRow>,
     /// The active tokens of those connections.
     pub active_tokens: HashMap<ConnectionId, Vec<TokenId>>,
@@ -72,23 +97,51 @@ pub struct Plan {
     /// One per request, in delivery order.
     pub decided: Vec<Decided>,
     pub disconnections: Vec<Disconnection>,
-    /// How many tokens the revocation must revoke: the active tokens read
+    pub token_revocations: Vec<TokenRevocation>,
+    /// How many tokens the revocations must revoke: the active tokens read
     /// under the lock. Anything else means the lock did not hold.
     pub expected_revoked: usize,
 }
 
+/// The batch as it is decided, request after request.
+struct Deciding<'a> {
+    snapshot: Snapshot,
+    policy: &'a Policy,
+    now: DateTime<Utc>,
+    /// Tokens revoked alone earlier in the batch.
+    revoked: HashSet<TokenId>,
+    disconnections: Vec<Disconnection>,
+    token_revocations: Vec<TokenRevocation>,
+    expected_revoked: usize,
+}
+
 /// Decide every request in delivery order. `hashes[i]` is the hash of
-/// `requests[i]`'s token. Of several requests for one connection the first
-/// disconnects it and the others find it disconnected; a request id seen
-/// before, or earlier in the batch, is a duplicate.
-pub fn plan(requests: &[DisconnectRequest], hashes: &[TokenHash], mut snapshot: Snapshot) -> Plan {
+/// `requests[i]`'s token, if it names one. Of several requests for one
+/// connection the first disconnects it and the others find it
+/// disconnected; a request id seen before, or earlier in the batch, is a
+/// duplicate.
+pub fn plan(
+    requests: &[DisconnectRequest],
+    hashes: &[Option<TokenHash>],
+    snapshot: Snapshot,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Plan {
+    let mut deciding = Deciding {
+        snapshot,
+        policy,
+        now,
+        revoked: HashSet::new(),
+        disconnections: Vec::new(),
+        token_revocations: Vec::new(),
+        expected_revoked: 0,
+    };
     let mut decided = Vec::with_capacity(requests.len());
     let mut in_batch: HashMap<RequestId, OutcomeKind> = HashMap::new();
-    let mut disconnections = Vec::new();
-    let mut expected_revoked = 0;
     for (request, hash) in requests.iter().zip(hashes) {
         let request_id = request.request_id;
-        if let Some(kind) = snapshot
+        if let Some(kind) = deciding
+            .snapshot
             .seen_before
             .get(&request_id)
             .or_else(|| in_batch.get(&request_id))
@@ -96,54 +149,156 @@ pub fn plan(requests: &[DisconnectRequest], hashes: &[TokenHash], mut snapshot: 
             decided.push(Decided::Duplicate(*kind));
             continue;
         }
-        let (outcome, token_id) = match snapshot.tokens.get(hash) {
-            None => (Outcome::UnknownToken, None),
-            Some(found) => {
-                let connection_id = found.connection_id;
-                let active = snapshot
-                    .connections
-                    .get(&connection_id)
-                    .is_some_and(|row| row.status == ConnectionStatus::Active);
-                // Taken out once disconnected: later requests for it in the
-                // batch find it gone, as they would find it disconnected.
-                let outcome = match snapshot.connections.remove(&connection_id) {
-                    Some(row) if active => {
-                        disconnections.push(Disconnection {
-                            connection_id,
-                            request_id,
-                        });
-                        let mut revoked_token_ids = snapshot
-                            .active_tokens
-                            .remove(&connection_id)
-                            .unwrap_or_default();
-                        // Sorted, so the event lists the tokens in a stable order.
-                        revoked_token_ids.sort_unstable();
-                        expected_revoked += revoked_token_ids.len();
-                        Outcome::Disconnected {
-                            connection: row.into_ref(),
-                            revoked_token_ids,
-                        }
-                    }
-                    _ => Outcome::AlreadyDisconnected { connection_id },
-                };
-                (outcome, Some(found.token_id))
-            }
-        };
+        let (outcome, token_id) = deciding.decide(request, hash.as_ref());
         in_batch.insert(request_id, outcome.kind());
         decided.push(Decided::New { outcome, token_id });
     }
     Plan {
         decided,
-        disconnections,
-        expected_revoked,
+        disconnections: deciding.disconnections,
+        token_revocations: deciding.token_revocations,
+        expected_revoked: deciding.expected_revoked,
     }
 }
 
-/// What a plan writes: the audit rows and outcome events of the new requests,
-/// and each request's result.
+impl Deciding<'_> {
+    fn decide(
+        &mut self,
+        request: &DisconnectRequest,
+        hash: Option<&TokenHash>,
+    ) -> (Outcome, Option<TokenId>) {
+        let target = &request.target;
+        if target.needs_publisher_authorization() {
+            let allowed = target.client_id().is_some_and(|client_id| {
+                self.policy
+                    .authorizations
+                    .allows(request.provenance.publisher.as_deref(), client_id)
+            });
+            if !allowed {
+                return (Outcome::NotAuthorized, None);
+            }
+        }
+        match target {
+            Target::ConnectionOfToken { client_id, .. } | Target::Token { client_id, .. } => {
+                let found = hash
+                    .and_then(|hash| self.snapshot.tokens.get(hash))
+                    .copied()
+                    .filter(|found| {
+                        // With a client id, a token of another application
+                        // is as good as unknown.
+                        client_id.as_ref().is_none_or(|client_id| {
+                            self.snapshot
+                                .connections
+                                .get(&found.connection_id)
+                                .is_some_and(|row| row.client_id == client_id.as_str())
+                        })
+                    });
+                let Some(found) = found else {
+                    return (Outcome::UnknownToken, None);
+                };
+                let outcome = match target {
+                    Target::Token { .. } => self.revoke_token(request.request_id, &found),
+                    _ => self.disconnect(request.request_id, found.connection_id),
+                };
+                (outcome, Some(found.token_id))
+            }
+            Target::Connection {
+                client_id,
+                connection_id,
+            } => {
+                let ours = self
+                    .snapshot
+                    .connections
+                    .get(connection_id)
+                    .is_some_and(|row| row.client_id == client_id.as_str());
+                if !ours {
+                    return (Outcome::UnknownConnection, None);
+                }
+                (self.disconnect(request.request_id, *connection_id), None)
+            }
+            Target::Company { .. } | Target::Client { .. } => {
+                if self.policy.expired(request, self.now) {
+                    (Outcome::Expired, None)
+                } else {
+                    (Outcome::Accepted, None)
+                }
+            }
+        }
+    }
+
+    /// Disconnect a locked connection, unless it is disconnected already
+    /// (before, or earlier in the batch).
+    fn disconnect(&mut self, request_id: RequestId, connection_id: ConnectionId) -> Outcome {
+        let Some(row) = self
+            .snapshot
+            .connections
+            .get_mut(&connection_id)
+            .filter(|row| row.status == ConnectionStatus::Active)
+        else {
+            return Outcome::AlreadyDisconnected { connection_id };
+        };
+        // Later requests for it in the batch find it disconnected.
+        row.status = ConnectionStatus::Disconnected;
+        let connection = row.clone().into_ref();
+        self.disconnections.push(Disconnection {
+            connection_id,
+            request_id,
+        });
+        let mut revoked_token_ids = self
+            .snapshot
+            .active_tokens
+            .remove(&connection_id)
+            .unwrap_or_default();
+        // Sorted, so the event lists the tokens in a stable order.
+        revoked_token_ids.sort_unstable();
+        self.expected_revoked += revoked_token_ids.len();
+        Outcome::Disconnected {
+            connection,
+            revoked_token_ids,
+        }
+    }
+
+    /// Revoke one token of a locked connection, leaving the connection.
+    fn revoke_token(&mut self, request_id: RequestId, found: &FoundToken) -> Outcome {
+        let connection_id = found.connection_id;
+        let Some(row) = self
+            .snapshot
+            .connections
+            .get(&connection_id)
+            .filter(|row| row.status == ConnectionStatus::Active)
+        else {
+            return Outcome::AlreadyDisconnected { connection_id };
+        };
+        if found.revoked || !self.revoked.insert(found.token_id) {
+            return Outcome::AlreadyRevoked {
+                token_id: found.token_id,
+                connection_id,
+            };
+        }
+        let connection = row.clone().into_ref();
+        // A later disconnect of the connection in the batch revokes the
+        // others only.
+        if let Some(active) = self.snapshot.active_tokens.get_mut(&connection_id) {
+            active.retain(|token_id| *token_id != found.token_id);
+        }
+        self.token_revocations.push(TokenRevocation {
+            token_id: found.token_id,
+            request_id,
+        });
+        self.expected_revoked += 1;
+        Outcome::TokenRevoked {
+            token_id: found.token_id,
+            connection,
+        }
+    }
+}
+
+/// What a plan writes: the audit rows, outcome events and fan-outs of the
+/// new requests, and each request's result.
 pub struct Records<'a> {
     pub rows: Vec<NewRequest<'a>>,
     pub events: Vec<OutcomeEvent>,
+    pub fanouts: Vec<NewFanout<'a>>,
     pub processed: Vec<Processed>,
 }
 
@@ -155,6 +310,7 @@ pub fn records(
 ) -> Records<'_> {
     let mut rows = Vec::new();
     let mut events = Vec::new();
+    let mut fanouts = Vec::new();
     let mut processed = Vec::with_capacity(requests.len());
     for (request, decided) in requests.iter().zip(decided) {
         let (outcome, token_id) = match decided {
@@ -164,186 +320,67 @@ pub fn records(
             }
             Decided::New { outcome, token_id } => (outcome, token_id),
         };
-        let event = OutcomeEvent {
+        let target = &request.target;
+        let client_id = target.client_id().map(|client_id| client_id.as_str());
+        let company_id = match target {
+            Target::Company { company_id, .. } => Some(company_id.as_str()),
+            _ => None,
+        };
+        let context = EventContext {
+            request_id: request.request_id,
+            scope: target.scope(),
+            reason_code: request.reason_code,
+            client_id,
+            company_id,
+        };
+        let event = OutcomeEvent::for_outcome(&context, &outcome, at).map(|event| OutcomeEvent {
             traceparent: request.provenance.traceparent.clone(),
             request_published_at: request.provenance.published_at,
-            ..OutcomeEvent::for_outcome(request.request_id, &outcome, at)
-        };
+            ..event
+        });
         rows.push(NewRequest {
             request_id: request.request_id,
             outcome: outcome.kind(),
-            connection_id: outcome.connection_id(),
-            token_id,
-            revoked_token_count: match &outcome {
-                Outcome::Disconnected {
-                    revoked_token_ids, ..
-                } => i32::try_from(revoked_token_ids.len()).unwrap_or(i32::MAX),
-                _ => 0,
-            },
+            connection_id: outcome.connection_id().or(match target {
+                Target::Connection { connection_id, .. } => Some(*connection_id),
+                _ => None,
+            }),
+            token_id: token_id.or(outcome.token_id()),
+            revoked_token_count: i32::try_from(outcome.revoked_tokens()).unwrap_or(i32::MAX),
             requested_at: request.requested_at,
             requested_by: request.requested_by.as_deref(),
             reason: request.reason.as_deref(),
-            event_id: event.event_id,
+            event_id: event.as_ref().map(|event| event.event_id),
+            scope: target.scope(),
+            reason_code: request.reason_code,
+            client_id,
+            company_id,
+            publisher: request.provenance.publisher.as_deref(),
         });
-        events.push(event);
+        if outcome == Outcome::Accepted {
+            if let Some(client_id) = client_id {
+                fanouts.push(NewFanout {
+                    request_id: request.request_id,
+                    scope: target.scope(),
+                    client_id,
+                    company_id,
+                    reason_code: request.reason_code,
+                    traceparent: request.provenance.traceparent.as_deref(),
+                    accepted_at: at,
+                    created_before: request.requested_at.map_or(at, |asked| asked.min(at)),
+                });
+            }
+        }
+        events.extend(event);
         processed.push(Processed::Recorded(outcome));
     }
     Records {
         rows,
         events,
+        fanouts,
         processed,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::AccessToken;
-
-    struct World {
-        snapshot: Snapshot,
-    }
-
-    impl World {
-        fn new() -> Self {
-            Self {
-                snapshot: Snapshot::default(),
-            }
-        }
-
-        /// A connection with `tokens` active tokens; returns them.
-        fn connection(&mut self, status: ConnectionStatus, tokens: usize) -> Vec<AccessToken> {
-            let id = ConnectionId::generate();
-            self.snapshot.connections.insert(
-                id,
-                ConnectionRow {
-                    id,
-                    client_id: "app".into(),
-                    company_id: "C".into(),
-                    provider_id: "gusto".into(),
-                    status,
-                },
-            );
-            (0..tokens)
-                .map(|_| {
-                    let token = AccessToken::generate();
-                    let token_id = TokenId::generate();
-                    self.snapshot.tokens.insert(
-                        token.hash(),
-                        FoundToken {
-                            hash: token.hash(),
-                            token_id,
-                            connection_id: id,
-                        },
-                    );
-                    if status == ConnectionStatus::Active {
-                        self.snapshot
-                            .active_tokens
-                            .entry(id)
-                            .or_default()
-                            .push(token_id);
-                    }
-                    token
-                })
-                .collect()
-        }
-
-        fn plan(self, requests: &[DisconnectRequest]) -> Plan {
-            let hashes: Vec<TokenHash> = requests.iter().map(|r| r.access_token.hash()).collect();
-            plan(requests, &hashes, self.snapshot)
-        }
-    }
-
-    fn request(token: &AccessToken) -> DisconnectRequest {
-        DisconnectRequest::new(token.clone())
-    }
-
-    fn kinds(plan: &Plan) -> Vec<(bool, OutcomeKind)> {
-        plan.decided
-            .iter()
-            .map(|decided| match decided {
-                Decided::Duplicate(kind) => (true, *kind),
-                Decided::New { outcome, .. } => (false, outcome.kind()),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_first_request_for_a_connection_disconnects_it_and_later_ones_find_it_disconnected() {
-        let mut world = World::new();
-        let siblings = world.connection(ConnectionStatus::Active, 3);
-        let other = world.connection(ConnectionStatus::Active, 1);
-        let requests = [
-            request(&siblings[1]),
-            request(&siblings[2]),
-            request(&other[0]),
-        ];
-        let plan = world.plan(&requests);
-
-        assert_eq!(
-            kinds(&plan),
-            [
-                (false, OutcomeKind::Disconnected),
-                (false, OutcomeKind::AlreadyDisconnected),
-                (false, OutcomeKind::Disconnected),
-            ]
-        );
-        assert_eq!(plan.expected_revoked, 4);
-        assert_eq!(plan.disconnections.len(), 2);
-        assert_eq!(plan.disconnections[0].request_id, requests[0].request_id);
-        let Decided::New {
-            outcome: Outcome::Disconnected {
-                revoked_token_ids, ..
-            },
-            ..
-        } = &plan.decided[0]
-        else {
-            panic!("disconnected");
-        };
-        assert_eq!(revoked_token_ids.len(), 3);
-        assert!(
-            revoked_token_ids.is_sorted(),
-            "a stable order for the event"
-        );
-    }
-
-    #[test]
-    fn a_repeated_request_id_is_a_duplicate_of_its_first_outcome() {
-        let mut world = World::new();
-        let tokens = world.connection(ConnectionStatus::Active, 1);
-        let first = request(&tokens[0]);
-        let unknown = request(&AccessToken::generate());
-        let seen = request(&tokens[0]);
-        world
-            .snapshot
-            .seen_before
-            .insert(seen.request_id, OutcomeKind::UnknownToken);
-        let requests = [first.clone(), unknown.clone(), first, unknown, seen];
-        let plan = world.plan(&requests);
-
-        assert_eq!(
-            kinds(&plan),
-            [
-                (false, OutcomeKind::Disconnected),
-                (false, OutcomeKind::UnknownToken),
-                (true, OutcomeKind::Disconnected),
-                (true, OutcomeKind::UnknownToken),
-                (true, OutcomeKind::UnknownToken),
-            ]
-        );
-        let records = records(&requests, plan.decided, Utc::now());
-        assert_eq!(records.rows.len(), 2, "one audit row per new request id");
-        assert_eq!(records.events.len(), 2, "one event per new request id");
-    }
-
-    #[test]
-    fn a_connection_disconnected_before_is_left_alone() {
-        let mut world = World::new();
-        let tokens = world.connection(ConnectionStatus::Disconnected, 2);
-        let plan = world.plan(&[request(&tokens[0])]);
-
-        assert_eq!(kinds(&plan), [(false, OutcomeKind::AlreadyDisconnected)]);
-        assert!(plan.disconnections.is_empty());
-        assert_eq!(plan.expected_revoked, 0);
-    }
-}
+mod tests;

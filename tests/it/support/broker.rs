@@ -28,11 +28,10 @@ pub async fn channel(amqp_url: &str) -> Channel {
 pub fn decoded_request(request_id: Uuid, token: &str) -> DisconnectRequest {
     DisconnectRequest {
         request_id: RequestId::from_uuid(request_id),
-        access_token: AccessToken::parse(token.to_string()).expect("a token"),
         requested_at: "2026-11-24T10:15:00Z".parse().ok(),
         requested_by: Some("tests".into()),
         reason: Some("test".into()),
-        provenance: Default::default(),
+        ..DisconnectRequest::new(AccessToken::parse(token.to_string()).expect("a token"))
     }
 }
 

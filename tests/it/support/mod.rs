@@ -17,11 +17,12 @@ use disconnect_testkit::{services, TestDatabase};
 use disconnect_worker::broker::{BrokerUrls, Topology};
 use disconnect_worker::db::DatabaseUrl;
 use disconnect_worker::db::DbPool;
-use disconnect_worker::domain::{AccessToken, IssuedToken};
+use disconnect_worker::domain::{AccessToken, Authorizations, IssuedToken};
 use disconnect_worker::outbox::OutboxSettings;
+use disconnect_worker::retention::RetentionSettings;
 use disconnect_worker::retry::RetrySettings;
 use disconnect_worker::service::{self, Introspection, TokenGrant};
-use disconnect_worker::worker::{self, BrokerSettings, ConsumeSettings, Settings};
+use disconnect_worker::worker::{self, BrokerSettings, ConsumeSettings, ScopeSettings, Settings};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -103,9 +104,16 @@ impl TestContext {
                 relay_delay: Duration::from_millis(1000),
                 poll_interval: Duration::from_millis(200),
                 batch_size: 100,
-                retention: None,
                 retry: retry.clone(),
             },
+            scopes: ScopeSettings {
+                // The test broker's user may ask for every application, so
+                // tests of wide scopes publish as it.
+                authorizations: Authorizations::parse("AUTHORIZED_PUBLISHERS", "guest:*")
+                    .expect("valid"),
+                fanout_chunk_size: 50,
+            },
+            retention: RetentionSettings::default(),
             retry,
             shutdown_grace: Duration::from_secs(20),
             run_migrations: false,

@@ -1,0 +1,380 @@
+use super::*;
+use crate::domain::{AccessToken, ClientId, CompanyId, ReasonCode, Scope};
+
+const APP: &str = "app";
+
+struct World {
+    snapshot: Snapshot,
+    policy: Policy,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            snapshot: Snapshot::default(),
+            policy: Policy {
+                authorizations: Authorizations::parse("test", "ops:app").expect("valid"),
+                replay_window: Some(Duration::from_secs(3600)),
+            },
+        }
+    }
+
+    /// A connection of `client_id` with `tokens` active tokens.
+    fn connection_of(
+        &mut self,
+        client_id: &str,
+        status: ConnectionStatus,
+        tokens: usize,
+    ) -> (ConnectionId, Vec<AccessToken>) {
+        let id = ConnectionId::generate();
+        self.snapshot.connections.insert(
+            id,
+            ConnectionRow {
+                id,
+                client_id: client_id.into(),
+                company_id: "C".into(),
+                provider_id: "gusto".into(),
+                status,
+            },
+        );
+        let tokens = (0..tokens)
+            .map(|_| {
+                let token = AccessToken::generate();
+                let token_id = TokenId::generate();
+                self.snapshot.tokens.insert(
+                    token.hash(),
+                    FoundToken {
+                        hash: token.hash(),
+                        token_id,
+                        connection_id: id,
+                        revoked: status != ConnectionStatus::Active,
+                    },
+                );
+                if status == ConnectionStatus::Active {
+                    self.snapshot
+                        .active_tokens
+                        .entry(id)
+                        .or_default()
+                        .push(token_id);
+                }
+                token
+            })
+            .collect();
+        (id, tokens)
+    }
+
+    /// A connection of the application with `tokens` active tokens.
+    fn connection(&mut self, status: ConnectionStatus, tokens: usize) -> Vec<AccessToken> {
+        self.connection_of(APP, status, tokens).1
+    }
+
+    fn plan(&self, requests: &[DisconnectRequest]) -> Plan {
+        let hashes: Vec<Option<TokenHash>> = requests
+            .iter()
+            .map(|request| request.target.token().map(AccessToken::hash))
+            .collect();
+        let snapshot = Snapshot {
+            seen_before: self.snapshot.seen_before.clone(),
+            tokens: self.snapshot.tokens.clone(),
+            connections: self.snapshot.connections.clone(),
+            active_tokens: self.snapshot.active_tokens.clone(),
+        };
+        plan(requests, &hashes, snapshot, &self.policy, Utc::now())
+    }
+}
+
+fn client() -> ClientId {
+    ClientId::parse(APP.into()).expect("valid")
+}
+
+fn request(token: &AccessToken) -> DisconnectRequest {
+    DisconnectRequest::new(token.clone())
+}
+
+fn revoke_alone(token: &AccessToken) -> DisconnectRequest {
+    DisconnectRequest::for_target(Target::Token {
+        token: token.clone(),
+        client_id: None,
+    })
+}
+
+/// A request naming no token, published by `publisher`.
+fn published_by(target: Target, publisher: Option<&str>) -> DisconnectRequest {
+    let mut request = DisconnectRequest::for_target(target);
+    request.provenance.publisher = publisher.map(str::to_string);
+    request
+}
+
+fn kinds(plan: &Plan) -> Vec<(bool, OutcomeKind)> {
+    plan.decided
+        .iter()
+        .map(|decided| match decided {
+            Decided::Duplicate(kind) => (true, *kind),
+            Decided::New { outcome, .. } => (false, outcome.kind()),
+        })
+        .collect()
+}
+
+#[test]
+fn the_first_request_for_a_connection_disconnects_it_and_later_ones_find_it_disconnected() {
+    let mut world = World::new();
+    let siblings = world.connection(ConnectionStatus::Active, 3);
+    let other = world.connection(ConnectionStatus::Active, 1);
+    let requests = [
+        request(&siblings[1]),
+        request(&siblings[2]),
+        request(&other[0]),
+    ];
+    let plan = world.plan(&requests);
+
+    assert_eq!(
+        kinds(&plan),
+        [
+            (false, OutcomeKind::Disconnected),
+            (false, OutcomeKind::AlreadyDisconnected),
+            (false, OutcomeKind::Disconnected),
+        ]
+    );
+    assert_eq!(plan.expected_revoked, 4);
+    assert_eq!(plan.disconnections.len(), 2);
+    assert_eq!(plan.disconnections[0].request_id, requests[0].request_id);
+    let Decided::New {
+        outcome: Outcome::Disconnected {
+            revoked_token_ids, ..
+        },
+        ..
+    } = &plan.decided[0]
+    else {
+        panic!("disconnected");
+    };
+    assert_eq!(revoked_token_ids.len(), 3);
+    assert!(
+        revoked_token_ids.is_sorted(),
+        "a stable order for the event"
+    );
+}
+
+#[test]
+fn a_repeated_request_id_is_a_duplicate_of_its_first_outcome() {
+    let mut world = World::new();
+    let tokens = world.connection(ConnectionStatus::Active, 1);
+    let first = request(&tokens[0]);
+    let unknown = request(&AccessToken::generate());
+    let seen = request(&tokens[0]);
+    world
+        .snapshot
+        .seen_before
+        .insert(seen.request_id, OutcomeKind::UnknownToken);
+    let requests = [first.clone(), unknown.clone(), first, unknown, seen];
+    let plan = world.plan(&requests);
+
+    assert_eq!(
+        kinds(&plan),
+        [
+            (false, OutcomeKind::Disconnected),
+            (false, OutcomeKind::UnknownToken),
+            (true, OutcomeKind::Disconnected),
+            (true, OutcomeKind::UnknownToken),
+            (true, OutcomeKind::UnknownToken),
+        ]
+    );
+    let records = records(&requests, plan.decided, Utc::now());
+    assert_eq!(records.rows.len(), 2, "one audit row per new request id");
+    assert_eq!(records.events.len(), 2, "one event per new request id");
+}
+
+#[test]
+fn a_connection_disconnected_before_is_left_alone() {
+    let mut world = World::new();
+    let tokens = world.connection(ConnectionStatus::Disconnected, 2);
+    let plan = world.plan(&[request(&tokens[0])]);
+
+    assert_eq!(kinds(&plan), [(false, OutcomeKind::AlreadyDisconnected)]);
+    assert!(plan.disconnections.is_empty());
+    assert_eq!(plan.expected_revoked, 0);
+}
+
+#[test]
+fn a_token_revoked_alone_leaves_its_connection_and_a_later_disconnect_takes_only_the_others() {
+    let mut world = World::new();
+    let tokens = world.connection(ConnectionStatus::Active, 3);
+    let requests = [
+        revoke_alone(&tokens[0]),
+        revoke_alone(&tokens[0]),
+        request(&tokens[1]),
+    ];
+    let plan = world.plan(&requests);
+
+    assert_eq!(
+        kinds(&plan),
+        [
+            (false, OutcomeKind::TokenRevoked),
+            (false, OutcomeKind::AlreadyRevoked),
+            (false, OutcomeKind::Disconnected),
+        ]
+    );
+    assert_eq!(plan.token_revocations.len(), 1);
+    let Decided::New {
+        outcome: Outcome::Disconnected {
+            revoked_token_ids, ..
+        },
+        ..
+    } = &plan.decided[2]
+    else {
+        panic!("disconnected");
+    };
+    assert_eq!(revoked_token_ids.len(), 2, "the other two tokens");
+    assert_eq!(plan.expected_revoked, 3);
+}
+
+#[test]
+fn a_token_revoked_before_is_already_revoked_and_one_of_a_disconnected_connection_is_already_disconnected(
+) {
+    let mut world = World::new();
+    let tokens = world.connection(ConnectionStatus::Active, 2);
+    let hash = tokens[0].hash();
+    if let Some(found) = world.snapshot.tokens.get_mut(&hash) {
+        found.revoked = true;
+    }
+    let gone = world.connection(ConnectionStatus::Disconnected, 1);
+    let plan = world.plan(&[revoke_alone(&tokens[0]), revoke_alone(&gone[0])]);
+    assert_eq!(
+        kinds(&plan),
+        [
+            (false, OutcomeKind::AlreadyRevoked),
+            (false, OutcomeKind::AlreadyDisconnected),
+        ]
+    );
+    assert!(plan.token_revocations.is_empty());
+}
+
+#[test]
+fn a_token_named_with_another_application_is_unknown() {
+    let mut world = World::new();
+    let tokens = world.connection(ConnectionStatus::Active, 1);
+    let wrong = DisconnectRequest::for_target(Target::ConnectionOfToken {
+        token: tokens[0].clone(),
+        client_id: Some(ClientId::parse("other-app".into()).expect("valid")),
+    });
+    let right = DisconnectRequest::for_target(Target::ConnectionOfToken {
+        token: tokens[0].clone(),
+        client_id: Some(client()),
+    });
+    let plan = world.plan(&[wrong, right]);
+    assert_eq!(
+        kinds(&plan),
+        [
+            (false, OutcomeKind::UnknownToken),
+            (false, OutcomeKind::Disconnected),
+        ]
+    );
+}
+
+#[test]
+fn a_connection_by_id_needs_an_authorized_publisher_and_its_own_application() {
+    let mut world = World::new();
+    let (ours, _) = world.connection_of(APP, ConnectionStatus::Active, 2);
+    let (theirs, _) = world.connection_of("other-app", ConnectionStatus::Active, 1);
+    let by_id = |connection_id, publisher| {
+        published_by(
+            Target::Connection {
+                client_id: client(),
+                connection_id,
+            },
+            publisher,
+        )
+    };
+    let requests = [
+        by_id(ours, None),
+        by_id(ours, Some("billing")),
+        by_id(theirs, Some("ops")),
+        by_id(ConnectionId::generate(), Some("ops")),
+        by_id(ours, Some("ops")),
+        by_id(ours, Some("ops")),
+    ];
+    let plan = world.plan(&requests);
+    assert_eq!(
+        kinds(&plan),
+        [
+            (false, OutcomeKind::NotAuthorized),
+            (false, OutcomeKind::NotAuthorized),
+            (false, OutcomeKind::UnknownConnection),
+            (false, OutcomeKind::UnknownConnection),
+            (false, OutcomeKind::Disconnected),
+            (false, OutcomeKind::AlreadyDisconnected),
+        ]
+    );
+    assert_eq!(plan.expected_revoked, 2);
+}
+
+#[test]
+fn a_company_or_client_request_is_accepted_as_a_fan_out_with_no_event_yet() {
+    let world = World::new();
+    let company = published_by(
+        Target::Company {
+            client_id: client(),
+            company_id: CompanyId::parse("C".into()).expect("valid"),
+        },
+        Some("ops"),
+    );
+    let mut whole = published_by(
+        Target::Client {
+            client_id: client(),
+        },
+        Some("ops"),
+    );
+    whole.reason_code = Some(ReasonCode::CustomerOffboarded);
+    let refused = published_by(
+        Target::Client {
+            client_id: client(),
+        },
+        Some("billing"),
+    );
+    let requests = [company, whole, refused];
+    let plan = world.plan(&requests);
+    assert_eq!(
+        kinds(&plan),
+        [
+            (false, OutcomeKind::InProgress),
+            (false, OutcomeKind::InProgress),
+            (false, OutcomeKind::NotAuthorized),
+        ]
+    );
+    let now = Utc::now();
+    let records = records(&requests, plan.decided, now);
+    assert_eq!(records.fanouts.len(), 2);
+    assert_eq!(records.fanouts[0].company_id, Some("C"));
+    assert_eq!(records.fanouts[1].scope, Scope::Client);
+    assert_eq!(
+        records.fanouts[1].reason_code,
+        Some(ReasonCode::CustomerOffboarded)
+    );
+    assert!(
+        records
+            .fanouts
+            .iter()
+            .all(|fanout| fanout.created_before <= now),
+        "only connections that existed when it was asked are its own"
+    );
+    assert_eq!(
+        records.events.len(),
+        1,
+        "only the refusal has its event now"
+    );
+    assert_eq!(records.rows[0].event_id, None);
+    assert_eq!(records.rows[0].outcome, OutcomeKind::InProgress);
+}
+
+#[test]
+fn a_fan_out_older_than_the_replay_window_is_expired() {
+    let world = World::new();
+    let mut old = published_by(
+        Target::Client {
+            client_id: client(),
+        },
+        Some("ops"),
+    );
+    old.requested_at = Some(Utc::now() - chrono::Duration::hours(2));
+    let plan = world.plan(&[old]);
+    assert_eq!(kinds(&plan), [(false, OutcomeKind::Expired)]);
+}

@@ -1,0 +1,184 @@
+//! Company and client requests, worked through in chunks: a request for a
+//! whole application may cover 100,000 connections and a million tokens,
+//! far too much for one transaction (locks held for minutes, one huge
+//! WAL burst, everything redone after a crash).
+//!
+//! Each step is one transaction: take the oldest unfinished fan-out (one
+//! another replica holds is skipped), lock its next chunk of active
+//! connections in id order, disconnect them exactly as a connection request
+//! would (their events in the outbox), and move the cursor and the counts
+//! in the same commit. A crash loses at most the uncommitted chunk, and the
+//! next step resumes after the last committed one: nothing is counted or
+//! revoked twice. A single-token request for one of these connections
+//! takes the same row lock, so whichever commits first disconnects it and
+//! the other finds it disconnected (the fan-out skips it and does not count
+//! it).
+//!
+//! When no connection is left, the request's terminal event
+//! (`disconnect.completed`, or `nothing_to_disconnect`) is written only once
+//! every event of its chunks is published, so consumers see it last.
+
+use chrono::Utc;
+use diesel::result::Error as QueryError;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+
+use crate::db::fanouts::{self, Fanout};
+use crate::db::{connections, requests, tokens, Disconnection};
+use crate::domain::{
+    ConnectionStatus, EventContext, Outcome, OutcomeEvent, ReasonCode, RequestId, Scope,
+};
+use crate::outbox;
+
+/// What one step did.
+#[derive(Debug)]
+pub enum Step {
+    /// No fan-out is waiting (or every one is held by another replica).
+    Idle,
+    /// Disconnected a chunk of connections; their events are committed and
+    /// are to be published now.
+    Chunk {
+        request_id: RequestId,
+        /// One per connection.
+        events: Vec<OutcomeEvent>,
+        /// Tokens revoked.
+        tokens: usize,
+    },
+    /// Every connection is done, but some of the request's events are not
+    /// published yet: its completion waits for them.
+    Publishing { request_id: RequestId },
+    /// The request is complete: its terminal event is committed.
+    Finished {
+        request_id: RequestId,
+        event: OutcomeEvent,
+    },
+}
+
+/// Take one step of the oldest fan-out, in one transaction.
+pub async fn step(conn: &mut AsyncPgConnection, chunk_size: i64) -> Result<Step, QueryError> {
+    conn.transaction::<_, QueryError, _>(async |conn| {
+        let Some(fanout) = fanouts::claim_next(conn).await? else {
+            return Ok(Step::Idle);
+        };
+        let chunk = fanouts::lock_next_connections(conn, &fanout, chunk_size).await?;
+        if chunk.is_empty() {
+            return complete(conn, &fanout).await;
+        }
+        disconnect_chunk(conn, &fanout, chunk).await
+    })
+    .await
+}
+
+async fn disconnect_chunk(
+    conn: &mut AsyncPgConnection,
+    fanout: &Fanout,
+    chunk: Vec<connections::ConnectionRow>,
+) -> Result<Step, QueryError> {
+    let now = Utc::now();
+    let ids: Vec<_> = chunk.iter().map(|row| row.id).collect();
+    let active = tokens::active_of_connections(&*conn, &[], &ids).await?;
+    let disconnections: Vec<Disconnection> = ids
+        .iter()
+        .map(|&connection_id| Disconnection {
+            connection_id,
+            request_id: fanout.request_id,
+        })
+        .collect();
+    let context = context(fanout);
+    let mut events = Vec::with_capacity(chunk.len());
+    let mut expected_revoked = 0;
+    let last = ids[ids.len() - 1];
+    for row in chunk {
+        debug_assert_eq!(row.status, ConnectionStatus::Active);
+        let mut revoked_token_ids: Vec<_> = active
+            .iter()
+            .filter(|token| token.connection_id == row.id)
+            .map(|token| token.token_id)
+            .collect();
+        revoked_token_ids.sort_unstable();
+        expected_revoked += revoked_token_ids.len();
+        let outcome = Outcome::Disconnected {
+            connection: row.into_ref(),
+            revoked_token_ids,
+        };
+        events.extend(
+            OutcomeEvent::for_outcome(&context, &outcome, now).map(|event| OutcomeEvent {
+                traceparent: fanout.traceparent.clone(),
+                ..event
+            }),
+        );
+    }
+    let revoked = tokens::revoke_all_of_connections(&*conn, &disconnections, now).await?;
+    if revoked != expected_revoked {
+        // As in a batch: the connection locks make this impossible, and the
+        // events would list the wrong tokens, so nothing commits.
+        return Err(QueryError::QueryBuilderError(
+            format!("revoked {revoked} tokens where {expected_revoked} were active").into(),
+        ));
+    }
+    connections::mark_disconnected(&*conn, &disconnections, now).await?;
+    outbox::store::insert_many(&*conn, &events).await?;
+    fanouts::advance(
+        conn,
+        fanout.request_id,
+        last,
+        i64::try_from(ids.len()).unwrap_or(i64::MAX),
+        i64::try_from(revoked).unwrap_or(i64::MAX),
+    )
+    .await?;
+    Ok(Step::Chunk {
+        request_id: fanout.request_id,
+        events,
+        tokens: revoked,
+    })
+}
+
+async fn complete(conn: &mut AsyncPgConnection, fanout: &Fanout) -> Result<Step, QueryError> {
+    if fanouts::unpublished_events(conn, fanout.request_id).await? > 0 {
+        return Ok(Step::Publishing {
+            request_id: fanout.request_id,
+        });
+    }
+    let now = Utc::now();
+    let outcome = if fanout.connections == 0 {
+        Outcome::NothingToDisconnect
+    } else {
+        Outcome::Completed {
+            connections: u64::try_from(fanout.connections).unwrap_or_default(),
+            tokens: u64::try_from(fanout.tokens).unwrap_or_default(),
+        }
+    };
+    let Some(event) = OutcomeEvent::for_outcome(&context(fanout), &outcome, now) else {
+        return Err(QueryError::QueryBuilderError(
+            "a finished fan-out has no terminal event".into(),
+        ));
+    };
+    let event = OutcomeEvent {
+        traceparent: fanout.traceparent.clone(),
+        ..event
+    };
+    outbox::store::insert_many(&*conn, std::slice::from_ref(&event)).await?;
+    requests::finish(
+        conn,
+        fanout.request_id,
+        outcome.kind(),
+        i32::try_from(fanout.connections).unwrap_or(i32::MAX),
+        i32::try_from(fanout.tokens).unwrap_or(i32::MAX),
+        event.event_id,
+    )
+    .await?;
+    fanouts::finish(conn, fanout.request_id, now).await?;
+    Ok(Step::Finished {
+        request_id: fanout.request_id,
+        event,
+    })
+}
+
+fn context(fanout: &Fanout) -> EventContext<'_> {
+    EventContext {
+        request_id: fanout.request_id,
+        scope: Scope::parse(&fanout.scope).unwrap_or(Scope::Client),
+        reason_code: fanout.reason_code.as_deref().and_then(ReasonCode::parse),
+        client_id: Some(&fanout.client_id),
+        company_id: fanout.company_id.as_deref(),
+    }
+}
