@@ -9,6 +9,11 @@ DROP INDEX connections_active_by_company;
 DROP INDEX connections_active_by_client;
 DROP TABLE disconnect_fanouts;
 ALTER TABLE disconnect_requests
+    DROP CONSTRAINT disconnect_requests_reason_code_check,
+    DROP CONSTRAINT disconnect_requests_scope_check,
+    DROP CONSTRAINT disconnect_requests_outcome_check,
+    ADD CONSTRAINT disconnect_requests_outcome_check
+        CHECK (outcome IN ('disconnected', 'unknown_token', 'already_disconnected')),
     DROP COLUMN scope,
     DROP COLUMN reason_code,
     DROP COLUMN client_id,

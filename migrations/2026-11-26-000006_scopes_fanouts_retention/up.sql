@@ -11,6 +11,24 @@ ALTER TABLE disconnect_requests
     ADD COLUMN disconnected_connections integer,
     ALTER COLUMN event_id DROP NOT NULL;
 
+-- The outcomes of every scope. NOT VALID, then VALIDATE: the check of the
+-- existing rows then takes a lock that lets writes through, and every
+-- existing outcome is in the new list.
+ALTER TABLE disconnect_requests
+    DROP CONSTRAINT disconnect_requests_outcome_check,
+    ADD CONSTRAINT disconnect_requests_outcome_check CHECK (outcome IN (
+        'disconnected', 'token_revoked', 'unknown_token', 'unknown_connection',
+        'already_disconnected', 'already_revoked', 'not_authorized', 'expired',
+        'in_progress', 'completed', 'nothing_to_disconnect')) NOT VALID,
+    ADD CONSTRAINT disconnect_requests_scope_check
+        CHECK (scope IN ('token', 'connection', 'company', 'client')) NOT VALID,
+    ADD CONSTRAINT disconnect_requests_reason_code_check CHECK (reason_code IN (
+        'user_request', 'employer_offboarded', 'customer_offboarded',
+        'credential_compromised', 'fraud', 'other')) NOT VALID;
+ALTER TABLE disconnect_requests VALIDATE CONSTRAINT disconnect_requests_outcome_check;
+ALTER TABLE disconnect_requests VALIDATE CONSTRAINT disconnect_requests_scope_check;
+ALTER TABLE disconnect_requests VALIDATE CONSTRAINT disconnect_requests_reason_code_check;
+
 -- A company or client request, worked through in chunks of connections in
 -- id order, each chunk one transaction; the cursor and the counts move in
 -- the same transaction as the chunk's revocations, so a crash or another

@@ -16,6 +16,7 @@ use super::ConfigError;
 use crate::broker::publish::{json_properties, publish_confirmed};
 use crate::broker::subscribe::{subscribe, Acks};
 use crate::cli::DisconnectArgs;
+use crate::domain::contract::REQUEST_TYPE;
 use crate::domain::event::{
     DISCONNECTED, DISCONNECT_COMPLETED, DISCONNECT_REJECTED, TOKEN_REVOKED,
 };
@@ -23,9 +24,6 @@ use crate::domain::request::Selectors;
 use crate::domain::{DisconnectRequest, ReasonCode, Scope, Target};
 use crate::service::preview::preview;
 use crate::telemetry::propagation;
-
-/// The AMQP `type` of a request.
-const REQUEST_TYPE: &str = "disconnect.request";
 
 /// The request the arguments describe; a bad combination is named.
 fn request(args: &DisconnectArgs) -> Result<DisconnectRequest, ConfigError> {

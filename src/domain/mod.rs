@@ -2,6 +2,7 @@
 //! strings, raw JSON or bare UUIDs.
 
 pub mod authorization;
+pub mod contract;
 pub mod event;
 pub mod ids;
 pub mod outcome;

@@ -12,6 +12,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
 
 use crate::broker::publish::{publish_confirmed, set_header, PublishError, APP_ID};
+use crate::domain::contract::REQUEST_TYPE;
 use crate::domain::Rejection;
 use crate::telemetry::propagation::{set_traceparent, TRACEPARENT};
 
@@ -26,8 +27,6 @@ pub const ORIGINAL_USER_ID_HEADER: &str = "x-original-user-id";
 /// Header keeping the producer's `traceparent`, replaced on the copy by the
 /// span that dead-lettered it.
 pub const ORIGINAL_TRACEPARENT_HEADER: &str = "x-original-traceparent";
-/// The `type` of a dead letter whose original had none.
-const REQUEST_TYPE: &str = "disconnect.request";
 
 /// Publish a copy of `delivery` to the dead-letter exchange with the reason
 /// and `traceparent` (the span that dead-lettered it), and wait for the

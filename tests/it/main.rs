@@ -14,6 +14,7 @@ mod isolation;
 mod observability;
 mod outbox;
 mod reconnect;
+mod scopes;
 mod secrets;
 mod seed_scenarios;
 mod startup;

@@ -7,6 +7,7 @@ mod decode;
 pub use decode::Selectors;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::ids::{ConnectionId, RequestId};
@@ -48,28 +49,88 @@ pub struct Provenance {
     pub publisher: Option<String>,
 }
 
-/// The wire shape written by [`DisconnectRequest::encode`].
-#[derive(Serialize)]
-struct WireOut<'a> {
-    request_id: RequestId,
+/// A disconnect request as published: the message body. The JSON Schema
+/// in `docs/schemas/` is generated from this type; what decoding accepts
+/// beyond the schema (unknown fields, `text/json`) is for compatibility.
+#[derive(Serialize, JsonSchema)]
+#[schemars(
+    title = "disconnect request",
+    description = "A request to disconnect: one token, its connection, a connection by id, \
+                   every connection of a company in an application, or every connection of \
+                   an application. Exactly one selector.",
+    extend("oneOf" = [
+        {
+            "title": "by token",
+            "required": ["access_token"],
+            "not": {"anyOf": [{"required": ["connection_id"]}, {"required": ["company_id"]}]},
+            "properties": {"scope": {"enum": ["connection", "token"]}}
+        },
+        {
+            "title": "by connection id",
+            "required": ["connection_id", "client_id"],
+            "not": {"anyOf": [{"required": ["access_token"]}, {"required": ["company_id"]}]},
+            "properties": {"scope": {"const": "connection"}}
+        },
+        {
+            "title": "a company in an application",
+            "required": ["company_id", "client_id", "requested_at"],
+            "not": {"anyOf": [{"required": ["access_token"]}, {"required": ["connection_id"]}]},
+            "properties": {"scope": {"const": "company"}}
+        },
+        {
+            "title": "a whole application",
+            "required": ["scope", "client_id", "requested_at"],
+            "not": {"anyOf": [
+                {"required": ["access_token"]},
+                {"required": ["connection_id"]},
+                {"required": ["company_id"]}
+            ]},
+            "properties": {"scope": {"const": "client"}}
+        }
+    ])
+)]
+pub struct RequestBody<'a> {
+    /// The idempotency key, chosen by the sender: a request id is acted on
+    /// once, whatever its scope.
+    pub request_id: RequestId,
+    /// The token: its connection is disconnected, or with scope `token` the
+    /// token alone is revoked.
     #[serde(skip_serializing_if = "Option::is_none")]
-    access_token: Option<&'a str>,
+    #[schemars(length(min = 1, max = 512))]
+    pub access_token: Option<&'a str>,
+    /// A connection to disconnect by id (with `client_id`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    connection_id: Option<ConnectionId>,
+    pub connection_id: Option<ConnectionId>,
+    /// Every active connection of this company in the application (with
+    /// `client_id`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    company_id: Option<&'a str>,
+    #[schemars(length(min = 1, max = 128))]
+    pub company_id: Option<&'a str>,
+    /// The application: the request touches only its rows. Required with
+    /// every selector but `access_token`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    client_id: Option<&'a str>,
+    #[schemars(length(min = 1, max = 128))]
+    pub client_id: Option<&'a str>,
+    /// `connection` by default; `token` revokes a token alone; `client`
+    /// (with no other selector) every connection of the application.
     #[serde(skip_serializing_if = "Option::is_none")]
-    scope: Option<&'static str>,
+    pub scope: Option<Scope>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason_code: Option<&'static str>,
+    pub reason_code: Option<ReasonCode>,
+    /// When it was asked (RFC 3339). Required with scopes `company` and
+    /// `client`: only connections made before it are theirs, and one older
+    /// than the replay window is refused as `expired`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    requested_at: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
+    pub requested_at: Option<String>,
+    /// Who asked, for the audit trail.
     #[serde(skip_serializing_if = "Option::is_none")]
-    requested_by: Option<&'a str>,
+    #[schemars(length(max = 256))]
+    pub requested_by: Option<&'a str>,
+    /// Why, for the audit trail.
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
+    #[schemars(length(max = 1024))]
+    pub reason: Option<&'a str>,
 }
 
 impl DisconnectRequest {
@@ -100,7 +161,7 @@ impl DisconnectRequest {
     /// gives the same request back.
     pub fn encode(&self) -> Vec<u8> {
         let target = &self.target;
-        let wire = WireOut {
+        let wire = RequestBody {
             request_id: self.request_id,
             access_token: target.token().map(AccessToken::expose),
             connection_id: match target {
@@ -114,10 +175,10 @@ impl DisconnectRequest {
             client_id: target.client_id().map(|client_id| client_id.as_str()),
             // Written where it is not what the selector implies.
             scope: match target.scope() {
-                Scope::Token | Scope::Client => Some(target.scope().as_str()),
+                Scope::Token | Scope::Client => Some(target.scope()),
                 Scope::Connection | Scope::Company => None,
             },
-            reason_code: self.reason_code.map(ReasonCode::as_str),
+            reason_code: self.reason_code,
             requested_at: self
                 .requested_at
                 .map(|at| at.to_rfc3339_opts(SecondsFormat::AutoSi, true)),

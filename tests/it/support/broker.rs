@@ -1,9 +1,11 @@
 //! Broker helpers: publishing requests, tapping events, reading dead letters.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use disconnect_worker::broker::subscribe::{subscribe, Acks};
 use disconnect_worker::broker::topology::inspect_queue;
+use disconnect_worker::domain::event::EVENT_TYPES;
 use disconnect_worker::domain::request::CONTENT_TYPE;
 use disconnect_worker::domain::{AccessToken, DisconnectRequest, RequestId};
 use futures_util::StreamExt;
@@ -87,6 +89,7 @@ impl TestContext {
             _channel: channel,
             consumer,
             received: Vec::new(),
+            schemas: event_schemas(),
         }
     }
 
@@ -190,11 +193,20 @@ pub struct ReceivedEvent {
     pub app_id: Option<String>,
     pub timestamp: Option<u64>,
     pub traceparent: Option<String>,
+    pub headers: lapin::types::FieldTable,
     pub raw: Vec<u8>,
     pub json: Value,
 }
 
 impl ReceivedEvent {
+    /// A string header of the event.
+    pub fn header(&self, key: &str) -> Option<String> {
+        match self.headers.inner().get(key)? {
+            AMQPValue::LongString(value) => Some(value.to_string()),
+            other => Some(format!("{other:?}")),
+        }
+    }
+
     pub fn request_id(&self) -> String {
         self.json["request_id"]
             .as_str()
@@ -208,6 +220,28 @@ pub struct EventTap {
     consumer: Consumer,
     /// Every event received so far, in arrival order.
     pub received: Vec<ReceivedEvent>,
+    /// The checked-in schema of each event type, by routing key: every
+    /// event a test receives is validated against its schema.
+    schemas: HashMap<String, jsonschema::Validator>,
+}
+
+/// The validators of `docs/schemas/<event type>.json`.
+fn event_schemas() -> HashMap<String, jsonschema::Validator> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schemas");
+    EVENT_TYPES
+        .iter()
+        .map(|event_type| {
+            let path = dir.join(format!("{event_type}.json"));
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|error| panic!("reading {}: {error}", path.display()));
+            let schema: Value = serde_json::from_str(&text).expect("a schema is JSON");
+            let validator = jsonschema::options()
+                .should_validate_formats(true)
+                .build(&schema)
+                .expect("a valid schema");
+            (event_type.to_string(), validator)
+        })
+        .collect()
 }
 
 impl EventTap {
@@ -248,9 +282,23 @@ impl EventTap {
                     _ => None,
                 }
             }),
+            headers: delivery.properties.headers().clone().unwrap_or_default(),
             json: serde_json::from_slice(&delivery.data).expect("events are JSON"),
             raw: delivery.data,
         };
+        let validator = self
+            .schemas
+            .get(&event.routing_key)
+            .unwrap_or_else(|| panic!("an event of no known type: {}", event.routing_key));
+        let errors: Vec<String> = validator
+            .iter_errors(&event.json)
+            .map(|error| format!("{error} at {}", error.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "a {} event does not match docs/schemas: {errors:?}",
+            event.routing_key
+        );
         self.received.push(event.clone());
         Some(event)
     }

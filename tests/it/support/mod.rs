@@ -6,6 +6,7 @@ pub mod broker;
 pub mod process;
 pub mod proxy;
 pub mod queries;
+pub mod scopes;
 pub mod workload;
 
 use std::future::Future;
