@@ -139,7 +139,7 @@ impl Table {
 }
 
 /// A key of our own for the advisory lock ("dw-reten").
-const LOCK_KEY: i64 = 0x6477_2d72_6574_656e;
+pub const LOCK_KEY: i64 = 0x6477_2d72_6574_656e;
 
 /// Purge every interval until `stop`.
 pub async fn run(

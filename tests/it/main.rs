@@ -15,6 +15,7 @@ mod isolation;
 mod observability;
 mod outbox;
 mod reconnect;
+mod retention;
 mod scopes;
 mod secrets;
 mod seed_scenarios;
