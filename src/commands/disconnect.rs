@@ -61,12 +61,15 @@ fn request(args: &DisconnectArgs) -> Result<DisconnectRequest, ConfigError> {
 /// words (the token is the positional argument; fields are flags).
 fn cli_words(detail: &str) -> String {
     detail
-        .replace("field `access_token`", "a TOKEN")
+        .replace("field `access_token` is missing or null", "no TOKEN is given")
+        .replace("fields ", "")
+        .replace("field `scope`", "scope")
+        .replace("field ", "")
+        .replace("scope ", "--scope ")
         .replace("access_token", "TOKEN")
-        .replace("field `client_id`", "--client-id")
         .replace("connection_id", "--connection-id")
         .replace("company_id", "--company-id")
-        .replace("scope client", "--scope client")
+        .replace("client_id", "--client-id")
         .replace('`', "")
 }
 

@@ -196,3 +196,121 @@ async fn sigterm_finishes_in_flight_work_publishes_events_and_exits_zero() {
         "every committed request's event was published"
     );
 }
+
+/// Every selector on the command line: a dry run prints what a request
+/// would do and changes nothing; the real one, published as the user of
+/// AMQP_URL, is authorized by AUTHORIZED_PUBLISHERS and waited for to its
+/// terminal event; introspection then shows the revocation's request and
+/// reason code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_takes_every_selector_with_a_dry_run_first() {
+    let test = TestContext::new().await;
+    let at_gusto = issue(&test, "gusto", "user-a");
+    let at_gusto_too = issue(&test, "gusto", "user-b");
+    let at_justworks = issue(&test, "justworks", "user-a");
+    let client_id = introspect(&test, &at_gusto)["client_id"]
+        .as_str()
+        .expect("a client id")
+        .to_string();
+    let company = ["--client-id", &client_id, "--company-id", "company-c"];
+
+    let preview: Value = serde_json::from_str(&stdout(&run(
+        &test,
+        &[&["disconnect", "--dry-run"][..], &company[..]].concat(),
+    )))
+    .expect("the preview is JSON");
+    assert_eq!(preview["dry_run"], true);
+    assert_eq!(preview["scope"], "company");
+    assert_eq!(preview["tokens"], 3);
+    let mut previewed: Vec<String> = preview["connection_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|id| id.as_str().unwrap_or_default().to_string())
+        .collect();
+    previewed.sort();
+    let mut expected = vec![
+        introspect(&test, &at_gusto)["connection_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        introspect(&test, &at_justworks)["connection_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    ];
+    expected.sort();
+    assert_eq!(previewed, expected);
+    assert_eq!(
+        introspect(&test, &at_gusto)["active"],
+        true,
+        "a dry run changes nothing"
+    );
+    assert_eq!(
+        test.ready_messages(&test.channel().await, &test.topology.request_queue)
+            .await,
+        0,
+        "and publishes nothing"
+    );
+
+    let _worker = test.spawn_worker_process(&[("AUTHORIZED_PUBLISHERS", "guest:*")]);
+    let output = run(
+        &test,
+        &[
+            &[
+                "disconnect",
+                "--reason-code",
+                "employer_offboarded",
+                "--wait",
+            ][..],
+            &company[..],
+        ]
+        .concat(),
+    );
+    let completed: Value = serde_json::from_str(&stdout(&output)).expect("the event is printed");
+    assert_eq!(completed["event_type"], "disconnect.completed");
+    assert_eq!(
+        (
+            completed["connections"].as_i64(),
+            completed["tokens"].as_i64()
+        ),
+        (Some(2), Some(3))
+    );
+    for token in [&at_gusto, &at_gusto_too, &at_justworks] {
+        let state = introspect(&test, token);
+        assert_eq!(state["active"], false);
+        assert_eq!(state["revocation"]["reason_code"], "employer_offboarded");
+        assert_eq!(state["revocation"]["scope"], "company");
+        assert_eq!(state["revocation"]["request_id"], completed["request_id"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selector_combination_that_makes_no_request_is_refused_by_name() {
+    let test = TestContext::new().await;
+    for (args, named) in [
+        (
+            &[
+                "disconnect",
+                "dwt_x",
+                "--company-id",
+                "c",
+                "--client-id",
+                "a",
+            ][..],
+            "--company-id",
+        ),
+        (&["disconnect", "--company-id", "c"][..], "--client-id"),
+        (&["disconnect", "--scope", "client"][..], "--client-id"),
+        (&["disconnect"][..], "TOKEN"),
+        (
+            &["disconnect", "dwt_x", "--reason-code", "bored"][..],
+            "--reason-code",
+        ),
+    ] {
+        let output = test.command(args).output().expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
+}
