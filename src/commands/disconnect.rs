@@ -61,7 +61,10 @@ fn request(args: &DisconnectArgs) -> Result<DisconnectRequest, ConfigError> {
 /// words (the token is the positional argument; fields are flags).
 fn cli_words(detail: &str) -> String {
     detail
-        .replace("field `access_token` is missing or null", "no TOKEN is given")
+        .replace(
+            "field `access_token` is missing or null",
+            "no TOKEN is given",
+        )
         .replace("fields ", "")
         .replace("field `scope`", "scope")
         .replace("field ", "")

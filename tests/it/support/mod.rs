@@ -172,6 +172,8 @@ impl TestContext {
             ("RETRY_MIN_DELAY_MS", "20".into()),
             ("RETRY_MAX_DELAY_MS", "500".into()),
             ("OUTBOX_POLL_MS", "200".into()),
+            // The test broker's user may ask for every application.
+            ("AUTHORIZED_PUBLISHERS", "guest:*".into()),
             ("RUST_LOG", "info".into()),
         ]);
         env

@@ -1,10 +1,17 @@
 //! A mixed stream of requests for the fault-injection tests, and the
 //! invariants that must hold once the stream has been processed, whatever
-//! broke in between.
+//! broke in between. Most requests name a token; a few name a whole
+//! company, or a whole application, and race the single ones for the same
+//! connections.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use disconnect_worker::domain::{AccessToken, ConnectionId, IssuedToken, TokenId};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use disconnect_worker::db::schema::connections;
+use disconnect_worker::domain::{
+    AccessToken, ConnectionId, DisconnectRequest, IssuedToken, RequestId, TokenId,
+};
 use disconnect_worker::service::{issue_token, TokenGrant};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
@@ -14,7 +21,46 @@ use rand::Rng;
 use uuid::Uuid;
 
 use super::broker::EventTap;
+use super::scopes::{client_request, company_request, BROKER_USER};
 use super::{eventually, TestContext};
+
+/// What one request of the stream names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Aim {
+    /// The connection of the workload's token at this index.
+    Token(usize),
+    /// A token nobody issued.
+    Unknown,
+    /// Every connection of a company in an application.
+    Company { client: String, company: String },
+    /// Every connection of an application.
+    Client { client: String },
+}
+
+impl Aim {
+    fn covers(&self, connection: &ConnectionRow) -> bool {
+        match self {
+            Self::Company { client, company } => {
+                connection.client_id == *client && connection.company_id == *company
+            }
+            Self::Client { client } => connection.client_id == *client,
+            Self::Token(_) | Self::Unknown => false,
+        }
+    }
+
+    fn is_wide(&self) -> bool {
+        matches!(self, Self::Company { .. } | Self::Client { .. })
+    }
+}
+
+/// A connection as the invariants read it.
+#[derive(Debug, Queryable)]
+struct ConnectionRow {
+    id: ConnectionId,
+    client_id: String,
+    company_id: String,
+    disconnected_by_request: Option<Uuid>,
+}
 
 /// How many copies of a bad message the dead-letter queue may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,12 +73,15 @@ pub enum DeadLetters {
     AtLeastOnce,
 }
 
-/// The stream: which request ids target which token, in publish order.
+/// The stream: what each request id aims at, in publish order.
 pub struct Workload {
     pub tokens: Vec<IssuedToken>,
-    /// Request id and the token it names (`None`: an unknown token). A
-    /// request id may appear several times (redeliveries of one request).
-    pub stream: Vec<(Uuid, Option<usize>)>,
+    /// Request id and what it names. A request id may appear several times
+    /// (redeliveries of one request); the copies are identical.
+    pub stream: Vec<(Uuid, Aim)>,
+    /// When the wide requests were asked (part of their body, so every
+    /// copy is the same).
+    asked_at: chrono::DateTime<chrono::Utc>,
     /// Bad messages mixed in, each to be dead-lettered.
     pub bad_messages: usize,
 }
@@ -42,7 +91,10 @@ impl Workload {
     /// providers, so isolation is exercised) with `tokens_per_connection`
     /// tokens each; about two thirds of the connections get one to three
     /// requests naming random tokens of theirs; some requests are repeated,
-    /// some name unknown tokens, and one message in fifty is malformed.
+    /// some name unknown tokens, and one message in fifty is malformed. A
+    /// few companies of `app-0` are disconnected whole (one of them twice,
+    /// by one request id), one company that does not exist, and the whole
+    /// of `app-1` once its first few hundred requests are in the stream.
     pub async fn prepare(
         test: &TestContext,
         connections: usize,
@@ -78,20 +130,47 @@ impl Workload {
                 let token =
                     connection * tokens_per_connection + rng.random_range(0..tokens_per_connection);
                 let request_id = Uuid::new_v4();
-                stream.push((request_id, Some(token)));
+                stream.push((request_id, Aim::Token(token)));
                 if rng.random_ratio(1, 10) {
-                    stream.push((request_id, Some(token)));
+                    stream.push((request_id, Aim::Token(token)));
                 }
             }
         }
         for _ in 0..connections / 10 {
-            stream.push((Uuid::new_v4(), None));
+            stream.push((Uuid::new_v4(), Aim::Unknown));
         }
+        let companies = connections.div_ceil(4).max(1);
+        for _ in 0..3 {
+            let company = Aim::Company {
+                client: "app-0".into(),
+                company: format!("company-{}", rng.random_range(0..companies)),
+            };
+            stream.push((Uuid::new_v4(), company));
+        }
+        let (repeated, company) = stream[stream.len() - 1].clone();
+        stream.push((repeated, company));
+        stream.push((
+            Uuid::new_v4(),
+            Aim::Company {
+                client: "app-0".into(),
+                company: "company-none".into(),
+            },
+        ));
         stream.shuffle(&mut rng);
+        // After the first requests, so it races single requests for the same
+        // connections in both directions.
+        let whole = (
+            Uuid::new_v4(),
+            Aim::Client {
+                client: "app-1".into(),
+            },
+        );
+        stream.insert(stream.len() / 3, whole);
         let bad_messages = stream.len() / 50;
         Self {
             tokens,
             stream,
+            asked_at: chrono::Utc::now(),
             bad_messages,
         }
     }
@@ -108,6 +187,15 @@ impl Workload {
         format!("{{\"request_id\": oops-{index}").into_bytes()
     }
 
+    fn wide(&self, request_id: Uuid, request: DisconnectRequest) -> Vec<u8> {
+        DisconnectRequest {
+            request_id: RequestId::from_uuid(request_id),
+            requested_at: Some(self.asked_at),
+            ..request
+        }
+        .encode()
+    }
+
     pub fn distinct_requests(&self) -> BTreeSet<Uuid> {
         self.stream.iter().map(|(id, _)| *id).collect()
     }
@@ -122,13 +210,33 @@ impl Workload {
             .expect("confirms");
         let properties =
             BasicProperties::default().with_content_type(ShortString::from("application/json"));
+        // Wide requests are authorized by who publishes them.
+        let wide_properties = properties
+            .clone()
+            .with_user_id(ShortString::from(BROKER_USER));
         let unknown = AccessToken::generate();
         let every = (self.stream.len() / self.bad_messages.max(1)).max(1);
         let mut bad_sent = 0;
-        for (index, (request_id, token)) in self.stream.iter().enumerate() {
-            let token = token.map_or(unknown.expose(), |index| self.tokens[index].token.expose());
-            let body = super::broker::request_body(*request_id, token);
-            publish(&channel, test, &body, properties.clone()).await;
+        for (index, (request_id, aim)) in self.stream.iter().enumerate() {
+            let (body, request_properties) = match aim {
+                Aim::Token(token) => (
+                    super::broker::request_body(*request_id, self.tokens[*token].token.expose()),
+                    properties.clone(),
+                ),
+                Aim::Unknown => (
+                    super::broker::request_body(*request_id, unknown.expose()),
+                    properties.clone(),
+                ),
+                Aim::Company { client, company } => (
+                    self.wide(*request_id, company_request(client, company)),
+                    wide_properties.clone(),
+                ),
+                Aim::Client { client } => (
+                    self.wide(*request_id, client_request(client)),
+                    wide_properties.clone(),
+                ),
+            };
+            publish(&channel, test, &body, request_properties).await;
             if index % every == 0 && bad_sent < self.bad_messages {
                 publish(
                     &channel,
@@ -165,8 +273,23 @@ async fn publish(
 }
 
 impl TestContext {
-    /// Wait until every request of the workload has its outcome and every
-    /// bad message is dead-lettered, then check the four invariants.
+    /// Every connection of the test database, as the invariants read it.
+    async fn connection_rows(&self) -> Vec<ConnectionRow> {
+        let mut conn = self.pool.get().await.expect("db");
+        connections::table
+            .select((
+                connections::id,
+                connections::client_id,
+                connections::company_id,
+                connections::disconnected_by_request,
+            ))
+            .load(&mut conn)
+            .await
+            .expect("query")
+    }
+
+    /// Wait until every request of the workload has its terminal outcome
+    /// and every bad message is dead-lettered, then check the invariants.
     pub async fn assert_invariants(
         &self,
         workload: &Workload,
@@ -176,6 +299,11 @@ impl TestContext {
         let requests = workload.distinct_requests();
         eventually("every request to have an outcome", || async {
             (self.recorded_request_count().await as usize >= requests.len()).then_some(())
+        })
+        .await;
+        eventually("every fan-out to finish", || async {
+            let counts = self.outcome_counts().await;
+            (!counts.contains_key("in_progress")).then_some(())
         })
         .await;
         eventually("the outbox to drain", || async {
@@ -191,18 +319,34 @@ impl TestContext {
                 self.outcome_of(*request).await.expect("an outcome"),
             );
         }
+        let aims: BTreeMap<Uuid, &Aim> =
+            workload.stream.iter().map(|(id, aim)| (*id, aim)).collect();
 
-        // 2. Revoked exactly the targeted connections' tokens, each by the
-        // one request that disconnected its connection.
+        // 2. Every connection a request aimed at is disconnected, by exactly
+        // one of those requests (a single one whose outcome says so, or a
+        // wide one that completed), with all its tokens; every other
+        // connection is untouched.
         let mut targeted: BTreeMap<ConnectionId, BTreeSet<Uuid>> = BTreeMap::new();
-        for (request, token) in &workload.stream {
-            if let Some(token) = token {
+        for (request, aim) in &workload.stream {
+            if let Aim::Token(token) = aim {
                 targeted
                     .entry(workload.tokens[*token].connection_id)
                     .or_default()
                     .insert(*request);
             }
         }
+        let rows = self.connection_rows().await;
+        for row in &rows {
+            for (request, aim) in &aims {
+                if aim.covers(row) {
+                    targeted.entry(row.id).or_default().insert(*request);
+                }
+            }
+        }
+        let disconnected_by: BTreeMap<ConnectionId, Option<Uuid>> = rows
+            .iter()
+            .map(|row| (row.id, row.disconnected_by_request))
+            .collect();
         let mut tokens_of: BTreeMap<ConnectionId, BTreeSet<TokenId>> = BTreeMap::new();
         for token in &workload.tokens {
             tokens_of
@@ -211,37 +355,48 @@ impl TestContext {
                 .insert(token.token_id);
             let state = self.token_state(token.token_id).await;
             match targeted.get(&token.connection_id) {
-                Some(candidates) => {
-                    let by = state
-                        .revoked_by_request
-                        .expect("a targeted connection's token is revoked");
-                    assert!(
-                        candidates.contains(&by),
-                        "revoked by a request for its own connection"
-                    );
-                    assert_eq!(outcomes[&by], "disconnected");
-                }
+                Some(_) => assert_eq!(
+                    state.revoked_by_request, disconnected_by[&token.connection_id],
+                    "a targeted connection's tokens are revoked by the request that disconnected it"
+                ),
                 None => assert!(!state.revoked, "a connection no request named is untouched"),
             }
         }
         for (connection, candidates) in &targeted {
-            let disconnecting: Vec<_> = candidates
+            let by = disconnected_by[connection].expect("a targeted connection is disconnected");
+            assert!(
+                candidates.contains(&by),
+                "disconnected by a request aimed at it"
+            );
+            let expected = if aims[&by].is_wide() {
+                "completed"
+            } else {
+                "disconnected"
+            };
+            assert_eq!(outcomes[&by], expected);
+            let single_winners = candidates
                 .iter()
-                .filter(|id| outcomes[*id] == "disconnected")
-                .collect();
-            assert_eq!(
-                disconnecting.len(),
-                1,
+                .filter(|id| !aims[*id].is_wide() && outcomes[*id] == "disconnected")
+                .count();
+            assert!(
+                single_winners <= 1 && (single_winners == 1) == !aims[&by].is_wide(),
                 "connection {connection} disconnected exactly once"
             );
         }
         assert_eq!(self.active_tokens_on_disconnected_connections().await, 0);
 
-        // 3. Every request has its outcome event (at least once), with the
-        // right content; no event without a request.
+        // 3. Every request has its terminal event (at least once), with the
+        // right content, a wide one after the events of every connection it
+        // disconnected; no event without a request.
+        let terminal = |event: &super::broker::ReceivedEvent| {
+            let request: Uuid = event.request_id().parse().unwrap_or_default();
+            !(aims.get(&request).is_some_and(|aim| aim.is_wide())
+                && event.routing_key == "connection.disconnected")
+        };
         while events
             .received
             .iter()
+            .filter(|event| terminal(event))
             .map(|event| event.request_id())
             .collect::<BTreeSet<_>>()
             .len()
@@ -252,23 +407,48 @@ impl TestContext {
             }
         }
         let mut seen = BTreeSet::new();
+        let mut fanned_out: BTreeMap<Uuid, BTreeSet<ConnectionId>> = BTreeMap::new();
         for event in &events.received {
             let request: Uuid = event.request_id().parse().expect("a request id");
             assert!(requests.contains(&request), "an event without a request");
-            seen.insert(request);
-            if event.routing_key == "connection.disconnected" {
-                assert_eq!(outcomes[&request], "disconnected");
-                let connection: ConnectionId =
-                    serde_json::from_value(event.json["connection_id"].clone()).expect("an id");
-                let revoked: BTreeSet<TokenId> =
-                    serde_json::from_value(event.json["revoked_token_ids"].clone()).expect("ids");
-                assert_eq!(
-                    revoked, tokens_of[&connection],
-                    "the event lists every sibling token"
-                );
-            } else {
-                assert_eq!(event.json["reason"], outcomes[&request].as_str());
+            match event.routing_key.as_str() {
+                "connection.disconnected" => {
+                    let connection: ConnectionId =
+                        serde_json::from_value(event.json["connection_id"].clone()).expect("an id");
+                    assert_eq!(
+                        disconnected_by[&connection],
+                        Some(request),
+                        "by its request"
+                    );
+                    let revoked: BTreeSet<TokenId> =
+                        serde_json::from_value(event.json["revoked_token_ids"].clone())
+                            .expect("ids");
+                    assert_eq!(
+                        revoked, tokens_of[&connection],
+                        "the event lists every sibling token"
+                    );
+                    if aims[&request].is_wide() {
+                        fanned_out.entry(request).or_default().insert(connection);
+                        continue;
+                    }
+                    assert_eq!(outcomes[&request], "disconnected");
+                }
+                "disconnect.completed" => {
+                    assert_eq!(outcomes[&request], "completed");
+                    let ends: Vec<&ConnectionId> = disconnected_by
+                        .iter()
+                        .filter(|(_, by)| **by == Some(request))
+                        .map(|(id, _)| id)
+                        .collect();
+                    assert_eq!(event.json["connections"].as_u64(), Some(ends.len() as u64));
+                    let tokens: usize = ends.iter().map(|id| tokens_of[*id].len()).sum();
+                    assert_eq!(event.json["tokens"].as_u64(), Some(tokens as u64));
+                    let before = fanned_out.get(&request).map_or(0, BTreeSet::len);
+                    assert_eq!(before, ends.len(), "its connections' events come first");
+                }
+                _ => assert_eq!(event.json["reason"], outcomes[&request].as_str()),
             }
+            seen.insert(request);
         }
         assert_eq!(seen, requests, "every request has its event");
 
@@ -299,12 +479,23 @@ impl TestContext {
         assert!(letters
             .iter()
             .all(|letter| letter.code.as_deref() == Some("not_json")));
+        let wide = workload
+            .stream
+            .iter()
+            .filter(|(_, aim)| aim.is_wide())
+            .count();
         eprintln!(
-            "invariants hold: {} deliveries of {} request ids ({} unknown tokens), {} bad messages, \
-             {} of {} connections disconnected, {} tokens, {} events received",
+            "invariants hold: {} deliveries of {} request ids ({} unknown tokens, {} company or \
+             client), {} bad messages, {} of {} connections disconnected, {} tokens, {} events \
+             received",
             workload.stream.len(),
             requests.len(),
-            workload.stream.iter().filter(|(_, token)| token.is_none()).count(),
+            workload
+                .stream
+                .iter()
+                .filter(|(_, aim)| *aim == Aim::Unknown)
+                .count(),
+            wide,
             workload.bad_messages,
             targeted.len(),
             tokens_of.len(),
