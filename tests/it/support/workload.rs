@@ -379,7 +379,7 @@ impl TestContext {
                 .filter(|id| !aims[*id].is_wide() && outcomes[*id] == "disconnected")
                 .count();
             assert!(
-                single_winners <= 1 && (single_winners == 1) == !aims[&by].is_wide(),
+                single_winners <= 1 && (single_winners == 1) != aims[&by].is_wide(),
                 "connection {connection} disconnected exactly once"
             );
         }
