@@ -91,6 +91,9 @@ COUNTERS = {
     "disconnect_worker_retries_total",
     "disconnect_worker_broker_reconnects_total",
     "disconnect_worker_events_published_total",
+    "disconnect_worker_fanout_connections_total",
+    "disconnect_worker_fanouts_finished_total",
+    "disconnect_worker_retention_deleted_rows_total",
     "process_cpu_seconds_total",
 }
 GAUGES = {

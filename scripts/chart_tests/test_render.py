@@ -139,6 +139,13 @@ CONFIG_TO_ENV = {
     "outboxRelayDelayMs": ("OUTBOX_RELAY_DELAY_MS", 3600000),
     "outboxBatchSize": ("OUTBOX_BATCH_SIZE", 10000),
     "outboxRetentionHours": ("OUTBOX_RETENTION_HOURS", 0),
+    "authorizedPublishers": ("AUTHORIZED_PUBLISHERS", "billing:app-a,ops:*"),
+    "fanoutChunkSize": ("FANOUT_CHUNK_SIZE", 500),
+    "revokedTokenRetentionDays": ("REVOKED_TOKEN_RETENTION_DAYS", 30),
+    "disconnectedConnectionRetentionDays": ("DISCONNECTED_CONNECTION_RETENTION_DAYS", 0),
+    "auditRetentionDays": ("AUDIT_RETENTION_DAYS", 3650),
+    "retentionIntervalSecs": ("RETENTION_INTERVAL_SECS", 60),
+    "retentionBatchSize": ("RETENTION_BATCH_SIZE", 100000),
     "logFormat": ("LOG_FORMAT", "text"),
     "rustLog": ("RUST_LOG", "disconnect_worker=debug,info"),
 }

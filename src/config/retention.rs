@@ -34,7 +34,7 @@ pub struct RetentionArgs {
     /// buffer, not the audit trail); 0 keeps them. Unpublished events are
     /// never deleted.
     #[arg(long, env = "OUTBOX_RETENTION_HOURS", value_name = "OUTBOX_RETENTION_HOURS",
-          default_value_t = 168, value_parser = clap::value_parser!(u32).range(0..=876_000))]
+          default_value_t = 168, value_parser = clap::value_parser!(u32).range(0..=87_600))]
     pub outbox_retention_hours: u32,
 
     /// Seconds between retention passes.

@@ -3,11 +3,11 @@
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Array, Bytea, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::schema::{access_tokens, connections};
+use super::schema::connections;
 use super::Disconnection;
 use crate::domain::{ConnectionId, ConnectionRef, ConnectionStatus, RequestId, TokenHash};
 
@@ -41,20 +41,39 @@ pub async fn lock_for_batch(
     hashes: &[TokenHash],
     ids: &[ConnectionId],
 ) -> QueryResult<Vec<ConnectionRow>> {
-    let of_tokens = access_tokens::table
-        .filter(access_tokens::token_hash.eq_any(hashes))
-        .select(access_tokens::connection_id);
-    connections::table
-        .filter(
-            connections::id
-                .eq_any(of_tokens)
-                .or(connections::id.eq_any(ids)),
-        )
-        .order(connections::id)
-        .select(ConnectionRow::as_select())
-        .for_update()
-        .load(&mut conn)
-        .await
+    LockForBatch { hashes, ids }.load(&mut conn).await
+}
+
+/// A query type, so Diesel prepares it once per connection; by hand, for
+/// the one array of ids: with `IN (subquery) OR id = ANY(...)` Postgres
+/// scans the whole table.
+struct LockForBatch<'a> {
+    hashes: &'a [TokenHash],
+    ids: &'a [ConnectionId],
+}
+
+impl QueryId for LockForBatch<'_> {
+    type QueryId = LockForBatch<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for LockForBatch<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT id, client_id, company_id, provider_id, status FROM connections \
+             WHERE id = ANY(ARRAY(SELECT connection_id FROM access_tokens \
+             WHERE token_hash = ANY(",
+        );
+        out.push_bind_param::<Array<Bytea>, _>(self.hashes)?;
+        out.push_sql(")) || ");
+        out.push_bind_param::<Array<SqlUuid>, _>(self.ids)?;
+        out.push_sql(") ORDER BY id FOR UPDATE");
+        Ok(())
+    }
+}
+
+impl Query for LockForBatch<'_> {
+    type SqlType = (SqlUuid, Text, Text, Text, Text);
 }
 
 /// A connection by id, unlocked.

@@ -120,4 +120,24 @@ mod tests {
             assert!(!validator.is_valid(&invalid), "{invalid}");
         }
     }
+
+    /// The AsyncAPI document names every message type with its checked-in
+    /// schema, and the CloudEvents attributes the events carry.
+    #[test]
+    fn the_asyncapi_document_covers_every_message_type() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/asyncapi.yaml");
+        let document = std::fs::read_to_string(&path).expect("docs/asyncapi.yaml");
+        assert!(document.starts_with("asyncapi: 3.0.0"));
+        for (name, _) in schemas() {
+            assert!(
+                document.contains(&format!("$ref: './schemas/{name}.json'")),
+                "{name} has no message in the AsyncAPI document"
+            );
+            assert!(document.contains(&format!("messageType: {name}")));
+        }
+        for attribute in ["specversion", "id", "type", "source", "time", "subject"] {
+            assert!(document.contains(&format!("cloudEvents:{attribute}:")));
+        }
+        assert!(document.contains(crate::outbox::CLOUD_EVENTS_SOURCE));
+    }
 }

@@ -41,6 +41,8 @@ use crate::observability::{metrics, Outage};
 use crate::retry::RetrySettings;
 use pending::EventIds;
 
+pub use publish::CLOUD_EVENTS_SOURCE;
+
 /// How the outbox publishes and relays.
 #[derive(Debug, Clone)]
 pub struct OutboxSettings {

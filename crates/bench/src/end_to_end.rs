@@ -32,7 +32,7 @@ pub struct EndToEnd {
     pub spans_exported: Option<usize>,
 }
 
-fn worker_binary(args: &Args) -> anyhow::Result<PathBuf> {
+pub fn worker_binary(args: &Args) -> anyhow::Result<PathBuf> {
     let path = match &args.worker_binary {
         Some(path) => path.clone(),
         None => std::env::current_exe()?

@@ -9,6 +9,7 @@ mod broker_baseline;
 mod cpu;
 mod db_baseline;
 mod end_to_end;
+mod fanout;
 mod report;
 mod seed;
 mod stats;
@@ -76,6 +77,19 @@ pub struct Args {
     /// tracing costs.
     #[arg(long)]
     pub traced: bool,
+    /// Run only the fan-out scenario: a request for a whole application of
+    /// this many connections, while ordinary requests keep coming.
+    #[arg(long, default_value_t = 0)]
+    pub fanout_connections: usize,
+    /// Tokens per connection of the application disconnected whole.
+    #[arg(long, default_value_t = 10)]
+    pub fanout_tokens: usize,
+    /// Worker FANOUT_CHUNK_SIZE in the fan-out scenario.
+    #[arg(long, default_value_t = 200)]
+    pub fanout_chunk_size: u16,
+    /// Ordinary requests per second before and during the fan-out.
+    #[arg(long, default_value_t = 200.0)]
+    pub fanout_rate: f64,
 }
 
 #[tokio::main]
@@ -90,6 +104,17 @@ async fn main() -> anyhow::Result<()> {
     let env = seed::BenchEnv::create(&args)
         .await
         .context("preparing the benchmark database")?;
+    if args.fanout_connections > 0 {
+        let result = fanout::run(&args, &env).await;
+        env.drop_database().await;
+        let result = result?;
+        fanout::print(&result);
+        if let Some(path) = &args.json {
+            std::fs::write(path, serde_json::to_string_pretty(&result)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(());
+    }
     let result = run(&args, &env).await;
     env.drop_database().await;
     let results = result?;

@@ -82,9 +82,13 @@ impl BenchEnv {
             chunk += 1;
             eprintln!("  {seeded} padding rows");
         }
-        // A table of that size in service has been vacuumed long ago. Left to
-        // itself, autovacuum would scan the fresh rows during the measured
-        // runs, and its CPU would be counted as the worker's load.
+        self.vacuum().await
+    }
+
+    /// A table of that size in service has been vacuumed long ago. Left to
+    /// itself, autovacuum would scan the fresh rows during the measured
+    /// runs, and its CPU would be counted as the worker's load.
+    pub async fn vacuum(&self) -> anyhow::Result<()> {
         eprintln!("  vacuuming...");
         let mut conn = self.pool.get().await?;
         conn.batch_execute("VACUUM (ANALYZE) connections, access_tokens")
@@ -123,14 +127,15 @@ impl BenchEnv {
                 "SELECT token_hash, id, connection_id FROM access_tokens WHERE token_hash = ANY({hashes})"
             ),
             format!(
-                "SELECT id FROM connections WHERE id IN \
-                 (SELECT connection_id FROM access_tokens WHERE token_hash = ANY({hashes})) \
-                 ORDER BY id FOR UPDATE"
+                "SELECT id, client_id, company_id, provider_id, status FROM connections \
+                 WHERE id = ANY(ARRAY(SELECT connection_id FROM access_tokens \
+                 WHERE token_hash = ANY({hashes})) || '{{}}'::uuid[]) ORDER BY id FOR UPDATE"
             ),
             format!(
                 "SELECT t.id, t.connection_id FROM access_tokens AS t \
-                 WHERE t.revoked_at IS NULL AND t.connection_id IN \
-                 (SELECT connection_id FROM access_tokens WHERE token_hash = ANY({hashes}))"
+                 WHERE t.revoked_at IS NULL AND t.connection_id = ANY(ARRAY(\
+                 SELECT connection_id FROM access_tokens WHERE token_hash = ANY({hashes})) \
+                 || '{{}}'::uuid[])"
             ),
             format!(
                 "UPDATE access_tokens AS t SET revoked_at = now(), revoked_by_request = v.request_id \
