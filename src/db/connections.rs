@@ -201,16 +201,15 @@ pub async fn delete_disconnected_before(
     before: DateTime<Utc>,
     limit: i64,
 ) -> QueryResult<usize> {
-    use diesel::sql_types::BigInt;
-    diesel::sql_query(
+    super::delete_bounded(
+        conn,
         "DELETE FROM connections WHERE id IN \
          (SELECT c.id FROM connections AS c WHERE c.status = 'disconnected' \
           AND c.disconnected_at < $1 \
           AND NOT EXISTS (SELECT 1 FROM access_tokens AS t WHERE t.connection_id = c.id) \
           LIMIT $2)",
+        before,
+        limit,
     )
-    .bind::<Timestamptz, _>(before)
-    .bind::<BigInt, _>(limit)
-    .execute(conn)
     .await
 }

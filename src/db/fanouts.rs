@@ -176,13 +176,12 @@ pub async fn delete_finished_before(
     before: DateTime<Utc>,
     limit: i64,
 ) -> QueryResult<usize> {
-    use diesel::sql_types::{BigInt, Timestamptz};
-    diesel::sql_query(
+    super::delete_bounded(
+        conn,
         "DELETE FROM disconnect_fanouts WHERE request_id IN \
          (SELECT request_id FROM disconnect_fanouts WHERE finished_at < $1 LIMIT $2)",
+        before,
+        limit,
     )
-    .bind::<Timestamptz, _>(before)
-    .bind::<BigInt, _>(limit)
-    .execute(conn)
     .await
 }

@@ -21,6 +21,23 @@ pub use setup::{connect, migrate, DatabaseSettings};
 
 pub type DbPool = Pool<AsyncPgConnection>;
 
+/// Run a bounded `DELETE` for retention: `statement`'s `$1` is the cutoff
+/// time and `$2` the most rows to delete. Returns how many were deleted.
+pub async fn delete_bounded(
+    conn: &mut diesel_async::AsyncPgConnection,
+    statement: &'static str,
+    before: chrono::DateTime<chrono::Utc>,
+    limit: i64,
+) -> diesel::QueryResult<usize> {
+    use diesel::sql_types::{BigInt, Timestamptz};
+    use diesel_async::RunQueryDsl;
+    diesel::sql_query(statement)
+        .bind::<Timestamptz, _>(before)
+        .bind::<BigInt, _>(limit)
+        .execute(conn)
+        .await
+}
+
 /// A connection disconnected by a request: what the revocation and the
 /// connection update of one batch are made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -198,14 +198,13 @@ pub async fn delete_processed_before(
     before: DateTime<Utc>,
     limit: i64,
 ) -> QueryResult<usize> {
-    use diesel::sql_types::BigInt;
-    diesel::sql_query(
+    super::delete_bounded(
+        conn,
         "DELETE FROM disconnect_requests WHERE request_id IN \
          (SELECT request_id FROM disconnect_requests \
           WHERE processed_at < $1 AND outcome <> 'in_progress' LIMIT $2)",
+        before,
+        limit,
     )
-    .bind::<Timestamptz, _>(before)
-    .bind::<BigInt, _>(limit)
-    .execute(conn)
     .await
 }

@@ -265,13 +265,12 @@ pub async fn delete_revoked_before(
     before: DateTime<Utc>,
     limit: i64,
 ) -> QueryResult<usize> {
-    use diesel::sql_types::BigInt;
-    diesel::sql_query(
+    super::delete_bounded(
+        conn,
         "DELETE FROM access_tokens WHERE id IN \
          (SELECT id FROM access_tokens WHERE revoked_at < $1 LIMIT $2)",
+        before,
+        limit,
     )
-    .bind::<Timestamptz, _>(before)
-    .bind::<BigInt, _>(limit)
-    .execute(conn)
     .await
 }

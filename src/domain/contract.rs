@@ -74,33 +74,9 @@ mod tests {
 
     #[test]
     fn requests_of_every_scope_match_the_request_schema_and_ambiguous_ones_do_not() {
-        use crate::domain::{
-            AccessToken, ClientId, CompanyId, ConnectionId, DisconnectRequest, ReasonCode, Target,
-        };
+        use crate::domain::{DisconnectRequest, ReasonCode, Target};
         let validator = validator(REQUEST_TYPE);
-        let client = || ClientId::parse("app".into()).expect("valid");
-        let targets = [
-            Target::ConnectionOfToken {
-                token: AccessToken::generate(),
-                client_id: None,
-            },
-            Target::Token {
-                token: AccessToken::generate(),
-                client_id: Some(client()),
-            },
-            Target::Connection {
-                client_id: client(),
-                connection_id: ConnectionId::generate(),
-            },
-            Target::Company {
-                client_id: client(),
-                company_id: CompanyId::parse("C".into()).expect("valid"),
-            },
-            Target::Client {
-                client_id: client(),
-            },
-        ];
-        for target in targets {
+        for target in Target::examples() {
             let request = DisconnectRequest {
                 reason_code: Some(ReasonCode::Fraud),
                 ..DisconnectRequest::for_target(target)

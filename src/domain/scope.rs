@@ -195,3 +195,37 @@ impl Target {
         matches!(self, Self::Company { .. } | Self::Client { .. })
     }
 }
+
+#[cfg(test)]
+impl Target {
+    /// One target of every kind (a token's connection with and without its
+    /// application), for tests.
+    pub fn examples() -> Vec<Self> {
+        let client = || ClientId::parse("app-1".into()).expect("valid");
+        vec![
+            Self::ConnectionOfToken {
+                token: AccessToken::generate(),
+                client_id: None,
+            },
+            Self::ConnectionOfToken {
+                token: AccessToken::generate(),
+                client_id: Some(client()),
+            },
+            Self::Token {
+                token: AccessToken::generate(),
+                client_id: None,
+            },
+            Self::Connection {
+                client_id: client(),
+                connection_id: ConnectionId::generate(),
+            },
+            Self::Company {
+                client_id: client(),
+                company_id: CompanyId::parse("C".into()).expect("valid"),
+            },
+            Self::Client {
+                client_id: client(),
+            },
+        ]
+    }
+}

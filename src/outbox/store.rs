@@ -224,13 +224,12 @@ pub async fn delete_published_before(
     before: DateTime<Utc>,
     limit: i64,
 ) -> QueryResult<usize> {
-    use diesel::sql_types::BigInt;
-    diesel::sql_query(
+    crate::db::delete_bounded(
+        conn,
         "DELETE FROM outbox_events WHERE id IN \
          (SELECT id FROM outbox_events WHERE published_at < $1 LIMIT $2)",
+        before,
+        limit,
     )
-    .bind::<Timestamptz, _>(before)
-    .bind::<BigInt, _>(limit)
-    .execute(conn)
     .await
 }

@@ -193,39 +193,10 @@ impl DisconnectRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::scope::{ClientId, CompanyId};
-
-    fn client() -> ClientId {
-        ClientId::parse("app-1".into()).expect("valid")
-    }
 
     #[test]
     fn an_encoded_request_decodes_to_the_same_request_at_every_scope() {
-        let targets = [
-            Target::ConnectionOfToken {
-                token: AccessToken::generate(),
-                client_id: None,
-            },
-            Target::ConnectionOfToken {
-                token: AccessToken::generate(),
-                client_id: Some(client()),
-            },
-            Target::Token {
-                token: AccessToken::generate(),
-                client_id: None,
-            },
-            Target::Connection {
-                client_id: client(),
-                connection_id: ConnectionId::generate(),
-            },
-            Target::Company {
-                client_id: client(),
-                company_id: CompanyId::parse("C".into()).expect("valid"),
-            },
-            Target::Client {
-                client_id: client(),
-            },
-        ];
+        let targets = Target::examples();
         for target in targets {
             let full = DisconnectRequest {
                 reason_code: Some(ReasonCode::EmployerOffboarded),
