@@ -56,21 +56,24 @@ CREATE INDEX disconnect_fanouts_unfinished
     WHERE finished_at IS NULL;
 
 -- The fan-out's walk: an application's, or a company's, active connections
--- in id order.
-CREATE INDEX connections_active_by_client
+-- in id order. IF NOT EXISTS on the indexes of the large tables: this
+-- migration runs in a transaction, so it cannot build them CONCURRENTLY;
+-- an operator with a large live table builds them so beforehand (README,
+-- "Production checklist") and the migration then skips them.
+CREATE INDEX IF NOT EXISTS connections_active_by_client
     ON connections (client_id, id)
     WHERE status = 'active';
-CREATE INDEX connections_active_by_company
+CREATE INDEX IF NOT EXISTS connections_active_by_company
     ON connections (client_id, company_id, id)
     WHERE status = 'active';
 
 -- Retention: what is purged by age. (Revoked tokens are found by a bounded
 -- scan instead: an index on revoked_at would end the in-place (HOT)
 -- revocations that migration 3 made possible.)
-CREATE INDEX connections_disconnected_at
+CREATE INDEX IF NOT EXISTS connections_disconnected_at
     ON connections (disconnected_at)
     WHERE status = 'disconnected';
-CREATE INDEX disconnect_requests_processed_at
+CREATE INDEX IF NOT EXISTS disconnect_requests_processed_at
     ON disconnect_requests (processed_at);
 
 -- What an event is published with besides its bytes and traceparent, kept
