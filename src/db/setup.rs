@@ -1,7 +1,5 @@
 //! Creating the database, the pool and the schema.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use diesel::sql_types::Text;
 use diesel::ConnectionError;
@@ -11,7 +9,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures_util::FutureExt;
 
 use super::connect::{ConnectError, DatabaseUrl};
-use super::DbPool;
+use super::{DbPool, Deadlines};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -19,14 +17,13 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// digests mean identical schemas.
 pub const MIGRATIONS_DIGEST: &str = env!("MIGRATIONS_DIGEST");
 
-/// How long a caller waits for a pooled connection, and for a new one to be
-/// opened, before the attempt counts as a transient failure and is retried.
-const POOL_TIMEOUT: Duration = Duration::from_secs(5);
-
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
+    /// With its session bounds.
     pub url: DatabaseUrl,
     pub pool_size: usize,
+    /// Client-side deadlines on checkout and on each transaction.
+    pub deadlines: Deadlines,
 }
 
 /// Why the database could not be prepared.
@@ -36,8 +33,9 @@ pub enum SetupError {
     /// A TLS failure is not this, but `Failed`: a bad setting.
     #[error(transparent)]
     Unreachable(ConnectError),
-    /// Something failed that waiting will not fix.
-    #[error("{0:#}")]
+    /// Something failed that waiting will not fix. Transparent, so that the
+    /// cause is printed once (`{:#}` prints the source chain itself).
+    #[error(transparent)]
     Failed(#[from] anyhow::Error),
 }
 
@@ -78,11 +76,15 @@ pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<DbPool> {
         settings.url.to_string(),
         config,
     );
+    // deadpool's own timeouts bound each step (the wait for a free slot,
+    // opening, and the check of a connection taken from the pool, which
+    // hangs on a dead path); `BoundedPool` bounds the whole checkout.
+    let step = settings.deadlines.checkout;
     DbPool::builder(manager)
         .max_size(settings.pool_size)
-        .wait_timeout(Some(POOL_TIMEOUT))
-        .create_timeout(Some(POOL_TIMEOUT))
-        .recycle_timeout(Some(POOL_TIMEOUT))
+        .wait_timeout(Some(step))
+        .create_timeout(Some(step))
+        .recycle_timeout(Some(step))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .context("building the database pool")
@@ -95,6 +97,7 @@ pub async fn create_database_if_missing(url: &DatabaseUrl) -> Result<(), SetupEr
     let Some(name) = url.database_name().map(ToString::to_string) else {
         return Err(anyhow::anyhow!("DATABASE_URL names no database").into());
     };
+    let url = url.with_bounds(url.bounds().for_schema_changes());
     match url.establish().await {
         // It exists and we can reach it: nothing to do.
         Ok(_) => return Ok(()),
@@ -126,11 +129,25 @@ pub async fn create_database_if_missing(url: &DatabaseUrl) -> Result<(), SetupEr
             tracing::info!(database.name = %name, "created the database");
             Ok(())
         }
-        // Another replica created it between our check and our CREATE.
-        Err(error) if error.to_string().contains("already exists") => Ok(()),
-        Err(error) => Err(anyhow::Error::new(error)
-            .context(format!("creating the database {name}"))
-            .into()),
+        Err(error) if created_concurrently(&error) => {
+            tracing::debug!(database.name = %name, "another replica created the database first");
+            Ok(())
+        }
+        Err(error) => Err(anyhow::anyhow!("creating the database {name}: {error}").into()),
+    }
+}
+
+/// Whether `CREATE DATABASE` failed because another session created the
+/// same database between our check and our statement. Postgres says so in
+/// one of two ways, depending on where the race is lost: `duplicate_database`
+/// ("already exists"), or a unique violation on the catalog's
+/// `pg_database_datname_index` when both inserted the catalog row at once.
+fn created_concurrently(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => true,
+        Error::DatabaseError(_, info) => info.message().contains("already exists"),
+        _ => false,
     }
 }
 
@@ -141,6 +158,9 @@ const MIGRATION_LOCK_KEY: i64 = 0x0064_772d_6d69_6772;
 /// Apply every pending embedded migration. Replicas starting together queue on
 /// an advisory lock, so each migration is applied once.
 pub async fn migrate(url: &DatabaseUrl) -> Result<Vec<String>, SetupError> {
+    // Index builds take as long as the table needs, and the lock is waited
+    // for while another replica migrates: no statement timeout.
+    let url = &url.with_bounds(url.bounds().for_schema_changes());
     let mut lock_holder = url.establish().await?;
     diesel::sql_query("SELECT pg_advisory_lock($1)")
         .bind::<diesel::sql_types::BigInt, _>(MIGRATION_LOCK_KEY)

@@ -46,3 +46,64 @@ async fn a_first_start_creates_and_migrates_the_database_before_anything_uses_it
     assert!(warnings.is_empty(), "{warnings:?}");
     let _ = std::fs::remove_file(log);
 }
+
+/// Replicas started at the same moment on an empty server race to create
+/// the database (Postgres reports the lost race as a unique violation on
+/// its catalog) and to migrate it: every one of them comes up, and stops
+/// cleanly, with no error line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_replicas_started_at_once_on_an_empty_server_all_come_up() {
+    let test = TestContext::new().await;
+    let server = &services::services().await.postgres_admin_url;
+    let fresh = TestDatabase::not_created(server, "dwtest_race");
+    let logs: Vec<_> = (0..4)
+        .map(|replica| test.log_file(&format!("race-{replica}")))
+        .collect();
+    let workers: Vec<_> = logs
+        .iter()
+        .map(|log| {
+            test.spawn_worker_process_logging(
+                &[
+                    ("DATABASE_URL", &fresh.url),
+                    ("RUN_MIGRATIONS", "true"),
+                    ("LOG_FORMAT", "json"),
+                ],
+                Logs::File(log.clone()),
+            )
+        })
+        .collect();
+    for worker in &workers {
+        eventually("every replica ready", || async {
+            (worker.get("/readyz").await?.0 == 200).then_some(())
+        })
+        .await;
+    }
+    let mut statuses = Vec::new();
+    for worker in workers {
+        worker.signal("TERM");
+        statuses.push(worker.wait().await);
+    }
+    fresh.drop_database().await;
+
+    for (status, log) in statuses.iter().zip(&logs) {
+        // Every line, JSON or not: an error that stops the process is
+        // printed to stderr as plain text.
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let problems: Vec<&str> = text
+            .lines()
+            .filter(|line| {
+                line.contains("duplicate key")
+                    || line.starts_with("error")
+                    || line.contains("\"level\":\"ERROR\"")
+            })
+            .collect();
+        assert_eq!(status.code(), Some(0), "{problems:?}");
+        assert!(problems.is_empty(), "{problems:?}");
+        let lines = json_log_lines(log);
+        assert!(
+            lines.iter().any(|line| message(line) == "database ready"),
+            "{lines:?}"
+        );
+        let _ = std::fs::remove_file(log);
+    }
+}
