@@ -16,7 +16,6 @@
 //! replay window (the audit retention less an hour for clock skew) is
 //! refused as `expired` before anything is read.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -25,8 +24,8 @@ use diesel::sql_types::{BigInt, Bool};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{connections, fanouts, requests, tokens, DbError, DbPool, FailureClass};
-use crate::observability::{metrics, Outage};
+use crate::db::{connections, fanouts, requests, tokens, BoundedPool, DbError, FailureClass};
+use crate::observability::metrics;
 use crate::outbox::store as outbox_store;
 
 /// How long each kind of row is kept; `None`: forever.
@@ -142,12 +141,7 @@ impl Table {
 pub const LOCK_KEY: i64 = 0x6477_2d72_6574_656e;
 
 /// Purge every interval until `stop`.
-pub async fn run(
-    pool: DbPool,
-    settings: RetentionSettings,
-    database: Arc<Outage>,
-    stop: CancellationToken,
-) {
+pub async fn run(pool: BoundedPool, settings: RetentionSettings, stop: CancellationToken) {
     if settings.is_off() {
         return;
     }
@@ -157,7 +151,8 @@ pub async fn run(
                 tracing::info!(?purged, "deleted rows past their retention");
             }
             Ok(_) => {}
-            Err(error) if error.class() == FailureClass::Unavailable => database.failed(&error),
+            // An outage is logged by the pool's health.
+            Err(error) if error.class() == FailureClass::Unavailable => {}
             Err(error) => tracing::warn!(error = %error, "retention pass failed; will retry"),
         }
         tokio::select! {
@@ -168,13 +163,13 @@ pub async fn run(
 }
 
 /// One pass at `now`: each table in bounded batches until nothing past its
-/// age is left. `None` if another replica holds the pass.
+/// age is left, each batch one transaction within the pool's deadlines.
+/// `None` if another replica holds the pass.
 pub async fn purge_once(
-    pool: &DbPool,
+    pool: &BoundedPool,
     settings: &RetentionSettings,
     now: DateTime<Utc>,
 ) -> Result<Option<Purged>, DbError> {
-    let mut conn = pool.get().await?;
     let limit = settings.batch_size.max(1);
     let mut purged = Purged::default();
     for table in Table::ORDER {
@@ -183,7 +178,10 @@ pub async fn purge_once(
         };
         let before = now - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
         loop {
-            let Some(deleted) = delete_batch(&mut conn, table, before, limit).await? else {
+            let batch = pool
+                .run(async |conn| delete_batch(conn, table, before, limit).await)
+                .await?;
+            let Some(deleted) = batch else {
                 return Ok(None);
             };
             *table.count(&mut purged) += deleted;

@@ -1,20 +1,47 @@
 //! `AMQP_URL`: the addresses of one broker, or of the nodes of one cluster,
 //! comma-separated. Every address must name the same virtual host and user:
-//! they are doors into one broker, not different brokers.
+//! they are doors into one broker, not different brokers. Every connection
+//! is opened with the same [`ConnectionLimits`].
 
 use std::fmt;
 use std::time::Duration;
 
+use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 use url::Url;
 
+use crate::observability::metrics;
 use crate::secret::SecretUrl;
 
-/// How long one address may take to answer before the next is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How a connection finds out that its peer is gone, and how long opening
+/// one may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// The AMQP heartbeat the worker asks for, in seconds. RabbitMQ takes the
+    /// lower of its own and ours, and both sides close a connection that
+    /// stayed silent for two intervals: the broker then requeues the
+    /// deliveries held on it, and lapin fails the worker's session. An
+    /// address's own `?heartbeat=` wins.
+    pub heartbeat_secs: u16,
+    /// Opening a connection on one address: TCP, TLS, the AMQP handshake.
+    pub connect: Duration,
+}
+
+impl Default for ConnectionLimits {
+    /// The defaults of `AMQP_HEARTBEAT_SECS` and `AMQP_CONNECT_TIMEOUT_SECS`.
+    fn default() -> Self {
+        Self {
+            heartbeat_secs: 5,
+            connect: Duration::from_secs(10),
+        }
+    }
+}
 
 #[derive(Clone, PartialEq, Eq)]
-pub struct BrokerUrls(Vec<SecretUrl>);
+pub struct BrokerUrls {
+    urls: Vec<SecretUrl>,
+    limits: ConnectionLimits,
+}
 
 impl BrokerUrls {
     /// Check `value` as the setting `setting`; errors name it and never
@@ -46,38 +73,83 @@ impl BrokerUrls {
                 }
                 Some(_) => {}
             }
+            part.parse::<AMQPUri>().map_err(|error| {
+                format!("{setting}: address {} cannot be used: {error}", index + 1)
+            })?;
             urls.push(url);
         }
-        Ok(Self(urls))
+        Ok(Self {
+            urls,
+            limits: ConnectionLimits::default(),
+        })
+    }
+
+    /// The same addresses, connected to with `limits`.
+    pub fn with_limits(self, limits: ConnectionLimits) -> Self {
+        Self { limits, ..self }
+    }
+
+    pub fn limits(&self) -> ConnectionLimits {
+        self.limits
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.urls.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.urls.is_empty()
     }
 
     /// The addresses in the order to try them when starting from `first`
     /// (wrapping around).
     pub fn from(&self, first: usize) -> impl Iterator<Item = (usize, &SecretUrl)> {
-        let count = self.0.len();
+        let count = self.urls.len();
         (0..count).map(move |offset| {
             let index = (first + offset) % count;
-            (index, &self.0[index])
+            (index, &self.urls[index])
         })
     }
 
     pub fn get(&self, index: usize) -> Option<&SecretUrl> {
-        self.0.get(index)
+        self.urls.get(index)
+    }
+
+    /// Open a connection to `url` (one of these addresses) with the
+    /// heartbeat and within the connect bound.
+    pub async fn connect(
+        &self,
+        url: &SecretUrl,
+        properties: ConnectionProperties,
+    ) -> lapin::Result<Connection> {
+        let limit = self.limits.connect;
+        let mut uri: AMQPUri = url.expose().parse().map_err(|error: String| {
+            lapin::Error::from(std::io::Error::new(std::io::ErrorKind::InvalidInput, error))
+        })?;
+        uri.query
+            .heartbeat
+            .get_or_insert(self.limits.heartbeat_secs);
+        // The TCP connect alone; the timeout below bounds the whole opening.
+        uri.query
+            .connection_timeout
+            .get_or_insert(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX));
+        match tokio::time::timeout(limit, Connection::connect_uri(uri, properties)).await {
+            Ok(connected) => connected,
+            Err(_) => {
+                metrics::timed_out("broker_connect");
+                Err(lapin::Error::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {limit:?}"),
+                )))
+            }
+        }
     }
 
     /// The broker user the addresses log in as (the same for all), as
     /// lapin reads it: percent-decoded, `guest` when none is given. What a
     /// message's AMQP `user_id` must be for RabbitMQ to accept it.
     pub fn user(&self) -> Option<String> {
-        let first = self.0.first()?;
+        let first = self.urls.first()?;
         first
             .expose()
             .parse::<lapin::uri::AMQPUri>()
@@ -94,15 +166,10 @@ impl BrokerUrls {
         properties: ConnectionProperties,
     ) -> Result<Connection, String> {
         let mut failures = Vec::new();
-        for url in &self.0 {
-            let attempt = tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                Connection::connect(url.expose(), properties.clone()),
-            );
-            match attempt.await {
-                Ok(Ok(connection)) => return Ok(connection),
-                Ok(Err(error)) => failures.push(format!("{url}: {error}")),
-                Err(_) => failures.push(format!("{url}: no answer within {CONNECT_TIMEOUT:?}")),
+        for url in &self.urls {
+            match self.connect(url, properties.clone()).await {
+                Ok(connection) => return Ok(connection),
+                Err(error) => failures.push(format!("{url}: {error}")),
             }
         }
         Err(format!(
@@ -114,7 +181,7 @@ impl BrokerUrls {
 
 impl fmt::Display for BrokerUrls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, url) in self.0.iter().enumerate() {
+        for (index, url) in self.urls.iter().enumerate() {
             if index > 0 {
                 f.write_str(",")?;
             }

@@ -7,6 +7,6 @@ pub mod session;
 pub mod subscribe;
 pub mod topology;
 
-pub use addresses::BrokerUrls;
+pub use addresses::{BrokerUrls, ConnectionLimits};
 pub use session::{BrokerSession, TopologyMode};
 pub use topology::{Topology, TopologyError};

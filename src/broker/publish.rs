@@ -1,11 +1,15 @@
 //! Publishing with publisher confirms: a message counts as sent only when the
 //! broker has confirmed it.
 
+use std::future::Future;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
 
+use crate::observability::metrics;
 use crate::telemetry::propagation::set_traceparent;
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
@@ -17,10 +21,31 @@ pub enum PublishError {
     Amqp(#[from] lapin::Error),
     #[error("the broker refused the message (negative confirm)")]
     Nacked,
+    #[error("no publisher confirm within {0:?}")]
+    NotConfirmed(Duration),
 }
 
-/// Publish persistent JSON and wait for the broker's confirm.
+/// Publish persistent JSON and wait, at most `confirm_timeout`, for the
+/// broker's confirm.
 pub async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    confirm_timeout: Duration,
+) -> Result<(), PublishError> {
+    within_confirm_timeout(
+        confirm_timeout,
+        publish_and_confirm(channel, exchange, routing_key, body, properties),
+    )
+    .await
+}
+
+/// Publish persistent JSON and wait for the broker's confirm, with no bound
+/// of its own: for a caller that bounds several together with
+/// [`within_confirm_timeout`].
+pub async fn publish_and_confirm(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
@@ -41,6 +66,22 @@ pub async fn publish_confirmed(
         return Err(PublishError::Nacked);
     }
     Ok(())
+}
+
+/// Wait for `publishing` at most `confirm_timeout`: a confirm that does not
+/// come (a broker that stopped answering on a link still open) is a failed
+/// publish, whatever the broker does with the message later.
+pub async fn within_confirm_timeout(
+    confirm_timeout: Duration,
+    publishing: impl Future<Output = Result<(), PublishError>>,
+) -> Result<(), PublishError> {
+    match tokio::time::timeout(confirm_timeout, publishing).await {
+        Ok(published) => published,
+        Err(_) => {
+            metrics::timed_out("broker_confirm");
+            Err(PublishError::NotConfirmed(confirm_timeout))
+        }
+    }
 }
 
 /// The `app_id` of every message the program publishes.

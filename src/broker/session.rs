@@ -6,13 +6,17 @@ use lapin::options::{BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::LongString;
 use lapin::{Channel, Connection, ConnectionProperties};
 
+use super::addresses::BrokerUrls;
 use super::topology::{Topology, TopologyError};
+use crate::observability::metrics;
 use crate::secret::SecretUrl;
 
-/// How long opening a session on one address may take: a node that went
-/// away without a word would otherwise hold the attempt for the operating
-/// system's TCP timeout (minutes) before the next address is tried.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long closing a session may take. A session is closed when the worker
+/// gives up on it: if the broker can still hear us, it requeues the
+/// session's unacknowledged deliveries at once; if it cannot (the path is
+/// dead), no close-ok will come, and dropping the connection is all there
+/// is to do.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What to do with the topology when a session opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,26 +43,35 @@ impl BrokerSession {
     /// Connect to `url` and prepare the channels; a topology conflict is a
     /// [`TopologyError::Mismatch`] or [`TopologyError::Missing`], anything
     /// else a [`TopologyError::Broker`].
+    /// The whole opening, topology included, is bounded by the connect
+    /// limit of `urls`: a node that went away without a word would otherwise
+    /// hold the attempt for the operating system's TCP timeout (minutes)
+    /// before the next address is tried.
     pub async fn open(
+        urls: &BrokerUrls,
         url: &SecretUrl,
         topology: &Topology,
         mode: TopologyMode,
         prefetch: u16,
     ) -> Result<Self, TopologyError> {
-        match tokio::time::timeout(OPEN_TIMEOUT, Self::open_now(url, topology, mode, prefetch))
-            .await
-        {
+        let limit = urls.limits().connect;
+        let opening = Self::open_now(urls, url, topology, mode, prefetch);
+        match tokio::time::timeout(limit, opening).await {
             Ok(opened) => opened,
-            Err(_) => Err(TopologyError::Broker(lapin::Error::from(
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no session within {OPEN_TIMEOUT:?}"),
-                ),
-            ))),
+            Err(_) => {
+                metrics::timed_out("broker_connect");
+                Err(TopologyError::Broker(lapin::Error::from(
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no session within {limit:?}"),
+                    ),
+                )))
+            }
         }
     }
 
     async fn open_now(
+        urls: &BrokerUrls,
         url: &SecretUrl,
         topology: &Topology,
         mode: TopologyMode,
@@ -67,7 +80,7 @@ impl BrokerSession {
         let properties = ConnectionProperties::default()
             // Shown in the management UI, so operators can tell replicas apart.
             .with_connection_name(LongString::from(connection_name()));
-        let connection = Connection::connect(url.expose(), properties).await?;
+        let connection = urls.connect(url, properties).await?;
         match mode {
             TopologyMode::Declare => {
                 let channel = connection.create_channel().await?;
@@ -108,18 +121,15 @@ impl BrokerSession {
         }
     }
 
-    /// Close politely; errors are ignored because the connection may already
-    /// be gone.
-    pub async fn close(&self) {
-        let _ = self
-            .consume_channel
-            .close(200, "worker stopping".into())
-            .await;
-        let _ = self
-            .publish_channel
-            .close(200, "worker stopping".into())
-            .await;
-        let _ = self.connection.close(200, "worker stopping".into()).await;
+    /// Close politely, within [`CLOSE_TIMEOUT`]; errors are ignored because
+    /// the connection may already be gone. Closing the connection closes
+    /// its channels.
+    pub async fn close(&self, why: &str) {
+        let closing = self.connection.close(200, why.into());
+        if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+            metrics::timed_out("broker_close");
+            tracing::debug!("the broker did not confirm the close; dropping the connection");
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use lapin::options::BasicAckOptions;
 use lapin::{ConnectionProperties, Consumer};
 use tracing::Instrument;
 
-use super::ConfigError;
+use super::{with_database, ConfigError};
 use crate::broker::publish::{json_properties, publish_confirmed};
 use crate::broker::subscribe::{subscribe, Acks};
 use crate::cli::DisconnectArgs;
@@ -96,12 +96,19 @@ pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
         .connect_first("AMQP_URL", ConnectionProperties::default())
         .await
         .map_err(anyhow::Error::msg)?;
-    if args.broker.declare_topology {
-        let declaring = connection.create_channel().await?;
-        topology.declare(&declaring).await?;
-    } else {
-        topology.verify(&connection).await?;
-    }
+    let prepare = async {
+        if args.broker.declare_topology {
+            let declaring = connection.create_channel().await?;
+            topology.declare(&declaring).await?;
+        } else {
+            topology.verify(&connection).await?;
+        }
+        anyhow::Ok(())
+    };
+    let limit = urls.limits().connect;
+    tokio::time::timeout(limit, prepare)
+        .await
+        .with_context(|| format!("the broker did not answer within {limit:?}"))??;
     let channel = connection.create_channel().await?;
     // Subscribe before publishing, so the event cannot slip past us.
     let events = if args.wait {
@@ -148,6 +155,7 @@ pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
         &topology.request_routing_key,
         &request.encode(),
         properties,
+        args.broker.confirm_timeout(),
     )
     .instrument(span)
     .await
@@ -170,10 +178,12 @@ pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
 
 async fn dry_run(args: &DisconnectArgs, target: &Target) -> anyhow::Result<()> {
     let settings = args.database.settings().map_err(ConfigError)?;
-    let mut conn = settings.url.establish().await?;
-    let preview = preview(&mut conn, target)
-        .await
-        .context("reading what the request would disconnect")?;
+    let preview = with_database(
+        &settings,
+        "reading what the request would disconnect",
+        async |conn| preview(conn, target).await,
+    )
+    .await?;
     println!("{}", serde_json::to_string_pretty(&preview)?);
     Ok(())
 }

@@ -5,7 +5,12 @@ pub mod migrate;
 pub mod run;
 pub mod token;
 
+use anyhow::Context;
+use diesel::QueryResult;
+use diesel_async::AsyncPgConnection;
+
 use crate::cli::{Command, TokenCommand};
+use crate::db::DatabaseSettings;
 
 /// A setting that failed validation: reported without a backtrace, exit 2.
 #[derive(Debug, thiserror::Error)]
@@ -27,5 +32,24 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
             command: TokenCommand::Introspect { token, database },
         } => token::introspect(token, &database).await,
         Command::Disconnect(args) => disconnect::disconnect(&args).await,
+    }
+}
+
+/// Run `work` on a connection of its own, every wait bounded as the
+/// worker's are: the connect, the server's statement timeout, and the
+/// transaction deadline (`doing` names the work in the error).
+pub(crate) async fn with_database<T>(
+    settings: &DatabaseSettings,
+    doing: &'static str,
+    work: impl AsyncFnOnce(&mut AsyncPgConnection) -> QueryResult<T>,
+) -> anyhow::Result<T> {
+    let mut conn = settings.url.establish().await?;
+    let deadline = settings.deadlines.transaction;
+    match tokio::time::timeout(deadline, work(&mut conn)).await {
+        Ok(result) => result.context(doing),
+        Err(_) => {
+            crate::observability::metrics::timed_out("database_transaction");
+            anyhow::bail!("{doing}: the database did not answer within {deadline:?}")
+        }
     }
 }

@@ -1,18 +1,10 @@
 //! `disconnect-worker token issue|introspect`.
 
-use anyhow::Context;
-use diesel_async::AsyncPgConnection;
-
-use super::ConfigError;
+use super::{with_database, ConfigError};
 use crate::cli::IssueArgs;
 use crate::config::DatabaseArgs;
 use crate::domain::AccessToken;
 use crate::service::{introspect_token, issue_token, TokenGrant};
-
-async fn open(database: &DatabaseArgs) -> anyhow::Result<AsyncPgConnection> {
-    let settings = database.settings().map_err(ConfigError)?;
-    Ok(settings.url.establish().await?)
-}
 
 /// Prints only the token, so scripts can capture it.
 pub async fn issue(args: &IssueArgs) -> anyhow::Result<()> {
@@ -25,7 +17,7 @@ pub async fn issue(args: &IssueArgs) -> anyhow::Result<()> {
             return Err(ConfigError(format!("{flag} must be 1 to 128 characters")).into());
         }
     }
-    let mut conn = open(&args.database).await?;
+    let settings = args.database.settings().map_err(ConfigError)?;
     let grant = TokenGrant {
         client_id: args.client_id.clone(),
         company_id: args.company_id.clone(),
@@ -33,20 +25,24 @@ pub async fn issue(args: &IssueArgs) -> anyhow::Result<()> {
         user: args.user.clone(),
         products: args.products.clone(),
     };
-    let issued = issue_token(&mut conn, &grant)
-        .await
-        .context("issuing the token")?;
+    let issued = with_database(&settings, "issuing the token", async |conn| {
+        issue_token(conn, &grant).await
+    })
+    .await?;
     tracing::info!(token.id = %issued.token_id, connection.id = %issued.connection_id, "token issued");
     println!("{}", issued.token.expose());
     Ok(())
 }
 
 pub async fn introspect(token: String, database: &DatabaseArgs) -> anyhow::Result<()> {
-    let mut conn = open(database).await?;
+    let settings = database.settings().map_err(ConfigError)?;
     let introspection = match AccessToken::parse(token) {
-        Ok(token) => introspect_token(&mut conn, &token)
-            .await
-            .context("looking up the token")?,
+        Ok(token) => {
+            with_database(&settings, "looking up the token", async |conn| {
+                introspect_token(conn, &token).await
+            })
+            .await?
+        }
         // A string that can never be a token is simply not an active one.
         Err(_) => crate::service::Introspection {
             active: false,

@@ -2,10 +2,12 @@
 //! variable names are constants so that [`topology_env`], the inverse of
 //! [`BrokerArgs::topology`], cannot drift from them.
 
+use std::time::Duration;
+
 use clap::Args;
 
 use super::DEFAULT_AMQP_URL;
-use crate::broker::{BrokerUrls, Topology};
+use crate::broker::{BrokerUrls, ConnectionLimits, Topology};
 
 pub const REQUEST_EXCHANGE: &str = "REQUEST_EXCHANGE";
 pub const REQUEST_QUEUE: &str = "REQUEST_QUEUE";
@@ -15,6 +17,9 @@ pub const DEAD_LETTER_QUEUE: &str = "DEAD_LETTER_QUEUE";
 pub const EVENT_EXCHANGE: &str = "EVENT_EXCHANGE";
 pub const DELIVERY_LIMIT: &str = "DELIVERY_LIMIT";
 pub const DECLARE_TOPOLOGY: &str = "DECLARE_TOPOLOGY";
+pub const AMQP_HEARTBEAT_SECS: &str = "AMQP_HEARTBEAT_SECS";
+pub const AMQP_CONNECT_TIMEOUT_SECS: &str = "AMQP_CONNECT_TIMEOUT_SECS";
+pub const AMQP_CONFIRM_TIMEOUT_SECS: &str = "AMQP_CONFIRM_TIMEOUT_SECS";
 
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
@@ -25,6 +30,28 @@ pub struct BrokerArgs {
     #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true,
           hide_default_value = true)]
     pub amqp_url: String,
+
+    /// AMQP heartbeat asked of the broker, in seconds (RabbitMQ recommends 5
+    /// to 20). Both sides close a connection silent for two intervals: the
+    /// broker then gives this replica's unacknowledged requests to the
+    /// others, and the worker opens a new session. An address's own
+    /// `?heartbeat=` wins.
+    #[arg(long, env = AMQP_HEARTBEAT_SECS, value_name = AMQP_HEARTBEAT_SECS, default_value_t = 5,
+          value_parser = clap::value_parser!(u16).range(1..=600))]
+    pub amqp_heartbeat_secs: u16,
+
+    /// Seconds to open a session on one address (TCP, TLS, the AMQP
+    /// handshake, the topology) before the next address is tried.
+    #[arg(long, env = AMQP_CONNECT_TIMEOUT_SECS, value_name = AMQP_CONNECT_TIMEOUT_SECS,
+          default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub amqp_connect_timeout_secs: u64,
+
+    /// Seconds to wait for the broker's confirm of a published event or
+    /// dead letter; past it the publish counts as failed (an event stays in
+    /// the outbox for the relay; a bad request goes back to the queue).
+    #[arg(long, env = AMQP_CONFIRM_TIMEOUT_SECS, value_name = AMQP_CONFIRM_TIMEOUT_SECS,
+          default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub amqp_confirm_timeout_secs: u64,
 
     /// Durable direct exchange that upstream applications publish requests to.
     #[arg(long, env = REQUEST_EXCHANGE, value_name = REQUEST_EXCHANGE, default_value = "disconnect.requests")]
@@ -66,7 +93,17 @@ pub struct BrokerArgs {
 
 impl BrokerArgs {
     pub fn amqp_urls(&self) -> Result<BrokerUrls, String> {
-        BrokerUrls::parse("AMQP_URL", &self.amqp_url)
+        Ok(
+            BrokerUrls::parse("AMQP_URL", &self.amqp_url)?.with_limits(ConnectionLimits {
+                heartbeat_secs: self.amqp_heartbeat_secs,
+                connect: Duration::from_secs(self.amqp_connect_timeout_secs),
+            }),
+        )
+    }
+
+    /// How long a publisher confirm may take.
+    pub fn confirm_timeout(&self) -> Duration {
+        Duration::from_secs(self.amqp_confirm_timeout_secs)
     }
 
     pub fn topology(&self) -> Result<Topology, String> {

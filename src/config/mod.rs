@@ -5,7 +5,7 @@
 //! the configuration itself.
 
 pub mod broker;
-mod database;
+pub mod database;
 mod retention;
 mod scopes;
 mod worker;

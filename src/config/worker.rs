@@ -126,8 +126,18 @@ pub fn run_settings(
 ) -> Result<Settings, String> {
     let retry = worker.retry()?;
     let topology = broker.topology()?;
+    let database = database.settings()?;
+    let confirm_timeout = broker.confirm_timeout();
+    // The relay waits for confirms inside a transaction.
+    if confirm_timeout >= database.deadlines.transaction {
+        return Err(format!(
+            "{} must be less than {}: the outbox relay waits for confirms inside a transaction",
+            super::broker::AMQP_CONFIRM_TIMEOUT_SECS,
+            super::database::DATABASE_TRANSACTION_TIMEOUT_SECS
+        ));
+    }
     Ok(Settings {
-        database: database.settings()?,
+        database,
         consume: ConsumeSettings {
             batch_size: usize::from(worker.batch_size.min(worker.prefetch)),
             batch_linger: Duration::from_millis(worker.batch_linger_ms),
@@ -138,6 +148,7 @@ pub fn run_settings(
             relay_delay: Duration::from_millis(worker.outbox_relay_delay_ms),
             poll_interval: Duration::from_millis(worker.outbox_poll_ms),
             batch_size: i64::from(worker.outbox_batch_size),
+            confirm_timeout,
             retry: retry.clone(),
         },
         broker: BrokerSettings {

@@ -2,9 +2,11 @@
 //! small named queries per table. The outbox's table belongs to the outbox
 //! (`crate::outbox::store`).
 
+pub mod bounded;
 pub mod connect;
 pub mod connections;
 pub mod fanouts;
+pub mod health;
 pub mod requests;
 pub mod schema;
 pub mod setup;
@@ -16,7 +18,9 @@ use diesel_async::AsyncPgConnection;
 
 use crate::domain::{ConnectionId, RequestId};
 
-pub use connect::{ConnectError, DatabaseUrl};
+pub use bounded::{BoundedPool, Deadlines};
+pub use connect::{ConnectError, DatabaseUrl, SessionBounds};
+pub use health::DatabaseHealth;
 pub use setup::{connect, migrate, DatabaseSettings};
 
 pub type DbPool = Pool<AsyncPgConnection>;
@@ -53,6 +57,31 @@ pub enum DbError {
     Pool(#[from] PoolError),
     #[error("database query failed: {0}")]
     Query(#[from] QueryError),
+    /// A client-side deadline passed: the server did not answer in time.
+    #[error("{0}")]
+    TimedOut(Wait),
+}
+
+/// Which client-side deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Wait {
+    /// No pooled connection within the checkout deadline: nothing of the
+    /// work was attempted.
+    #[error("no database connection within {0:?}")]
+    Checkout(std::time::Duration),
+    /// The transaction did not finish within its deadline; its connection
+    /// was discarded, and the server ends the session's transaction itself
+    /// (`idle_in_transaction_session_timeout`).
+    #[error("the database did not answer within the transaction deadline of {0:?}")]
+    Transaction(std::time::Duration),
+}
+
+impl DbError {
+    /// Whether the work reached the database at all: not when no connection
+    /// could be had.
+    pub fn was_attempted(&self) -> bool {
+        !matches!(self, Self::Pool(_) | Self::TimedOut(Wait::Checkout(_)))
+    }
 }
 
 /// What a failure means to whoever would try again. Decided here, where the
@@ -75,7 +104,7 @@ pub enum FailureClass {
 impl DbError {
     pub fn class(&self) -> FailureClass {
         match self {
-            Self::Pool(_) => FailureClass::Unavailable,
+            Self::Pool(_) | Self::TimedOut(_) => FailureClass::Unavailable,
             Self::Query(error) => query_error_class(error),
         }
     }

@@ -44,6 +44,27 @@ pub const FANOUT_CONNECTIONS: &str = "disconnect_worker_fanout_connections_total
 pub const FANOUTS_FINISHED: &str = "disconnect_worker_fanouts_finished_total";
 /// Rows deleted by retention, by table.
 pub const RETENTION_DELETED: &str = "disconnect_worker_retention_deleted_rows_total";
+/// Waits on the network that reached their bound, by operation.
+pub const TIMEOUTS: &str = "disconnect_worker_timeouts_total";
+
+/// The `operation` label of [`TIMEOUTS`]: every wait on the network that
+/// has a bound.
+pub const TIMEOUT_OPERATIONS: [&str; 7] = [
+    // Opening a Postgres connection (TCP, TLS, handshake).
+    "database_connect",
+    // Waiting for a pooled connection.
+    "database_checkout",
+    // One transaction, client side (the connection is then discarded).
+    "database_transaction",
+    // Opening a broker session on one address.
+    "broker_connect",
+    // A publisher confirm.
+    "broker_confirm",
+    // No frame from the broker for two heartbeat intervals.
+    "broker_heartbeat",
+    // Closing a session the worker gave up on.
+    "broker_close",
+];
 
 /// Buckets for processing time: a commit takes milliseconds; retries during
 /// an outage take seconds.
@@ -101,6 +122,9 @@ fn start_at_zero() {
     for path in ["after_commit", "relay"] {
         counter!(EVENTS_PUBLISHED, "path" => path).absolute(0);
     }
+    for operation in TIMEOUT_OPERATIONS {
+        counter!(TIMEOUTS, "operation" => operation).absolute(0);
+    }
     counter!(TOKENS_REVOKED).absolute(0);
     counter!(BROKER_RECONNECTS).absolute(0);
 }
@@ -157,6 +181,10 @@ fn describe() {
         "Company and client requests finished, by outcome."
     );
     describe_counter!(RETENTION_DELETED, "Rows deleted by retention, by table.");
+    describe_counter!(
+        TIMEOUTS,
+        "Waits on the network that reached their bound, by operation."
+    );
     describe_gauge!(BUILD_INFO, "The running version (always 1).");
     describe_gauge!(POOL_SIZE, "Postgres connections open in the pool.");
     describe_gauge!(POOL_IN_USE, "Postgres connections in use.");
@@ -207,6 +235,13 @@ pub fn tokens_revoked(count: usize) {
 
 pub fn retried(operation: &'static str) {
     counter!(RETRIES, "operation" => operation).increment(1);
+}
+
+/// A wait on the network reached its bound; `operation` is one of
+/// [`TIMEOUT_OPERATIONS`].
+pub fn timed_out(operation: &'static str) {
+    debug_assert!(TIMEOUT_OPERATIONS.contains(&operation), "{operation}");
+    counter!(TIMEOUTS, "operation" => operation).increment(1);
 }
 
 pub fn broker_reconnected() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use diesel_async::RunQueryDsl;
 
-use crate::db::DbPool;
+use crate::db::BoundedPool;
 
 /// How long a readiness probe waits for the database.
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -13,13 +13,13 @@ const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Shared between the consume loop (which says whether it is consuming) and
 /// the `/readyz` handler.
 pub struct Readiness {
-    pool: DbPool,
+    pool: BoundedPool,
     /// `None` while consuming; otherwise why not (starting, reconnecting, ...).
     broker_problem: Mutex<Option<&'static str>>,
 }
 
 impl Readiness {
-    pub fn new(pool: DbPool) -> Self {
+    pub fn new(pool: BoundedPool) -> Self {
         Self {
             pool,
             broker_problem: Mutex::new(Some("starting")),
@@ -55,13 +55,12 @@ impl Readiness {
         if let Some(problem) = problem {
             return Err(format!("broker: {problem}"));
         }
-        let ping = async {
-            let mut conn = self.pool.get().await.map_err(|error| error.to_string())?;
-            diesel::sql_query("SELECT 1")
-                .execute(&mut conn)
-                .await
-                .map_err(|error| error.to_string())
-        };
+        if self.pool.health().is_down() {
+            return Err("database: unreachable".into());
+        }
+        let ping = self
+            .pool
+            .run(async |conn| diesel::sql_query("SELECT 1").execute(conn).await);
         match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, ping).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err("database: not answering".into()),

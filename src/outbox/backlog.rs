@@ -7,21 +7,19 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::store;
-use crate::db::DbPool;
+use crate::db::BoundedPool;
 use crate::observability::metrics;
 
 /// How often the backlog is measured.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
-pub(super) async fn sample(pool: DbPool, stop: CancellationToken) {
+pub(super) async fn sample(pool: BoundedPool, stop: CancellationToken) {
     loop {
-        if let Ok(mut conn) = pool.get().await {
-            if let Ok((pending, oldest)) = store::backlog(&mut conn).await {
-                let age = oldest
-                    .and_then(|created| (Utc::now() - created).to_std().ok())
-                    .unwrap_or_default();
-                metrics::outbox_backlog(pending, age);
-            }
+        if let Ok((pending, oldest)) = pool.run(async |conn| store::backlog(conn).await).await {
+            let age = oldest
+                .and_then(|created| (Utc::now() - created).to_std().ok())
+                .unwrap_or_default();
+            metrics::outbox_backlog(pending, age);
         }
         tokio::select! {
             () = stop.cancelled() => return,

@@ -23,10 +23,8 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(MARK_INTERVAL) => {}
         }
-        match flush(&shared).await {
-            Ok(0) => {}
-            Ok(_) => shared.database.recovered(),
-            Err(error) => shared.database_failed("marking published events", &error),
+        if let Err(error) = flush(&shared).await {
+            shared.database_failed("marking published events", &error);
         }
     }
 }
@@ -38,11 +36,10 @@ pub(super) async fn flush(shared: &Shared) -> Result<usize, DbError> {
     if ids.is_empty() {
         return Ok(0);
     }
-    let marked = async {
-        let mut conn = shared.pool.get().await?;
-        Ok::<_, DbError>(store::mark_published(&mut conn, &ids, Utc::now()).await?)
-    }
-    .await;
+    let marked = shared
+        .pool
+        .run(async |conn| store::mark_published(conn, &ids, Utc::now()).await)
+        .await;
     if marked.is_err() {
         shared.published.push(ids);
     }

@@ -35,9 +35,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::db::{DbError, DbPool, FailureClass};
+use crate::db::{BoundedPool, DbError, FailureClass};
 use crate::domain::OutcomeEvent;
-use crate::observability::{metrics, Outage};
+use crate::observability::metrics;
 use crate::retry::RetrySettings;
 use pending::EventIds;
 
@@ -55,12 +55,14 @@ pub struct OutboxSettings {
     pub poll_interval: Duration,
     /// Events published per relay transaction.
     pub batch_size: i64,
+    /// How long a publisher confirm may take.
+    pub confirm_timeout: Duration,
     pub retry: RetrySettings,
 }
 
 /// What the outbox's tasks share.
 struct Shared {
-    pool: DbPool,
+    pool: BoundedPool,
     settings: OutboxSettings,
     /// The publish channel of the current broker session (confirm mode);
     /// `None` before the first.
@@ -70,8 +72,6 @@ struct Shared {
     /// Committed, but their publish after commit failed.
     unsent: EventIds,
     relay_wakeup: Notify,
-    /// Shared with the worker: one outage, however many tasks see it.
-    database: Arc<Outage>,
 }
 
 impl Shared {
@@ -82,12 +82,10 @@ impl Shared {
             .filter(|channel| channel.status().connected())
     }
 
-    /// Log a database failure once: an outage goes to the shared outage log,
-    /// anything else is logged here.
+    /// Log a database failure once: an outage is in the pool's health
+    /// already, anything else is logged here.
     fn database_failed(&self, doing: &'static str, error: &DbError) {
-        if error.class() == FailureClass::Unavailable {
-            self.database.failed(error);
-        } else {
+        if error.class() != FailureClass::Unavailable {
             tracing::warn!(error = %error, "{doing} failed; will retry");
         }
     }
@@ -106,7 +104,7 @@ pub struct Outbox {
 impl Outbox {
     /// Start marking, relaying (once given a channel), pruning and sampling.
     /// Call it once the database is migrated.
-    pub fn spawn(pool: DbPool, settings: OutboxSettings, database: Arc<Outage>) -> Self {
+    pub fn spawn(pool: BoundedPool, settings: OutboxSettings) -> Self {
         let shared = Arc::new(Shared {
             pool,
             settings,
@@ -114,7 +112,6 @@ impl Outbox {
             published: EventIds::default(),
             unsent: EventIds::default(),
             relay_wakeup: Notify::new(),
-            database,
         });
         let stop = CancellationToken::new();
         let tasks = vec![
@@ -212,9 +209,14 @@ impl Drop for Outbox {
 async fn publish_committed(shared: &Shared, events: Vec<OutcomeEvent>) {
     let ids = events.iter().map(|event| event.event_id);
     let published = match shared.current_channel() {
-        Some(channel) => publish::publish_all(&channel, &shared.settings.exchange, &events)
-            .await
-            .map_err(|error| error.to_string()),
+        Some(channel) => publish::publish_all(
+            &channel,
+            &shared.settings.exchange,
+            &events,
+            shared.settings.confirm_timeout,
+        )
+        .await
+        .map_err(|error| error.to_string()),
         None => Err("no broker session".into()),
     };
     match published {

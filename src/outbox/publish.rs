@@ -1,25 +1,30 @@
 //! Publishing events: the JSON body as it was stored, and the properties
 //! every copy carries, the worker's and the relay's alike.
 
+use std::time::Duration;
+
 use chrono::SecondsFormat;
 use lapin::{BasicProperties, Channel};
 
-use crate::broker::publish::{json_properties, publish_confirmed, set_header, PublishError};
+use crate::broker::publish::{
+    json_properties, publish_and_confirm, set_header, within_confirm_timeout, PublishError,
+};
 use crate::domain::OutcomeEvent;
 
 /// The CloudEvents `source` of every event: the producer, as a URI
 /// reference.
 pub const CLOUD_EVENTS_SOURCE: &str = "/disconnect-worker";
 
-/// Publish every event, then wait for all the confirms together: one round
-/// trip per batch rather than per event.
+/// Publish every event, then wait for all the confirms together (one round
+/// trip per batch rather than per event), at most `confirm_timeout`.
 pub async fn publish_all(
     channel: &Channel,
     exchange: &str,
     events: &[OutcomeEvent],
+    confirm_timeout: Duration,
 ) -> Result<(), PublishError> {
     let confirms = events.iter().map(|event| {
-        publish_confirmed(
+        publish_and_confirm(
             channel,
             exchange,
             &event.routing_key,
@@ -27,10 +32,13 @@ pub async fn publish_all(
             event_properties(event),
         )
     });
-    for result in futures_util::future::join_all(confirms).await {
-        result?;
-    }
-    Ok(())
+    let all = async {
+        for result in futures_util::future::join_all(confirms).await {
+            result?;
+        }
+        Ok(())
+    };
+    within_confirm_timeout(confirm_timeout, all).await
 }
 
 /// An event's AMQP properties: the JSON properties, and the CloudEvents 1.0

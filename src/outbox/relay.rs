@@ -23,6 +23,9 @@ use crate::db::DbError;
 use crate::domain::{EventId, OutcomeEvent};
 use crate::observability::metrics;
 
+/// Added to the confirm timeout for the relay's idle-in-transaction bound.
+const IDLE_MARGIN: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error(transparent)]
@@ -64,36 +67,64 @@ impl Claim<'_> {
 
 /// Publish the claimed events; returns how many were published. The rows
 /// stay locked (`SKIP LOCKED` for other replicas) until they are marked, and
-/// a failed publish rolls the whole batch back to pending.
+/// a failed publish rolls the whole batch back to pending. The transaction
+/// waits for the broker's confirms, so it lets the server wait that long
+/// for its next statement (the session's own idle-in-transaction timeout is
+/// shorter); the confirm timeout bounds that wait.
 async fn publish_claimed(
     shared: &Shared,
     channel: &Channel,
     claim: Claim<'_>,
 ) -> Result<usize, RelayError> {
-    let mut conn = shared.pool.get().await.map_err(DbError::from)?;
     let exchange = shared.settings.exchange.as_str();
-    let result = conn
-        .transaction::<_, BatchError, _>(async |conn| {
-            let events = claim.load(conn).await?;
-            if events.is_empty() {
-                return Ok(0);
+    let confirm_timeout = shared.settings.confirm_timeout;
+    let published = shared
+        .pool
+        .run(async |conn| {
+            let batch = conn
+                .transaction::<_, BatchError, _>(async |conn| {
+                    allow_idle_for(conn, confirm_timeout).await?;
+                    let events = claim.load(conn).await?;
+                    if events.is_empty() {
+                        return Ok(0);
+                    }
+                    publish_all(channel, exchange, &events, confirm_timeout)
+                        .await
+                        .map_err(BatchError::Publish)?;
+                    let ids: Vec<EventId> = events.iter().map(|event| event.event_id).collect();
+                    store::mark_published(conn, &ids, Utc::now()).await?;
+                    Ok(events.len())
+                })
+                .await;
+            // The query error is the pool's to classify; the publish error
+            // comes back as the work's result.
+            match batch {
+                Ok(count) => Ok(Ok(count)),
+                Err(BatchError::Query(error)) => Err(error),
+                Err(BatchError::Publish(error)) => Ok(Err(error)),
             }
-            publish_all(channel, exchange, &events)
-                .await
-                .map_err(BatchError::Publish)?;
-            let ids: Vec<EventId> = events.iter().map(|event| event.event_id).collect();
-            store::mark_published(conn, &ids, Utc::now()).await?;
-            Ok(events.len())
         })
-        .await;
-    match result {
-        Ok(count) => {
-            metrics::events_published("relay", count);
-            Ok(count)
-        }
-        Err(BatchError::Query(error)) => Err(DbError::Query(error).into()),
-        Err(BatchError::Publish(error)) => Err(error.into()),
-    }
+        .await
+        .map_err(RelayError::Db)?;
+    let count = published?;
+    metrics::events_published("relay", count);
+    Ok(count)
+}
+
+/// `SET LOCAL idle_in_transaction_session_timeout` to what the transaction
+/// may wait for the broker, with a margin.
+async fn allow_idle_for(
+    conn: &mut AsyncPgConnection,
+    confirm_timeout: Duration,
+) -> Result<(), QueryError> {
+    use diesel_async::RunQueryDsl;
+    let millis = (confirm_timeout + IDLE_MARGIN).as_millis();
+    diesel::sql_query(format!(
+        "SET LOCAL idle_in_transaction_session_timeout = {millis}"
+    ))
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// Publish the events whose publish after commit failed; on failure they
@@ -141,7 +172,6 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             None => Duration::MAX,
             Some(channel) => match sweep(&shared, &channel).await {
                 Ok(more) => {
-                    shared.database.recovered();
                     backoff = retry.until_recovered().build();
                     if more {
                         continue;

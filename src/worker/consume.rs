@@ -12,6 +12,7 @@ use super::handle::{handle_batch, Received};
 use super::settings::ConsumeSettings;
 use super::Worker;
 use crate::broker::BrokerSession;
+use crate::observability::metrics;
 
 /// How often the session checks its publish channel. The broker closes a
 /// channel on a protocol error (a publish to a missing exchange, say); the
@@ -24,6 +25,10 @@ pub enum SessionEnd {
     Shutdown,
     /// The connection or channel died; open a new session.
     Lost(String),
+    /// The database cannot be reached from here: close the session, so the
+    /// broker gives its deliveries to the other replicas at once, and open a
+    /// new one when the database answers again.
+    DatabaseUnreachable,
 }
 
 /// Add to `first` the deliveries already received, up to the batch size.
@@ -61,7 +66,7 @@ async fn collect_batch(
                 delivery,
                 at: Instant::now(),
             }),
-            Some(Err(error)) => return (batch, Some(SessionEnd::Lost(error.to_string()))),
+            Some(Err(error)) => return (batch, Some(SessionEnd::Lost(lost(&error)))),
             None => {
                 return (
                     batch,
@@ -71,6 +76,15 @@ async fn collect_batch(
         }
     }
     (batch, None)
+}
+
+/// Why a session was lost, as logged; a missed heartbeat is counted as a
+/// timeout.
+fn lost(error: &lapin::Error) -> String {
+    if matches!(error.kind(), lapin::ErrorKind::MissingHeartbeatError) {
+        metrics::timed_out("broker_heartbeat");
+    }
+    error.to_string()
 }
 
 impl Worker {
@@ -115,10 +129,11 @@ impl Worker {
                         .await;
                     return SessionEnd::Shutdown;
                 }
+                () = self.health.down() => return SessionEnd::DatabaseUnreachable,
                 next = consumer.next() => {
                     let first = match next {
                         Some(Ok(delivery)) => delivery,
-                        Some(Err(error)) => return SessionEnd::Lost(error.to_string()),
+                        Some(Err(error)) => return SessionEnd::Lost(lost(&error)),
                         None => return SessionEnd::Lost("the broker cancelled the consumer".into()),
                     };
                     let busy = !self.in_flight.is_empty();

@@ -6,6 +6,8 @@
 //! then acknowledges the original. Nothing is lost if it crashes in between:
 //! the original is redelivered and dead-lettered again.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -28,12 +30,19 @@ pub const ORIGINAL_USER_ID_HEADER: &str = "x-original-user-id";
 /// span that dead-lettered it.
 pub const ORIGINAL_TRACEPARENT_HEADER: &str = "x-original-traceparent";
 
+/// Where dead letters go, and how long their confirm may take.
+#[derive(Debug, Clone)]
+pub struct DeadLettering {
+    pub exchange: String,
+    pub confirm_timeout: Duration,
+}
+
 /// Publish a copy of `delivery` to the dead-letter exchange with the reason
 /// and `traceparent` (the span that dead-lettered it), and wait for the
 /// broker's confirm.
 pub async fn publish(
     channel: &Channel,
-    exchange: &str,
+    target: &DeadLettering,
     delivery: &Delivery,
     rejection: &Rejection,
     traceparent: Option<&str>,
@@ -63,10 +72,11 @@ pub async fn publish(
     );
     publish_confirmed(
         channel,
-        exchange,
+        &target.exchange,
         delivery.routing_key.as_str(),
         &delivery.data,
         dead_letter_properties(&delivery.properties, headers),
+        target.confirm_timeout,
     )
     .await
 }

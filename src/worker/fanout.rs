@@ -15,8 +15,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::db::{DbError, DbPool, FailureClass};
-use crate::observability::{metrics, Outage};
+use crate::db::{BoundedPool, DbError, FailureClass};
+use crate::observability::metrics;
 use crate::outbox::Outbox;
 use crate::retry::RetrySettings;
 use crate::service::fanout::{self, Step};
@@ -30,14 +30,13 @@ const IDLE_POLL: Duration = Duration::from_secs(2);
 const PUBLISHING_POLL: Duration = Duration::from_millis(100);
 
 pub struct FanoutTask {
-    pub pool: DbPool,
+    pub pool: BoundedPool,
     pub outbox: Arc<Outbox>,
     /// Connections per chunk (per transaction).
     pub chunk_size: i64,
     pub retry: RetrySettings,
     /// Notified when this replica accepts a fan-out.
     pub wakeup: Arc<Notify>,
-    pub database: Arc<Outage>,
 }
 
 impl FanoutTask {
@@ -55,9 +54,8 @@ impl FanoutTask {
                     wait
                 }
                 Err(error) => {
-                    if error.class() == FailureClass::Unavailable {
-                        self.database.failed(&error);
-                    } else {
+                    // An outage is logged by the pool's health.
+                    if error.class() != FailureClass::Unavailable {
                         tracing::warn!(error = %error, "a fan-out step failed; will retry");
                     }
                     metrics::retried("fanout");
@@ -76,15 +74,11 @@ impl FanoutTask {
     /// One step; how long to wait before the next, `None` for at once.
     async fn step(&self) -> Result<Option<Duration>, DbError> {
         let span = tracing::info_span!("fanout step", otel.kind = "internal");
-        let step = async {
-            let mut conn = self.pool.get().await?;
-            fanout::step(&mut conn, self.chunk_size)
-                .await
-                .map_err(DbError::from)
-        }
-        .instrument(span)
-        .await?;
-        self.database.recovered();
+        let step = self
+            .pool
+            .run(async |conn| fanout::step(conn, self.chunk_size).await)
+            .instrument(span)
+            .await?;
         Ok(match step {
             Step::Idle => Some(IDLE_POLL),
             Step::Chunk {

@@ -13,6 +13,7 @@ use lapin::Channel;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::dead_letter::DeadLettering;
 use super::process::{BatchProcessor, Decoded};
 use super::records::PgRecords;
 use super::settle::settle;
@@ -27,7 +28,7 @@ pub struct HandlerContext {
     pub processor: BatchProcessor<PgRecords>,
     pub max_request_bytes: usize,
     pub queue: String,
-    pub dead_letter_exchange: String,
+    pub dead_letters: DeadLettering,
 }
 
 /// A delivery as received, with when it was received.
@@ -69,7 +70,7 @@ pub async fn handle_batch(context: Arc<HandlerContext>, channel: Channel, batch:
             log_settlement(settlement);
             let done = settle(
                 &channel,
-                &context.dead_letter_exchange,
+                &context.dead_letters,
                 &received.delivery,
                 settlement,
                 traced.traceparent.as_deref(),

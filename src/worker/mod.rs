@@ -23,12 +23,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::db;
-use crate::observability::{http, metrics, Outage, Readiness};
+use crate::db::{self, BoundedPool, DatabaseHealth};
+use crate::observability::{http, metrics, Readiness};
 use crate::outbox::Outbox;
 use crate::retention;
 use crate::service::Policy;
 use consume::SessionEnd;
+use dead_letter::DeadLettering;
 use fanout::FanoutTask;
 use handle::HandlerContext;
 use process::BatchProcessor;
@@ -52,24 +53,23 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // Opens no connection yet: the pool works once the database answers.
-    let pool = db::connect(&settings.database)?;
+    let health = DatabaseHealth::new(settings.database.url.clone(), settings.retry.clone());
+    let pool = BoundedPool::new(
+        db::connect(&settings.database)?,
+        settings.database.deadlines,
+        health.clone(),
+    );
     let readiness = Arc::new(Readiness::new(pool.clone()));
     // First, so probes answer (not ready) while the database is prepared.
     let http = match settings.http_address {
         Some(address) => Some(http::serve(address, readiness.clone(), metrics).await?),
         None => None,
     };
-    let database = Arc::new(Outage::new("database"));
-    let result = match startup::prepare_database(&settings, &database, &shutdown).await {
+    let result = match startup::prepare_database(&settings, health.outage(), &shutdown).await {
         Ok(true) => {
-            let outbox = Arc::new(Outbox::spawn(
-                pool.clone(),
-                settings.outbox.clone(),
-                database.clone(),
-            ));
+            let outbox = Arc::new(Outbox::spawn(pool.clone(), settings.outbox.clone()));
             let fanout_wakeup = Arc::new(Notify::new());
-            let background =
-                Background::spawn(&settings, &pool, &outbox, &fanout_wakeup, &database);
+            let background = Background::spawn(&settings, &pool, &outbox, &fanout_wakeup);
             let processor = BatchProcessor::new(
                 PgRecords {
                     pool,
@@ -88,13 +88,16 @@ pub async fn run(
                 },
                 settings.retry.clone(),
                 shutdown.clone(),
-                database,
+                health.clone(),
             );
             let handlers = Arc::new(HandlerContext {
                 processor,
                 max_request_bytes: settings.consume.max_request_bytes,
                 queue: settings.broker.topology.request_queue.clone(),
-                dead_letter_exchange: settings.broker.topology.dead_letter_exchange.clone(),
+                dead_letters: DeadLettering {
+                    exchange: settings.broker.topology.dead_letter_exchange.clone(),
+                    confirm_timeout: settings.outbox.confirm_timeout,
+                },
             });
             Worker {
                 settings,
@@ -102,6 +105,7 @@ pub async fn run(
                 in_flight: TaskTracker::new(),
                 background,
                 readiness,
+                health,
                 shutdown,
             }
             .run(&outbox)
@@ -125,6 +129,9 @@ struct Worker {
     in_flight: TaskTracker,
     background: Background,
     readiness: Arc<Readiness>,
+    /// While down, the worker holds no broker session: see
+    /// [`SessionEnd::DatabaseUnreachable`].
+    health: DatabaseHealth,
     shutdown: CancellationToken,
 }
 
@@ -132,6 +139,10 @@ impl Worker {
     async fn run(&self, outbox: &Outbox) -> anyhow::Result<()> {
         let mut first_address = 0;
         loop {
+            if !self.wait_for_database().await {
+                self.readiness.not_consuming("shutting down");
+                return self.finish(outbox).await;
+            }
             let opened = startup::open_session(&self.settings, first_address, &self.shutdown).await;
             let (session, address) = match opened {
                 Ok(Some(opened)) => opened,
@@ -153,16 +164,35 @@ impl Worker {
                 SessionEnd::Shutdown => {
                     self.readiness.not_consuming("shutting down");
                     let finished = self.finish(outbox).await;
-                    session.close().await;
+                    session.close("worker stopping").await;
                     return finished;
                 }
                 SessionEnd::Lost(reason) => {
                     self.readiness.not_consuming("reconnecting");
                     metrics::broker_reconnected();
                     tracing::warn!(reason = %reason, "lost the broker session; reconnecting");
-                    session.close().await;
+                    session.close("session lost").await;
+                }
+                SessionEnd::DatabaseUnreachable => {
+                    self.readiness.not_consuming("database unreachable");
+                    // The broker requeues what this session held at once,
+                    // for the replicas that can reach the database.
+                    session.close("database unreachable").await;
+                    first_address = address;
                 }
             }
+        }
+    }
+
+    /// Wait until the database is reachable (at once if it is); `false` if
+    /// the worker was stopped first.
+    async fn wait_for_database(&self) -> bool {
+        if !self.health.is_down() {
+            return true;
+        }
+        tokio::select! {
+            () = self.shutdown.cancelled() => false,
+            () = self.health.up() => true,
         }
     }
 
@@ -203,10 +233,9 @@ struct Background {
 impl Background {
     fn spawn(
         settings: &Settings,
-        pool: &db::DbPool,
+        pool: &BoundedPool,
         outbox: &Arc<Outbox>,
         fanout_wakeup: &Arc<Notify>,
-        database: &Arc<Outage>,
     ) -> Self {
         let stop = CancellationToken::new();
         let fanout = FanoutTask {
@@ -215,14 +244,12 @@ impl Background {
             chunk_size: settings.scopes.fanout_chunk_size,
             retry: settings.retry.clone(),
             wakeup: fanout_wakeup.clone(),
-            database: database.clone(),
         };
         let tasks = vec![
             tokio::spawn(fanout.run(stop.clone())),
             tokio::spawn(retention::run(
                 pool.clone(),
                 settings.retention.clone(),
-                database.clone(),
                 stop.clone(),
             )),
         ];

@@ -7,22 +7,28 @@
 //! - the valid requests go to the database in one transaction; committed or
 //!   found done before, each is acknowledged;
 //! - an outage or a conflict is retried with backoff until it passes, or
-//!   until the worker stops, and then the requests are released;
+//!   until the worker stops (the requests are then released);
+//! - unless this replica finds its database unreachable (its
+//!   [`DatabaseHealth`] is down: a path cut for this replica alone, say):
+//!   then it gives the requests back at once, so that another replica can
+//!   take them; the worker closes its broker session meanwhile. A request
+//!   that reached the database goes back counted (`Retry`: its transaction
+//!   may be what hangs), one that never got a connection uncounted
+//!   (`Release`);
 //! - a refusal is retried `RETRY_MAX_ATTEMPTS` times in all; a refused batch
 //!   is then split so that one request the database refuses does not hold
 //!   back its neighbours, and a request refused on its own is returned to
 //!   the queue counted against the delivery limit.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use backon::BackoffBuilder;
 use tokio_util::sync::CancellationToken;
 
 use super::settlement::Settlement;
-use crate::db::{DbError, FailureClass};
+use crate::db::{DatabaseHealth, DbError, FailureClass};
 use crate::domain::{DisconnectRequest, Rejection};
-use crate::observability::{metrics, Outage};
+use crate::observability::metrics;
 use crate::retry::RetrySettings;
 use crate::service::Processed;
 
@@ -68,6 +74,9 @@ pub type Decoded = Result<DisconnectRequest, Rejection>;
 enum Failed {
     /// The worker is stopping: they were not (fully) attempted.
     Stopped,
+    /// The database is unreachable from here: back to the queue for another
+    /// replica, counted if an attempt reached the database.
+    GaveUp { attempted: bool },
     /// Refused `max_attempts` times.
     Refused(ProcessError),
 }
@@ -76,7 +85,7 @@ pub struct BatchProcessor<R> {
     records: R,
     retry: RetrySettings,
     shutdown: CancellationToken,
-    database: Arc<Outage>,
+    health: DatabaseHealth,
 }
 
 impl<R: RecordDisconnects> BatchProcessor<R> {
@@ -84,13 +93,13 @@ impl<R: RecordDisconnects> BatchProcessor<R> {
         records: R,
         retry: RetrySettings,
         shutdown: CancellationToken,
-        database: Arc<Outage>,
+        health: DatabaseHealth,
     ) -> Self {
         Self {
             records,
             retry,
             shutdown,
-            database,
+            health,
         }
     }
 
@@ -126,7 +135,6 @@ impl<R: RecordDisconnects> BatchProcessor<R> {
         }
         match self.attempt(requests).await {
             Ok(processed) => processed.into_iter().map(Settlement::Ack).collect(),
-            Err(Failed::Stopped) => vec![Settlement::Release; requests.len()],
             Err(Failed::Refused(error)) if requests.len() > 1 => {
                 tracing::warn!(error = %error, batch.size = requests.len(),
                     "the database refused a batch; processing its requests one by one");
@@ -137,6 +145,10 @@ impl<R: RecordDisconnects> BatchProcessor<R> {
                 settlements
             }
             Err(Failed::Refused(error)) => vec![refused(&requests[0], &error)],
+            Err(Failed::Stopped | Failed::GaveUp { attempted: false }) => {
+                vec![Settlement::Release; requests.len()]
+            }
+            Err(Failed::GaveUp { attempted: true }) => vec![Settlement::Retry; requests.len()],
         }
     }
 
@@ -149,31 +161,37 @@ impl<R: RecordDisconnects> BatchProcessor<R> {
                 .into_iter()
                 .next()
                 .map_or(Settlement::Release, Settlement::Ack),
-            Err(Failed::Stopped) => Settlement::Release,
             Err(Failed::Refused(error)) => refused(request, &error),
+            Err(Failed::Stopped | Failed::GaveUp { attempted: false }) => Settlement::Release,
+            Err(Failed::GaveUp { attempted: true }) => Settlement::Retry,
         }
     }
 
     /// Record the requests, retrying by the policy in the module docs. The
-    /// first attempt always runs (in-flight work finishes at shutdown);
-    /// shutdown ends the waits between retries at once.
+    /// first attempt always runs (in-flight work finishes at shutdown),
+    /// unless the database is known unreachable; shutdown, or the database
+    /// found unreachable, ends the waits between retries at once.
     async fn attempt(&self, requests: &[DisconnectRequest]) -> Result<Vec<Processed>, Failed> {
         let mut delays = self.retry.until_recovered().build();
         let mut refusals = 0;
+        let mut attempted = false;
         loop {
+            if self.health.is_down() {
+                return Err(Failed::GaveUp { attempted });
+            }
             let error = match self.records.record(requests).await {
-                Ok(processed) => {
-                    self.database.recovered();
-                    return Ok(processed);
-                }
+                Ok(processed) => return Ok(processed),
                 Err(error) => error,
             };
             match &error {
-                ProcessError::Unavailable(cause) => self.database.failed(cause),
+                // Logged once, by the pool's health.
+                ProcessError::Unavailable(cause) => attempted |= cause.was_attempted(),
                 ProcessError::Conflict(cause) => {
+                    attempted = true;
                     tracing::debug!(error = %cause, "a concurrent transaction got in the way; trying again");
                 }
                 ProcessError::Refused(cause) => {
+                    attempted = true;
                     refusals += 1;
                     if refusals >= self.retry.max_attempts {
                         return Err(Failed::Refused(error));
@@ -186,6 +204,7 @@ impl<R: RecordDisconnects> BatchProcessor<R> {
             let delay = delays.next().unwrap_or(self.retry.max_delay);
             tokio::select! {
                 () = self.shutdown.cancelled() => return Err(Failed::Stopped),
+                () = self.health.down() => return Err(Failed::GaveUp { attempted }),
                 () = tokio::time::sleep(delay) => {}
             }
         }

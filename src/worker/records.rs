@@ -7,13 +7,13 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use super::process::{ProcessError, RecordDisconnects};
-use crate::db::{DbError, DbPool};
+use crate::db::BoundedPool;
 use crate::domain::DisconnectRequest;
 use crate::outbox::Outbox;
 use crate::service::{self, Policy, Processed};
 
 pub struct PgRecords {
-    pub pool: DbPool,
+    pub pool: BoundedPool,
     pub outbox: Arc<Outbox>,
     /// For the transaction span's `db.namespace`.
     pub database: String,
@@ -35,14 +35,11 @@ impl RecordDisconnects for PgRecords {
             db.operation.name = "disconnect",
             db.operation.batch.size = requests.len(),
         );
-        let committed = async {
-            let mut conn = self.pool.get().await.map_err(DbError::from)?;
-            service::record_disconnects(&mut conn, requests, &self.policy)
-                .await
-                .map_err(DbError::from)
-        }
-        .instrument(span)
-        .await?;
+        let committed = self
+            .pool
+            .run(async |conn| service::record_disconnects(conn, requests, &self.policy).await)
+            .instrument(span)
+            .await?;
         if committed.fanouts_started > 0 {
             self.fanout_wakeup.notify_one();
         }

@@ -4,32 +4,33 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::Channel;
 
-use super::dead_letter;
+use super::dead_letter::{self, DeadLettering};
 use super::settlement::Settlement;
 
 /// What was done with a delivery, for the metrics: the settlement's own
 /// label, or `released` when a dead letter could not be published.
 pub async fn settle(
     channel: &Channel,
-    dead_letter_exchange: &str,
+    dead_letters: &DeadLettering,
     delivery: &Delivery,
     settlement: &Settlement,
     traceparent: Option<&str>,
 ) -> &'static str {
+    if !channel.status().connected() {
+        // The session is gone (lost, or closed because the database cannot
+        // be reached): the broker has requeued the delivery already, and a
+        // processed request is found done when it comes back.
+        tracing::debug!("the session is closed; the broker redelivers the request");
+        return Settlement::Release.label();
+    }
     let (done, result) = match settlement {
         Settlement::Ack(_) => (
             settlement.label(),
             delivery.acker.ack(BasicAckOptions::default()).await,
         ),
         Settlement::DeadLetter(rejection) => {
-            let published = dead_letter::publish(
-                channel,
-                dead_letter_exchange,
-                delivery,
-                rejection,
-                traceparent,
-            )
-            .await;
+            let published =
+                dead_letter::publish(channel, dead_letters, delivery, rejection, traceparent).await;
             match published {
                 Ok(()) => (
                     settlement.label(),

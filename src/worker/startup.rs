@@ -70,7 +70,9 @@ pub async fn open_session(
     let round = || async {
         let mut last_error = None;
         for (index, url) in broker.urls.from(first) {
-            match BrokerSession::open(url, &broker.topology, mode, broker.prefetch).await {
+            match BrokerSession::open(&broker.urls, url, &broker.topology, mode, broker.prefetch)
+                .await
+            {
                 Ok(session) => return Ok((session, index)),
                 Err(error) if error.is_conflict() => return Err(error),
                 Err(error) => {

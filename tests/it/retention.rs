@@ -108,7 +108,7 @@ async fn rows_past_their_retention_are_deleted_in_batches_and_nothing_else() {
     ))
     .await;
 
-    let purged = purge_once(&test.pool, &settings(), Utc::now())
+    let purged = purge_once(&test.bounded_pool(), &settings(), Utc::now())
         .await
         .expect("a pass")
         .expect("the lock was free");
@@ -157,7 +157,7 @@ async fn rows_past_their_retention_are_deleted_in_batches_and_nothing_else() {
     );
 
     // A second pass finds nothing more.
-    let again = purge_once(&test.pool, &settings(), Utc::now())
+    let again = purge_once(&test.bounded_pool(), &settings(), Utc::now())
         .await
         .expect("a pass");
     assert_eq!(again, Some(Purged::default()));
@@ -179,7 +179,7 @@ async fn a_pass_is_left_to_the_replica_that_holds_the_lock() {
                 conn,
             )
             .await?;
-            let pass = purge_once(&test.pool, &settings(), Utc::now()).await;
+            let pass = purge_once(&test.bounded_pool(), &settings(), Utc::now()).await;
             Ok((pass, ()))
         })
         .await
@@ -191,7 +191,7 @@ async fn a_pass_is_left_to_the_replica_that_holds_the_lock() {
     );
     assert!(test.audit_row(request.request_id.as_uuid()).await.is_some());
 
-    let pass = purge_once(&test.pool, &settings(), Utc::now())
+    let pass = purge_once(&test.bounded_pool(), &settings(), Utc::now())
         .await
         .expect("a pass");
     assert!(pass.is_some_and(|purged| purged.disconnect_requests == 1));
@@ -205,7 +205,7 @@ async fn a_request_replayed_after_its_audit_row_is_purged_changes_nothing_active
     let request = DisconnectRequest::new(token.token.clone());
     record(&test, &request).await;
     age_request(&test, &request, 400).await;
-    purge_once(&test.pool, &settings(), Utc::now())
+    purge_once(&test.bounded_pool(), &settings(), Utc::now())
         .await
         .expect("a pass");
     let reconnected = test.issue("app", "company-c", "gusto", "user-a").await;

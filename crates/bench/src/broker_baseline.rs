@@ -64,6 +64,8 @@ pub async fn run(args: &Args) -> anyhow::Result<BrokerBaseline> {
                     "connection.disconnected",
                     body.as_bytes(),
                     properties,
+                    // As bounded as the worker's publishes.
+                    std::time::Duration::from_secs(5),
                 )
                 .await
                 .is_ok()

@@ -11,7 +11,7 @@ use anyhow::Context;
 use diesel::sql_types::{Bool, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use disconnect_worker::db::setup::MIGRATIONS_DIGEST;
-use disconnect_worker::db::{self, DatabaseSettings, DatabaseUrl, DbPool};
+use disconnect_worker::db::{self, DatabaseSettings, DatabaseUrl, DbPool, Deadlines};
 use tokio::sync::OnceCell;
 use url::Url;
 
@@ -70,6 +70,7 @@ impl TestDatabase {
         DatabaseSettings {
             url: self.database_url(),
             pool_size,
+            deadlines: Deadlines::default(),
         }
     }
 

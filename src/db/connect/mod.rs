@@ -16,8 +16,11 @@
 //! The trusted roots are the PEM file `sslrootcert` names, else the system's
 //! (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured), or `sslrootcert=system`.
 //! The connection's `application_name` is `disconnect-worker` unless the URL
-//! sets one, so operators find the worker in `pg_stat_activity`.
+//! sets one, so operators find the worker in `pg_stat_activity`. Every
+//! connection carries [`SessionBounds`]: a parsed URL bounds the socket
+//! only; [`DatabaseUrl::with_bounds`] adds the server-side timeouts.
 
+mod bounds;
 mod verify;
 
 use std::fmt;
@@ -33,7 +36,10 @@ use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use url::Url;
 
+use crate::observability::metrics;
 use crate::secret::SecretUrl;
+
+pub use bounds::SessionBounds;
 
 /// The application name the worker's connections carry unless the URL sets
 /// `application_name`.
@@ -88,7 +94,12 @@ enum Roots {
 #[derive(Clone)]
 pub struct DatabaseUrl {
     shown: SecretUrl,
+    /// The URL's settings, without its `options` and without the bounds:
+    /// each connection is opened with [`Self::session_config`].
     config: tokio_postgres::Config,
+    /// The URL's own `options`, sent after ours.
+    options: Option<String>,
+    bounds: SessionBounds,
     ssl_mode: SslMode,
     roots: Option<Roots>,
     /// Built once, when the URL is parsed: a missing or unreadable root file
@@ -117,6 +128,7 @@ impl DatabaseUrl {
         let mut ssl_mode = SslMode::Prefer;
         let mut roots = None;
         let mut application_name = None;
+        let mut options = None;
         let mut kept = Vec::new();
         for (key, value) in url.query_pairs() {
             match key.as_ref() {
@@ -131,6 +143,7 @@ impl DatabaseUrl {
                 "application_name" => {
                     application_name = Some(value.into_owned());
                 }
+                "options" => options = Some(value.into_owned()),
                 _ => kept.push((key.into_owned(), value.into_owned())),
             }
         }
@@ -162,10 +175,31 @@ impl DatabaseUrl {
         Ok(Self {
             shown,
             config,
+            options,
+            bounds: SessionBounds::socket_only(),
             ssl_mode,
             roots,
             tls,
         })
+    }
+
+    /// The same URL, its connections opened with `bounds`.
+    pub fn with_bounds(&self, bounds: SessionBounds) -> Self {
+        Self {
+            bounds,
+            ..self.clone()
+        }
+    }
+
+    pub fn bounds(&self) -> SessionBounds {
+        self.bounds
+    }
+
+    /// What a connection is opened with: the URL's settings and the bounds.
+    fn session_config(&self) -> tokio_postgres::Config {
+        let mut config = self.config.clone();
+        self.bounds.apply(&mut config, self.options.as_deref());
+        config
     }
 
     pub fn ssl_mode(&self) -> SslMode {
@@ -185,21 +219,37 @@ impl DatabaseUrl {
         other
     }
 
-    /// Open a connection. A TLS failure is reported as a bad setting
-    /// ([`ConnectError::Tls`]), not as an unreachable server.
+    /// Open a connection, within the connect bound (TCP, TLS and the
+    /// handshake: a server that accepts the TCP connection and then says
+    /// nothing must not hold the caller). A TLS failure is reported as a bad
+    /// setting ([`ConnectError::Tls`]), not as an unreachable server.
     pub async fn establish(&self) -> Result<AsyncPgConnection, ConnectError> {
+        let limit = self.bounds.connect;
+        match tokio::time::timeout(limit, self.establish_unbounded()).await {
+            Ok(connected) => connected,
+            Err(_) => {
+                metrics::timed_out("database_connect");
+                Err(ConnectError::Unreachable {
+                    url: self.shown.to_string(),
+                    reason: format!("no answer within {limit:?}"),
+                    answered: false,
+                })
+            }
+        }
+    }
+
+    async fn establish_unbounded(&self) -> Result<AsyncPgConnection, ConnectError> {
+        let config = self.session_config();
         let connected = match &self.tls {
             None => {
-                let (client, connection) = self
-                    .config
+                let (client, connection) = config
                     .connect(tokio_postgres::NoTls)
                     .await
                     .map_err(|error| self.connect_error(&error))?;
                 AsyncPgConnection::try_from_client_and_connection(client, connection).await
             }
             Some(tls) => {
-                let (client, connection) = self
-                    .config
+                let (client, connection) = config
                     .connect(tls.clone())
                     .await
                     .map_err(|error| self.connect_error(&error))?;
@@ -209,6 +259,7 @@ impl DatabaseUrl {
         connected.map_err(|error| ConnectError::Unreachable {
             url: self.shown.to_string(),
             reason: error.to_string(),
+            answered: false,
         })
     }
 
@@ -222,6 +273,7 @@ impl DatabaseUrl {
             None => ConnectError::Unreachable {
                 url: self.shown.to_string(),
                 reason: error.to_string(),
+                answered: error.as_db_error().is_some(),
             },
         }
     }
@@ -246,7 +298,13 @@ impl DatabaseUrl {
 pub enum ConnectError {
     /// The server did not answer, or refused us: may pass by itself.
     #[error("cannot connect to {url}: {reason}")]
-    Unreachable { url: String, reason: String },
+    Unreachable {
+        url: String,
+        reason: String,
+        /// The server answered, with an error (too many clients, starting
+        /// up, a refused login): the network path works.
+        answered: bool,
+    },
     /// The TLS handshake failed: the settings (or the server's certificate)
     /// are wrong, and waiting will not fix it.
     #[error("{SETTING} ({settings}): the TLS handshake with {host} failed: {reason}")]
@@ -260,6 +318,15 @@ pub enum ConnectError {
 impl ConnectError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, Self::Unreachable { .. })
+    }
+
+    /// Whether the server answered: the network path to it works, whatever
+    /// it said.
+    pub fn server_answered(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable { answered: true, .. } | Self::Tls { .. }
+        )
     }
 }
 

@@ -46,7 +46,7 @@ fn processor(
             max_attempts: 3,
         },
         CancellationToken::new(),
-        Arc::new(Outage::new("database")),
+        DatabaseHealth::without_probe(),
     )
 }
 
@@ -237,6 +237,93 @@ async fn shutdown_while_a_refused_batch_is_split_releases_the_requests_not_yet_t
         settlements,
         vec![acked(), Settlement::Release, Settlement::Release]
     );
+}
+
+fn no_connection() -> ProcessError {
+    ProcessError::Unavailable(DbError::TimedOut(crate::db::Wait::Checkout(
+        Duration::from_secs(5),
+    )))
+}
+
+fn transaction_timed_out() -> ProcessError {
+    ProcessError::Unavailable(DbError::TimedOut(crate::db::Wait::Transaction(
+        Duration::from_secs(15),
+    )))
+}
+
+/// A processor whose database is found unreachable (its health turned
+/// down) once the scripted call `at` fails with `error`.
+fn cut_off_at(
+    at: usize,
+    error: fn() -> ProcessError,
+) -> (BatchProcessor<Scripted>, DatabaseHealth) {
+    let health = DatabaseHealth::without_probe();
+    let probe = health.clone();
+    let mut processor = processor(move |requests, call| {
+        if call < at {
+            return Err(unavailable());
+        }
+        if call == at {
+            probe.set_down(true);
+            return Err(error());
+        }
+        Ok(done(requests))
+    });
+    processor.health = health.clone();
+    (processor, health)
+}
+
+#[tokio::test]
+async fn a_batch_whose_transaction_timed_out_goes_back_counted_once_the_database_is_unreachable() {
+    let batch = requests(2);
+    let (mut processor, _) = cut_off_at(1, transaction_timed_out);
+    // An hour between retries: only the health can end the wait.
+    processor.retry.min_delay = Duration::from_secs(3600);
+    processor.retry.max_delay = Duration::from_secs(3600);
+
+    let settlements =
+        tokio::time::timeout(Duration::from_secs(10), processor.settle(decoded(&batch)))
+            .await
+            .expect("an unreachable database ends the wait between retries");
+
+    assert_eq!(settlements, vec![Settlement::Retry, Settlement::Retry]);
+    assert_eq!(calls(&processor).len(), 1);
+}
+
+#[tokio::test]
+async fn a_batch_that_never_got_a_connection_goes_back_uncounted() {
+    let batch = requests(2);
+    let (processor, _) = cut_off_at(1, no_connection);
+
+    let settlements = processor.settle(decoded(&batch)).await;
+
+    assert_eq!(settlements, vec![Settlement::Release, Settlement::Release]);
+}
+
+#[tokio::test]
+async fn an_earlier_attempt_that_reached_the_database_makes_the_return_counted() {
+    let batch = requests(1);
+    // The first attempt's connection closed mid-transaction; the second got
+    // no connection at all.
+    let (processor, _) = cut_off_at(2, no_connection);
+
+    let settlements = processor.settle(decoded(&batch)).await;
+
+    assert_eq!(settlements, vec![Settlement::Retry]);
+}
+
+#[tokio::test]
+async fn nothing_is_attempted_while_the_database_is_unreachable() {
+    let batch = requests(3);
+    let health = DatabaseHealth::without_probe();
+    health.set_down(true);
+    let mut processor = processor(|requests, _| Ok(done(requests)));
+    processor.health = health;
+
+    let settlements = processor.settle(decoded(&batch)).await;
+
+    assert_eq!(settlements, vec![Settlement::Release; 3]);
+    assert!(calls(&processor).is_empty());
 }
 
 #[tokio::test]

@@ -16,8 +16,9 @@ use disconnect_testkit::broker::{delete_topology, unique_topology};
 use disconnect_testkit::process::worker_env;
 use disconnect_testkit::{services, TestDatabase};
 use disconnect_worker::broker::{BrokerUrls, Topology};
-use disconnect_worker::db::DatabaseUrl;
-use disconnect_worker::db::DbPool;
+use disconnect_worker::db::{
+    BoundedPool, DatabaseHealth, DatabaseUrl, DbPool, Deadlines, SessionBounds,
+};
 use disconnect_worker::domain::{AccessToken, Authorizations, IssuedToken};
 use disconnect_worker::outbox::OutboxSettings;
 use disconnect_worker::retention::RetentionSettings;
@@ -86,8 +87,11 @@ impl TestContext {
         };
         Settings {
             database: disconnect_worker::db::DatabaseSettings {
-                url: DatabaseUrl::parse(database_url).expect("url"),
+                url: DatabaseUrl::parse(database_url)
+                    .expect("url")
+                    .with_bounds(SessionBounds::default()),
                 pool_size: 8,
+                deadlines: Deadlines::default(),
             },
             broker: BrokerSettings {
                 urls: BrokerUrls::parse("AMQP_URL", amqp_url).expect("url"),
@@ -105,6 +109,7 @@ impl TestContext {
                 relay_delay: Duration::from_millis(1000),
                 poll_interval: Duration::from_millis(200),
                 batch_size: 100,
+                confirm_timeout: Duration::from_secs(5),
                 retry: retry.clone(),
             },
             scopes: ScopeSettings {
@@ -124,6 +129,16 @@ impl TestContext {
 
     pub fn spawn_worker(&self) -> RunningWorker {
         RunningWorker::spawn(self.run_settings())
+    }
+
+    /// The test's pool as the worker's components take it: with the
+    /// default deadlines, and a health that never probes.
+    pub fn bounded_pool(&self) -> BoundedPool {
+        BoundedPool::new(
+            self.pool.clone(),
+            Deadlines::default(),
+            DatabaseHealth::without_probe(),
+        )
     }
 
     pub async fn channel(&self) -> lapin::Channel {
