@@ -14,6 +14,7 @@ mod idempotency;
 mod isolation;
 mod observability;
 mod outbox;
+mod partition;
 mod reconnect;
 mod retention;
 mod scopes;

@@ -196,6 +196,8 @@ pub struct ReceivedEvent {
     pub headers: lapin::types::FieldTable,
     pub raw: Vec<u8>,
     pub json: Value,
+    /// When the tap received it.
+    pub received_at: std::time::Instant,
 }
 
 impl ReceivedEvent {
@@ -285,6 +287,7 @@ impl EventTap {
             headers: delivery.properties.headers().clone().unwrap_or_default(),
             json: serde_json::from_slice(&delivery.data).expect("events are JSON"),
             raw: delivery.data,
+            received_at: std::time::Instant::now(),
         };
         let validator = self
             .schemas

@@ -5,6 +5,7 @@
 //! connections.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -203,6 +204,33 @@ impl Workload {
     /// Publish the whole stream (and the bad messages) as fast as the broker
     /// confirms it.
     pub async fn publish(&self, test: &TestContext) {
+        self.publish_at(test, None).await;
+    }
+
+    /// Publish the stream at `per_second` requests a second; returns when
+    /// each request id was first published.
+    pub async fn publish_paced(
+        &self,
+        test: &TestContext,
+        per_second: f64,
+    ) -> BTreeMap<Uuid, std::time::Instant> {
+        self.publish_at(test, Some(Duration::from_secs_f64(1.0 / per_second)))
+            .await
+    }
+
+    /// Each message is confirmed before the next is sent, `interval` apart
+    /// (or at once).
+    async fn publish_at(
+        &self,
+        test: &TestContext,
+        interval: Option<Duration>,
+    ) -> BTreeMap<Uuid, std::time::Instant> {
+        let mut published = BTreeMap::new();
+        let mut ticks = interval.map(|interval| {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
         let channel = test.channel().await;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -218,6 +246,12 @@ impl Workload {
         let every = (self.stream.len() / self.bad_messages.max(1)).max(1);
         let mut bad_sent = 0;
         for (index, (request_id, aim)) in self.stream.iter().enumerate() {
+            if let Some(ticks) = &mut ticks {
+                ticks.tick().await;
+            }
+            published
+                .entry(*request_id)
+                .or_insert_with(std::time::Instant::now);
             let (body, request_properties) = match aim {
                 Aim::Token(token) => (
                     super::broker::request_body(*request_id, self.tokens[*token].token.expose()),
@@ -251,6 +285,35 @@ impl Workload {
         assert_eq!(bad_sent, self.bad_messages);
         let returned = channel.wait_for_confirms().await.expect("confirms");
         assert!(returned.is_empty());
+        published
+    }
+
+    /// For each request, how long from its first publication to its
+    /// terminal event (the first copy): `connection.disconnected`,
+    /// `token.revoked` or a rejection for a single request; for a company
+    /// or application, its `disconnect.completed` or rejection (its
+    /// `connection.disconnected` events come before). `None` for a request
+    /// with no terminal event yet.
+    pub fn waits(
+        &self,
+        published: &BTreeMap<Uuid, std::time::Instant>,
+        events: &EventTap,
+    ) -> BTreeMap<Uuid, Option<Duration>> {
+        let aims: BTreeMap<Uuid, &Aim> = self.stream.iter().map(|(id, aim)| (*id, aim)).collect();
+        published
+            .iter()
+            .map(|(request_id, at)| {
+                let wide = aims.get(request_id).is_some_and(|aim| aim.is_wide());
+                let terminal = events.for_request(*request_id).into_iter().find(|event| {
+                    let key = event.routing_key.as_str();
+                    key == "connection.disconnect_rejected"
+                        || (wide && key == "disconnect.completed")
+                        || (!wide && key != "disconnect.completed")
+                });
+                let wait = terminal.map(|event| event.received_at.saturating_duration_since(*at));
+                (*request_id, wait)
+            })
+            .collect()
     }
 }
 
