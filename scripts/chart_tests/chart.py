@@ -68,7 +68,7 @@ def program_env() -> set[str]:
     the OpenTelemetry SDK reads."""
     sources = [REPO_DIR / "src" / "cli.rs", *sorted((REPO_DIR / "src" / "config").glob("*.rs"))]
     text = "\n".join(path.read_text() for path in sources)
-    constants = dict(re.findall(r'pub const ([A-Z_]+): &str = "([A-Z_]+)";', text))
+    constants = dict(re.findall(r'pub const ([A-Z_]+): &str =\s*"([A-Z_]+)";', text))
     names = {"RUST_LOG", *OTEL_ENV}
     for literal, constant in re.findall(r'\benv = (?:"([A-Z_]+)"|([A-Z_]+)\b)', text):
         names.add(literal or constants[constant])
@@ -94,6 +94,7 @@ COUNTERS = {
     "disconnect_worker_fanout_connections_total",
     "disconnect_worker_fanouts_finished_total",
     "disconnect_worker_retention_deleted_rows_total",
+    "disconnect_worker_timeouts_total",
     "process_cpu_seconds_total",
 }
 GAUGES = {

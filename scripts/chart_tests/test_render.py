@@ -118,6 +118,16 @@ def test_every_configmap_key_is_a_variable_the_worker_reads():
 
 CONFIG_TO_ENV = {
     "databasePoolSize": ("DATABASE_POOL_SIZE", 17),
+    "databaseConnectTimeoutSecs": ("DATABASE_CONNECT_TIMEOUT_SECS", 7),
+    "databasePoolTimeoutSecs": ("DATABASE_POOL_TIMEOUT_SECS", 8),
+    "databaseTransactionTimeoutSecs": ("DATABASE_TRANSACTION_TIMEOUT_SECS", 40),
+    "databaseStatementTimeoutSecs": ("DATABASE_STATEMENT_TIMEOUT_SECS", 30),
+    "databaseIdleInTransactionTimeoutSecs": ("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECS", 0),
+    "databaseKeepaliveSecs": ("DATABASE_KEEPALIVE_SECS", 11),
+    "databaseTcpUserTimeoutSecs": ("DATABASE_TCP_USER_TIMEOUT_SECS", 33),
+    "amqpHeartbeatSecs": ("AMQP_HEARTBEAT_SECS", 20),
+    "amqpConnectTimeoutSecs": ("AMQP_CONNECT_TIMEOUT_SECS", 12),
+    "amqpConfirmTimeoutSecs": ("AMQP_CONFIRM_TIMEOUT_SECS", 9),
     "requestExchange": ("REQUEST_EXCHANGE", "rx"),
     "requestQueue": ("REQUEST_QUEUE", "rq"),
     "requestRoutingKey": ("REQUEST_ROUTING_KEY", "rk"),

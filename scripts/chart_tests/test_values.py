@@ -37,6 +37,9 @@ def test_schema_is_a_valid_draft_07_schema():
     ({"config": {"prefetch": "32"}}, "/config/prefetch", "integer"),
     ({"config": {"requestQueue": "amq.requests"}}, "/config/requestQueue", ""),
     ({"config": {"prefech": 8}}, "/config", "prefech"),
+    ({"config": {"amqpHeartbeatSecs": 0}}, "/config/amqpHeartbeatSecs", "minimum"),
+    ({"config": {"databaseTransactionTimeoutSecs": 0}},
+     "/config/databaseTransactionTimeoutSecs", "minimum"),
     ({"migrations": {"enabled": "yes"}}, "/migrations/enabled", "boolean"),
     ({"secret": {"databaseUrl": "mysql://u:p@h/x"}}, "/secret/databaseUrl", ""),
     ({"terminationGracePeriodSeconds": 0}, "/terminationGracePeriodSeconds", "minimum"),
@@ -77,6 +80,16 @@ def test_retry_delays_must_be_ordered():
     message = render_error(merge(CREDENTIALS, {"config": {
         "retryMinDelayMs": 5000, "retryMaxDelayMs": 1000}}))
     assert "retryMinDelayMs must not exceed config.retryMaxDelayMs" in message
+
+
+@pytest.mark.parametrize("config, says", [
+    ({"databaseStatementTimeoutSecs": 15, "databaseTransactionTimeoutSecs": 15},
+     "config.databaseStatementTimeoutSecs must be less than config.databaseTransactionTimeoutSecs"),
+    ({"amqpConfirmTimeoutSecs": 20},
+     "config.amqpConfirmTimeoutSecs must be less than config.databaseTransactionTimeoutSecs"),
+])
+def test_bounds_that_contradict_each_other_are_refused(config, says):
+    assert says in render_error(merge(CREDENTIALS, {"config": config}))
 
 
 KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z][A-Za-z0-9]*):")

@@ -248,4 +248,12 @@ Checks across values that values.schema.json cannot express.
 {{- if gt (int .Values.config.retryMinDelayMs) (int .Values.config.retryMaxDelayMs) }}
 {{- fail "config.retryMinDelayMs must not exceed config.retryMaxDelayMs (the worker refuses to start otherwise)" }}
 {{- end }}
+{{- with .Values.config }}
+{{- if ge (int .databaseStatementTimeoutSecs) (int .databaseTransactionTimeoutSecs) }}
+{{- fail "config.databaseStatementTimeoutSecs must be less than config.databaseTransactionTimeoutSecs: on a working link the server's timeout must end a slow statement first (the worker refuses to start otherwise)" }}
+{{- end }}
+{{- if ge (int .amqpConfirmTimeoutSecs) (int .databaseTransactionTimeoutSecs) }}
+{{- fail "config.amqpConfirmTimeoutSecs must be less than config.databaseTransactionTimeoutSecs: the outbox relay waits for confirms inside a transaction (the worker refuses to start otherwise)" }}
+{{- end }}
+{{- end }}
 {{- end }}
