@@ -5,6 +5,7 @@
 //    docs/schemas/*.json relative to the document. Every diagnostic is printed
 //    with its severity, rule and path. Any error fails the run; so does any
 //    warning, info or hint that ALLOWED_DIAGNOSTICS below does not explain.
+//    Every `$ref` must be internal or a relative path to an existing file.
 // 2. Every message's `payload` is a `$ref` to a JSON Schema file that exists
 //    (docs/schemas/, draft 2020-12), every schema file is some message's
 //    payload, and every message has examples.
@@ -83,6 +84,48 @@ if (!fs.existsSync(documentPath)) {
   process.exit(1);
 }
 
+// Before the parser resolves anything: every `$ref`, in the document and in
+// the files it refers to, is internal (`#/...`) or a relative path to an
+// existing file. So nothing is fetched from the network.
+const scanned = new Set();
+function checkRefs(file) {
+  if (scanned.has(file)) return;
+  scanned.add(file);
+  let content;
+  try {
+    content = yaml.load(fs.readFileSync(file, 'utf8'), { schema: yaml.CORE_SCHEMA });
+  } catch {
+    return; // not YAML or JSON: the parser reports it
+  }
+  const from = path.dirname(file);
+  (function walk(node, at) {
+    if (Array.isArray(node)) {
+      node.forEach((item, index) => walk(item, `${at}[${index}]`));
+      return;
+    }
+    if (!isObject(node)) return;
+    for (const [key, value] of Object.entries(node)) {
+      if (key === '$ref' && typeof value === 'string' && !value.startsWith('#')) {
+        const target = value.split('#')[0];
+        const resolved = path.resolve(from, target);
+        if (/^[a-z][a-z0-9+.-]*:/i.test(target) || path.isAbsolute(target)) {
+          fail(`${show(file)}: ${at}.$ref '${value}': only internal references and relative file paths are allowed`);
+        } else if (!fs.existsSync(resolved)) {
+          fail(`${show(file)}: ${at}.$ref '${value}': ${show(resolved)} does not exist`);
+        } else {
+          checkRefs(resolved);
+        }
+      }
+      walk(value, at ? `${at}.${key}` : key);
+    }
+  })(content, '');
+}
+checkRefs(documentPath);
+if (failures > 0) {
+  console.log(`FAIL a $ref is neither internal nor a relative path to an existing file; not parsed`);
+  process.exit(1);
+}
+
 const { document, diagnostics } = await fromFile(new Parser(), documentPath).parse();
 
 for (const diagnostic of diagnostics) {
@@ -111,30 +154,10 @@ if (document === undefined) {
 
 // --- 2. References, payload schemas, examples -------------------------------
 
-// The document as written (CORE_SCHEMA: no YAML timestamps, everything as the
-// parser reads it), for what the resolved model no longer shows: the `$ref`s.
+// The document as written (CORE_SCHEMA: YAML timestamps stay strings, as
+// the parser reads them), for what the resolved model no longer shows: the
+// payloads' `$ref`s.
 const raw = yaml.load(fs.readFileSync(documentPath, 'utf8'), { schema: yaml.CORE_SCHEMA });
-
-// Every `$ref` is internal (`#/...`) or a relative path to an existing file:
-// nothing is fetched from the network, and a typo in a file name fails here.
-(function checkRefs(node, at) {
-  if (Array.isArray(node)) {
-    node.forEach((item, index) => checkRefs(item, `${at}[${index}]`));
-    return;
-  }
-  if (!isObject(node)) return;
-  for (const [key, value] of Object.entries(node)) {
-    if (key === '$ref' && typeof value === 'string' && !value.startsWith('#')) {
-      const file = value.split('#')[0];
-      if (/^[a-z][a-z0-9+.-]*:/i.test(file) || path.isAbsolute(file)) {
-        fail(`${at}.$ref '${value}': only internal references and relative file paths are allowed`);
-      } else if (!fs.existsSync(path.resolve(documentDir, file))) {
-        fail(`${at}.$ref '${value}': ${show(path.resolve(documentDir, file))} does not exist`);
-      }
-    }
-    checkRefs(value, at ? `${at}.${key}` : key);
-  }
-})(raw, '');
 
 // Payloads: JSON Schema draft 2020-12, formats checked. schemars writes the
 // Rust integer types as formats (`uint64`...): checked as their ranges.
