@@ -1,4 +1,4 @@
-"""The PrometheusRule's alerts, checked by Prometheus's own promtool.
+"""The PrometheusRule's alerts, checked and unit-tested by Prometheus's own promtool.
 
 scripts/check-chart provides promtool and names it in PROMTOOL; without it
 these tests fail rather than skip.
@@ -16,10 +16,13 @@ import pytest
 import yaml
 
 from chart import (
-    CREDENTIALS, SCENARIOS, merge, one, render,
+    CREDENTIALS, NAMESPACE, SCENARIOS, SERIES, label_matchers, merge, one, render, selectors,
 )
 
 RULE = merge(CREDENTIALS, {"prometheusRule": {"enabled": True}})
+FULLNAME = "dw-disconnect-worker"
+# `promtool test rules` cases; they read the rules rendered with RULE.
+ALERT_TESTS = Path(__file__).with_name("alert_tests.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +65,30 @@ def test_promtool_accepts_the_rules(promtool, values, tmp_path):
     write_rules(values, tmp_path)
     output = run(promtool, "check", "rules", "rules.yaml", cwd=tmp_path)
     assert "SUCCESS: 10 rules found" in output, output
+
+
+def test_alerts_fire_as_the_promtool_unit_tests_expect(promtool, tmp_path):
+    write_rules(RULE, tmp_path)
+    shutil.copy(ALERT_TESTS, tmp_path)
+    output = run(promtool, "test", "rules", ALERT_TESTS.name, cwd=tmp_path)
+    assert "SUCCESS" in output, output
+
+
+def test_the_unit_tests_feed_series_the_worker_exports_to_alerts_the_chart_has():
+    tests = yaml.safe_load(ALERT_TESTS.read_text())
+    assert tests["rule_files"] == ["rules.yaml"]
+    (group,) = one(render(RULE), "PrometheusRule")["spec"]["groups"]
+    alerts = {rule["alert"] for rule in group["rules"]}
+    releases = set()
+    for test in tests["tests"]:
+        for series in test["input_series"]:
+            (selector,) = selectors(series["series"])
+            assert selector.name in SERIES, selector.name
+            labels = label_matchers(selector)
+            releases.add((labels["job"], labels["namespace"]))
+        for case in test["alert_rule_test"]:
+            # An alert the rules lack would pass any test expecting no alert.
+            assert case["alertname"] in alerts, case["alertname"]
+    # This release's series, and another release's, which its alerts must ignore.
+    assert (FULLNAME, NAMESPACE) in releases
+    assert len(releases) > 1
