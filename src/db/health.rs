@@ -139,7 +139,9 @@ impl DatabaseHealth {
                     }
                     Err(error) => {
                         if !health.is_down() {
-                            tracing::warn!(error = %error,
+                            // The outage itself was logged (once) by the
+                            // failure that started the probe.
+                            tracing::info!(error = %error,
                                 "database unreachable; handing the requests held here back to the broker until it answers");
                             health.set_down(true);
                         }
