@@ -71,6 +71,11 @@ pub struct IssueArgs {
     /// Product permissions granted, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub products: Vec<String>,
+    /// The provider's id of an entity (legal entity, EIN, division) this
+    /// authentication covers; repeat it for each. A new one joins the
+    /// connection; one disconnected alone is active again.
+    #[arg(long = "entity", value_name = "PROVIDER_ENTITY_ID")]
+    pub entities: Vec<String>,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
@@ -90,9 +95,14 @@ pub struct DisconnectArgs {
     /// The application; the only one whose rows the request touches.
     #[arg(long)]
     pub client_id: Option<String>,
+    /// An entity of the connection (of TOKEN, or of --connection-id) to
+    /// disconnect alone; repeat it for each. The connection, its tokens and
+    /// its other entities stay.
+    #[arg(long = "entity-id", value_name = "ENTITY_ID")]
+    pub entity_ids: Vec<String>,
     /// token (the token alone), connection (the default with a token or a
     /// connection id), company, client (every active connection of the
-    /// application).
+    /// application), entity (implied by --entity-id).
     #[arg(long)]
     pub scope: Option<String>,
     /// user_request, employer_offboarded, customer_offboarded,

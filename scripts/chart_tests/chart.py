@@ -88,6 +88,7 @@ COUNTERS = {
     "disconnect_worker_requests_total",
     "disconnect_worker_dead_letters_total",
     "disconnect_worker_tokens_revoked_total",
+    "disconnect_worker_entities_disconnected_total",
     "disconnect_worker_retries_total",
     "disconnect_worker_broker_reconnects_total",
     "disconnect_worker_events_published_total",

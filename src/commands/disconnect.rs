@@ -18,7 +18,7 @@ use crate::broker::subscribe::{subscribe, Acks};
 use crate::cli::DisconnectArgs;
 use crate::domain::contract::REQUEST_TYPE;
 use crate::domain::event::{
-    DISCONNECTED, DISCONNECT_COMPLETED, DISCONNECT_REJECTED, TOKEN_REVOKED,
+    DISCONNECTED, DISCONNECT_COMPLETED, DISCONNECT_REJECTED, ENTITY_DISCONNECTED, TOKEN_REVOKED,
 };
 use crate::domain::request::Selectors;
 use crate::domain::{DisconnectRequest, ReasonCode, Scope, Target};
@@ -32,6 +32,7 @@ fn request(args: &DisconnectArgs) -> Result<DisconnectRequest, ConfigError> {
         connection_id: args.connection_id.clone(),
         company_id: args.company_id.clone(),
         client_id: args.client_id.clone(),
+        entity_ids: (!args.entity_ids.is_empty()).then(|| args.entity_ids.clone()),
         scope: args.scope.clone(),
     }
     .target()
@@ -82,6 +83,7 @@ fn terminal_events(scope: Scope) -> [&'static str; 2] {
         Scope::Token => [TOKEN_REVOKED, DISCONNECT_REJECTED],
         Scope::Connection => [DISCONNECTED, DISCONNECT_REJECTED],
         Scope::Company | Scope::Client => [DISCONNECT_COMPLETED, DISCONNECT_REJECTED],
+        Scope::Entity => [ENTITY_DISCONNECTED, DISCONNECT_REJECTED],
     }
 }
 
@@ -168,8 +170,9 @@ pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
     match events {
         None => println!("{}", serde_json::json!({ "request_id": id })),
         Some(events) => {
-            let event = wait_for_outcome(events, &id, Duration::from_secs(args.wait_secs)).await?;
-            println!("{event}");
+            for event in wait_for_outcome(events, &id, Duration::from_secs(args.wait_secs)).await? {
+                println!("{event}");
+            }
         }
     }
     let _ = connection.close(200, "done".into()).await;
@@ -188,12 +191,15 @@ async fn dry_run(args: &DisconnectArgs, target: &Target) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The request's terminal events: one, or, for entities disconnected alone,
+/// one per entity (each says how many there are).
 async fn wait_for_outcome(
     mut events: Consumer,
     request_id: &str,
     limit: Duration,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Vec<String>> {
     let wait = async {
+        let mut received = Vec::new();
         while let Some(delivery) = events.next().await {
             let delivery = delivery?;
             delivery.acker.ack(BasicAckOptions::default()).await?;
@@ -202,8 +208,21 @@ async fn wait_for_outcome(
                 .correlation_id()
                 .as_ref()
                 .map(|id| id.as_str());
-            if correlation == Some(request_id) {
-                return Ok(String::from_utf8_lossy(&delivery.data).into_owned());
+            if correlation != Some(request_id) {
+                continue;
+            }
+            let body = String::from_utf8_lossy(&delivery.data).into_owned();
+            let expected = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|event| event["disconnected_entities"].as_u64())
+                .and_then(|count| usize::try_from(count).ok())
+                .unwrap_or(1);
+            // An event may come twice (at least once): count each id once.
+            if !received.contains(&body) {
+                received.push(body);
+            }
+            if received.len() >= expected {
+                return Ok(received);
             }
         }
         anyhow::bail!("the event subscription closed before the outcome arrived")

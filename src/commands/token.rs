@@ -3,6 +3,7 @@
 use super::{with_database, ConfigError};
 use crate::cli::IssueArgs;
 use crate::config::DatabaseArgs;
+use crate::domain::entity::check_provider_entity_id;
 use crate::domain::AccessToken;
 use crate::service::{introspect_token, issue_token, TokenGrant};
 
@@ -17,6 +18,9 @@ pub async fn issue(args: &IssueArgs) -> anyhow::Result<()> {
             return Err(ConfigError(format!("{flag} must be 1 to 128 characters")).into());
         }
     }
+    for entity in &args.entities {
+        check_provider_entity_id(entity).map_err(|what| ConfigError(format!("--entity {what}")))?;
+    }
     let settings = args.database.settings().map_err(ConfigError)?;
     let grant = TokenGrant {
         client_id: args.client_id.clone(),
@@ -24,6 +28,7 @@ pub async fn issue(args: &IssueArgs) -> anyhow::Result<()> {
         provider_id: args.provider_id.clone(),
         user: args.user.clone(),
         products: args.products.clone(),
+        entities: args.entities.clone(),
     };
     let issued = with_database(&settings, "issuing the token", async |conn| {
         issue_token(conn, &grant).await

@@ -5,6 +5,7 @@
 pub mod bounded;
 pub mod connect;
 pub mod connections;
+pub mod entities;
 pub mod fanouts;
 pub mod health;
 pub mod requests;

@@ -17,6 +17,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    connection_entities (id) {
+        id -> Uuid,
+        connection_id -> Uuid,
+        provider_entity_id -> Text,
+        status -> Text,
+        created_at -> Timestamptz,
+        disconnected_at -> Nullable<Timestamptz>,
+        disconnected_by_request -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
     connections (id) {
         id -> Uuid,
         client_id -> Text,
@@ -83,10 +95,12 @@ diesel::table! {
 }
 
 diesel::joinable!(access_tokens -> connections (connection_id));
+diesel::joinable!(connection_entities -> connections (connection_id));
 diesel::joinable!(outbox_events -> disconnect_requests (request_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     access_tokens,
+    connection_entities,
     connections,
     disconnect_fanouts,
     disconnect_requests,

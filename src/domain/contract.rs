@@ -6,9 +6,12 @@
 use schemars::{schema_for, Schema};
 
 use super::event::payload::{
-    ConnectionDisconnected, DisconnectCompleted, DisconnectRejected, TokenRevoked,
+    ConnectionDisconnected, DisconnectCompleted, DisconnectRejected, EntityDisconnected,
+    TokenRevoked,
 };
-use super::event::{DISCONNECTED, DISCONNECT_COMPLETED, DISCONNECT_REJECTED, TOKEN_REVOKED};
+use super::event::{
+    DISCONNECTED, DISCONNECT_COMPLETED, DISCONNECT_REJECTED, ENTITY_DISCONNECTED, TOKEN_REVOKED,
+};
 use super::request::RequestBody;
 
 /// The AMQP `type` of a request, and its schema's name.
@@ -19,11 +22,18 @@ pub fn schemas() -> Vec<(&'static str, Schema)> {
     vec![
         (REQUEST_TYPE, schema_for!(RequestBody<'static>)),
         (DISCONNECTED, schema_for!(ConnectionDisconnected<'static>)),
-        (DISCONNECT_REJECTED, schema_for!(DisconnectRejected)),
+        (
+            DISCONNECT_REJECTED,
+            schema_for!(DisconnectRejected<'static>),
+        ),
         (TOKEN_REVOKED, schema_for!(TokenRevoked<'static>)),
         (
             DISCONNECT_COMPLETED,
             schema_for!(DisconnectCompleted<'static>),
+        ),
+        (
+            ENTITY_DISCONNECTED,
+            schema_for!(EntityDisconnected<'static>),
         ),
     ]
 }

@@ -82,6 +82,11 @@ uuid_id!(
     /// One outcome event; consumers deduplicate on it.
     EventId
 );
+uuid_id!(
+    /// One entity of a connection (a legal entity, an EIN, a division),
+    /// assigned by the platform when it is first connected.
+    EntityId
+);
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,7 @@
 
 pub mod authorization;
 pub mod contract;
+pub mod entity;
 pub mod event;
 pub mod ids;
 pub mod outcome;
@@ -13,8 +14,9 @@ mod text_column;
 pub mod token;
 
 pub use authorization::Authorizations;
+pub use entity::{EntityRef, EntityStatus};
 pub use event::{EventContext, OutcomeEvent};
-pub use ids::{ConnectionId, EventId, RequestId, TokenId};
+pub use ids::{ConnectionId, EntityId, EventId, RequestId, TokenId};
 pub use outcome::{ConnectionRef, ConnectionStatus, Outcome, OutcomeKind};
 pub use rejection::{Rejection, RejectionCode};
 pub use request::{DisconnectRequest, Provenance};

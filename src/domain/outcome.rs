@@ -5,7 +5,8 @@ use diesel::expression::AsExpression;
 use diesel::sql_types::Text;
 use serde::Serialize;
 
-use super::ids::{ConnectionId, TokenId};
+use super::entity::EntityRef;
+use super::ids::{ConnectionId, EntityId, TokenId};
 use super::text_column::text_column;
 
 /// Whether a connection's tokens work. A disconnect is final: a connection
@@ -52,10 +53,33 @@ pub struct ConnectionRef {
 /// ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// This request disconnected the connection and revoked these tokens.
+    /// This request disconnected the connection, revoked these tokens and
+    /// ended these entities (its active ones).
     Disconnected {
         connection: ConnectionRef,
         revoked_token_ids: Vec<TokenId>,
+        ended_entities: Vec<EntityRef>,
+    },
+    /// This request disconnected these entities of the connection, which
+    /// stays with its tokens; `already_disconnected` are those it named that
+    /// were disconnected before.
+    EntitiesDisconnected {
+        connection: ConnectionRef,
+        entities: Vec<EntityRef>,
+        already_disconnected: Vec<EntityId>,
+    },
+    /// These ids are no entities of the connection: nothing changed.
+    UnknownEntity {
+        connection_id: ConnectionId,
+        entity_ids: Vec<EntityId>,
+    },
+    /// Disconnecting them would leave the connection with no active
+    /// entity: a full disconnect must be asked for as one.
+    WouldDisconnectConnection { connection_id: ConnectionId },
+    /// Every entity named was disconnected before.
+    EntitiesAlreadyDisconnected {
+        connection_id: ConnectionId,
+        entity_ids: Vec<EntityId>,
     },
     /// This request revoked this one token; its connection stays.
     TokenRevoked {
@@ -100,17 +124,33 @@ impl Outcome {
             Self::Accepted => OutcomeKind::InProgress,
             Self::Completed { .. } => OutcomeKind::Completed,
             Self::NothingToDisconnect => OutcomeKind::NothingToDisconnect,
+            Self::EntitiesDisconnected { .. } => OutcomeKind::EntitiesDisconnected,
+            Self::UnknownEntity { .. } => OutcomeKind::UnknownEntity,
+            Self::WouldDisconnectConnection { .. } => OutcomeKind::WouldDisconnectConnection,
+            Self::EntitiesAlreadyDisconnected { .. } => OutcomeKind::EntitiesAlreadyDisconnected,
         }
     }
 
     pub fn connection_id(&self) -> Option<ConnectionId> {
         match self {
-            Self::Disconnected { connection, .. } | Self::TokenRevoked { connection, .. } => {
-                Some(connection.connection_id)
-            }
+            Self::Disconnected { connection, .. }
+            | Self::TokenRevoked { connection, .. }
+            | Self::EntitiesDisconnected { connection, .. } => Some(connection.connection_id),
             Self::AlreadyDisconnected { connection_id }
-            | Self::AlreadyRevoked { connection_id, .. } => Some(*connection_id),
+            | Self::AlreadyRevoked { connection_id, .. }
+            | Self::UnknownEntity { connection_id, .. }
+            | Self::WouldDisconnectConnection { connection_id }
+            | Self::EntitiesAlreadyDisconnected { connection_id, .. } => Some(*connection_id),
             _ => None,
+        }
+    }
+
+    /// The entities it disconnected: alone, or with their connection.
+    pub fn disconnected_entities(&self) -> &[EntityRef] {
+        match self {
+            Self::Disconnected { ended_entities, .. } => ended_entities,
+            Self::EntitiesDisconnected { entities, .. } => entities,
+            _ => &[],
         }
     }
 
@@ -153,10 +193,14 @@ pub enum OutcomeKind {
     InProgress,
     Completed,
     NothingToDisconnect,
+    EntitiesDisconnected,
+    UnknownEntity,
+    WouldDisconnectConnection,
+    EntitiesAlreadyDisconnected,
 }
 
 impl OutcomeKind {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 15] = [
         Self::Disconnected,
         Self::TokenRevoked,
         Self::UnknownToken,
@@ -168,6 +212,10 @@ impl OutcomeKind {
         Self::InProgress,
         Self::Completed,
         Self::NothingToDisconnect,
+        Self::EntitiesDisconnected,
+        Self::UnknownEntity,
+        Self::WouldDisconnectConnection,
+        Self::EntitiesAlreadyDisconnected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -183,6 +231,10 @@ impl OutcomeKind {
             Self::InProgress => "in_progress",
             Self::Completed => "completed",
             Self::NothingToDisconnect => "nothing_to_disconnect",
+            Self::EntitiesDisconnected => "entities_disconnected",
+            Self::UnknownEntity => "unknown_entity",
+            Self::WouldDisconnectConnection => "would_disconnect_connection",
+            Self::EntitiesAlreadyDisconnected => "entities_already_disconnected",
         }
     }
 
@@ -201,6 +253,9 @@ impl OutcomeKind {
                 | Self::NotAuthorized
                 | Self::Expired
                 | Self::NothingToDisconnect
+                | Self::UnknownEntity
+                | Self::WouldDisconnectConnection
+                | Self::EntitiesAlreadyDisconnected
         )
     }
 }

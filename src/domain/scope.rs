@@ -1,4 +1,4 @@
-//! What a request disconnects (its target, at one of four scopes) and why
+//! What a request disconnects (its target, at one of five scopes) and why
 //! (its reason code).
 
 use std::fmt;
@@ -6,7 +6,7 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::ids::ConnectionId;
+use super::ids::{ConnectionId, EntityId};
 use super::token::AccessToken;
 
 /// Longest application or company id accepted.
@@ -70,10 +70,19 @@ pub enum Scope {
     Company,
     /// Every active connection of an application.
     Client,
+    /// Named entities of one connection; the connection and its tokens
+    /// stay (Finch's `/disconnect-entity`).
+    Entity,
 }
 
 impl Scope {
-    pub const ALL: [Self; 4] = [Self::Token, Self::Connection, Self::Company, Self::Client];
+    pub const ALL: [Self; 5] = [
+        Self::Token,
+        Self::Connection,
+        Self::Company,
+        Self::Client,
+        Self::Entity,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -81,6 +90,7 @@ impl Scope {
             Self::Connection => "connection",
             Self::Company => "company",
             Self::Client => "client",
+            Self::Entity => "entity",
         }
     }
 
@@ -153,6 +163,18 @@ pub enum Target {
     },
     /// Every active connection of an application.
     Client { client_id: ClientId },
+    /// Named entities of a token's connection: scope `entity`.
+    EntitiesOfToken {
+        token: AccessToken,
+        client_id: Option<ClientId>,
+        entity_ids: Vec<EntityId>,
+    },
+    /// Named entities of a connection given by id, in its application.
+    EntitiesOfConnection {
+        client_id: ClientId,
+        connection_id: ConnectionId,
+        entity_ids: Vec<EntityId>,
+    },
 }
 
 impl Target {
@@ -162,25 +184,47 @@ impl Target {
             Self::Token { .. } => Scope::Token,
             Self::Company { .. } => Scope::Company,
             Self::Client { .. } => Scope::Client,
+            Self::EntitiesOfToken { .. } | Self::EntitiesOfConnection { .. } => Scope::Entity,
         }
     }
 
     /// The token a request names, if it names one.
     pub fn token(&self) -> Option<&AccessToken> {
         match self {
-            Self::ConnectionOfToken { token, .. } | Self::Token { token, .. } => Some(token),
+            Self::ConnectionOfToken { token, .. }
+            | Self::Token { token, .. }
+            | Self::EntitiesOfToken { token, .. } => Some(token),
+            _ => None,
+        }
+    }
+
+    /// The connection a request names by id, if it names one.
+    pub fn connection_id(&self) -> Option<ConnectionId> {
+        match self {
+            Self::Connection { connection_id, .. }
+            | Self::EntitiesOfConnection { connection_id, .. } => Some(*connection_id),
+            _ => None,
+        }
+    }
+
+    /// The entities a request names, if it names some.
+    pub fn entity_ids(&self) -> Option<&[EntityId]> {
+        match self {
+            Self::EntitiesOfToken { entity_ids, .. }
+            | Self::EntitiesOfConnection { entity_ids, .. } => Some(entity_ids),
             _ => None,
         }
     }
 
     pub fn client_id(&self) -> Option<&ClientId> {
         match self {
-            Self::ConnectionOfToken { client_id, .. } | Self::Token { client_id, .. } => {
-                client_id.as_ref()
-            }
+            Self::ConnectionOfToken { client_id, .. }
+            | Self::Token { client_id, .. }
+            | Self::EntitiesOfToken { client_id, .. } => client_id.as_ref(),
             Self::Connection { client_id, .. }
             | Self::Company { client_id, .. }
-            | Self::Client { client_id } => Some(client_id),
+            | Self::Client { client_id }
+            | Self::EntitiesOfConnection { client_id, .. } => Some(client_id),
         }
     }
 
@@ -225,6 +269,16 @@ impl Target {
             },
             Self::Client {
                 client_id: client(),
+            },
+            Self::EntitiesOfToken {
+                token: AccessToken::generate(),
+                client_id: None,
+                entity_ids: vec![EntityId::generate(), EntityId::generate()],
+            },
+            Self::EntitiesOfConnection {
+                client_id: client(),
+                connection_id: ConnectionId::generate(),
+                entity_ids: vec![EntityId::generate()],
             },
         ]
     }

@@ -12,6 +12,7 @@ use diesel::sql_types::Bytea;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use super::entity::{EntityRef, EntityStatus};
 use super::ids::{ConnectionId, TokenId};
 
 /// Every token we issue starts with this, so leaked tokens are recognisable by
@@ -105,6 +106,8 @@ pub struct IssuedToken {
     pub token: AccessToken,
     pub token_id: TokenId,
     pub connection_id: ConnectionId,
+    /// The connection's entities after the issue, with their state.
+    pub entities: Vec<(EntityRef, EntityStatus)>,
 }
 
 #[cfg(test)]

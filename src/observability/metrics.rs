@@ -19,6 +19,8 @@ pub const REQUESTS: &str = "disconnect_worker_requests_total";
 /// Dead-lettered requests by rejection code.
 pub const DEAD_LETTERS: &str = "disconnect_worker_dead_letters_total";
 pub const TOKENS_REVOKED: &str = "disconnect_worker_tokens_revoked_total";
+/// Entities disconnected: alone, or with their connection.
+pub const ENTITIES_DISCONNECTED: &str = "disconnect_worker_entities_disconnected_total";
 /// Seconds from receiving a delivery to settling it (ack or dead-letter).
 pub const PROCESSING_SECONDS: &str = "disconnect_worker_processing_seconds";
 /// Retries by operation: `process`, `relay`, `connect`, `migrate`, `fanout`.
@@ -126,6 +128,7 @@ fn start_at_zero() {
         counter!(TIMEOUTS, "operation" => operation).absolute(0);
     }
     counter!(TOKENS_REVOKED).absolute(0);
+    counter!(ENTITIES_DISCONNECTED).absolute(0);
     counter!(BROKER_RECONNECTS).absolute(0);
 }
 
@@ -146,6 +149,10 @@ fn describe() {
         "Bad requests dead-lettered, by rejection code."
     );
     describe_counter!(TOKENS_REVOKED, "Access tokens revoked.");
+    describe_counter!(
+        ENTITIES_DISCONNECTED,
+        "Entities disconnected, alone or with their connection."
+    );
     describe_histogram!(
         PROCESSING_SECONDS,
         Unit::Seconds,
@@ -212,9 +219,14 @@ pub fn request_settled(outcome: &'static str, elapsed: Duration) {
     histogram!(PROCESSING_SECONDS).record(elapsed.as_secs_f64());
 }
 
-pub fn fanout_chunk(connections: usize, tokens: usize) {
+pub fn fanout_chunk(connections: usize, tokens: usize, entities: usize) {
     counter!(FANOUT_CONNECTIONS).increment(connections as u64);
     tokens_revoked(tokens);
+    entities_disconnected(entities);
+}
+
+pub fn entities_disconnected(count: usize) {
+    counter!(ENTITIES_DISCONNECTED).increment(count as u64);
 }
 
 pub fn fanout_finished(outcome: &'static str) {

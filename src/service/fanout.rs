@@ -22,10 +22,12 @@ use chrono::Utc;
 use diesel::result::Error as QueryError;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 
+use crate::db::entities::{self, EntityDisconnection};
 use crate::db::fanouts::{self, Fanout};
 use crate::db::{connections, requests, tokens, Disconnection};
 use crate::domain::{
-    ConnectionStatus, EventContext, Outcome, OutcomeEvent, ReasonCode, RequestId, Scope,
+    ConnectionStatus, EntityStatus, EventContext, Outcome, OutcomeEvent, ReasonCode, RequestId,
+    Scope,
 };
 use crate::outbox;
 
@@ -42,6 +44,8 @@ pub enum Step {
         events: Vec<OutcomeEvent>,
         /// Tokens revoked.
         tokens: usize,
+        /// Entities that ended with their connections.
+        entities: usize,
     },
     /// Every connection is done, but some of the request's events are not
     /// published yet: its completion waits for them.
@@ -76,6 +80,8 @@ async fn disconnect_chunk(
     let now = Utc::now();
     let ids: Vec<_> = chunk.iter().map(|row| row.id).collect();
     let active = tokens::active_of_connections(&*conn, &[], &ids).await?;
+    let entity_rows = entities::of_connections(&*conn, &[], &ids).await?;
+    let mut entity_disconnections = Vec::new();
     let disconnections: Vec<Disconnection> = ids
         .iter()
         .map(|&connection_id| Disconnection {
@@ -96,23 +102,50 @@ async fn disconnect_chunk(
             .collect();
         revoked_token_ids.sort_unstable();
         expected_revoked += revoked_token_ids.len();
+        // Its active entities end with it, as in a batch.
+        let mut ended_entities: Vec<_> = entity_rows
+            .iter()
+            .filter(|entity| entity.connection_id == row.id)
+            .filter(|entity| entity.status == EntityStatus::Active)
+            .map(|entity| {
+                entity_disconnections.push(EntityDisconnection {
+                    entity_id: entity.id,
+                    request_id: fanout.request_id,
+                });
+                entity.to_ref()
+            })
+            .collect();
+        ended_entities.sort_unstable();
         let outcome = Outcome::Disconnected {
             connection: row.into_ref(),
             revoked_token_ids,
+            ended_entities,
         };
         events.extend(
-            OutcomeEvent::for_outcome(&context, &outcome, now).map(|event| OutcomeEvent {
-                traceparent: fanout.traceparent.clone(),
-                ..event
-            }),
+            OutcomeEvent::for_outcome(&context, &outcome, now)
+                .into_iter()
+                .map(|event| OutcomeEvent {
+                    traceparent: fanout.traceparent.clone(),
+                    ..event
+                }),
         );
     }
     let revoked = tokens::revoke_all_of_connections(&*conn, &disconnections, now).await?;
-    if revoked != expected_revoked {
+    let ended = if entity_disconnections.is_empty() {
+        0
+    } else {
+        entities::disconnect(&*conn, &entity_disconnections, now).await?
+    };
+    if revoked != expected_revoked || ended != entity_disconnections.len() {
         // As in a batch: the connection locks make this impossible, and the
-        // events would list the wrong tokens, so nothing commits.
+        // events would list the wrong tokens or entities, so nothing commits.
         return Err(QueryError::QueryBuilderError(
-            format!("revoked {revoked} tokens where {expected_revoked} were active").into(),
+            format!(
+                "revoked {revoked} tokens where {expected_revoked} were active, disconnected \
+                 {ended} entities where {} were active",
+                entity_disconnections.len()
+            )
+            .into(),
         ));
     }
     connections::mark_disconnected(&*conn, &disconnections, now).await?;
@@ -129,6 +162,7 @@ async fn disconnect_chunk(
         request_id: fanout.request_id,
         events,
         tokens: revoked,
+        entities: ended,
     })
 }
 
@@ -147,7 +181,10 @@ async fn complete(conn: &mut AsyncPgConnection, fanout: &Fanout) -> Result<Step,
             tokens: u64::try_from(fanout.tokens).unwrap_or_default(),
         }
     };
-    let Some(event) = OutcomeEvent::for_outcome(&context(fanout), &outcome, now) else {
+    let Some(event) = OutcomeEvent::for_outcome(&context(fanout), &outcome, now)
+        .into_iter()
+        .next()
+    else {
         return Err(QueryError::QueryBuilderError(
             "a finished fan-out has no terminal event".into(),
         ));

@@ -5,8 +5,10 @@ use diesel::result::Error as QueryError;
 use diesel_async::AsyncPgConnection;
 use serde::Serialize;
 
-use crate::db::{requests, tokens};
-use crate::domain::{AccessToken, ConnectionId, ConnectionStatus, RequestId, TokenId};
+use crate::db::{entities, requests, tokens};
+use crate::domain::{
+    AccessToken, ConnectionId, ConnectionStatus, EntityId, EntityStatus, RequestId, TokenId,
+};
 
 /// The JSON `token introspect` prints. An unknown token is `{"active": false}`.
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -31,6 +33,21 @@ pub struct TokenDetails {
     /// audit record is kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revocation: Option<Revocation>,
+    /// The connection's entities, when it has any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub entities: Vec<Entity>,
+}
+
+/// One entity of the token's connection.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Entity {
+    pub entity_id: EntityId,
+    pub provider_entity_id: String,
+    pub status: EntityStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disconnected_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disconnected_by_request: Option<RequestId>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -67,6 +84,17 @@ pub async fn introspect_token(
         }
         None => None,
     };
+    let entities = entities::views_of_connection(conn, view.connection_id)
+        .await?
+        .into_iter()
+        .map(|entity| Entity {
+            entity_id: entity.id,
+            provider_entity_id: entity.provider_entity_id,
+            status: entity.status,
+            disconnected_at: entity.disconnected_at.map(timestamp),
+            disconnected_by_request: entity.disconnected_by_request,
+        })
+        .collect();
     let active = view.revoked_at.is_none() && view.connection_status == ConnectionStatus::Active;
     Ok(Introspection {
         active,
@@ -80,6 +108,7 @@ pub async fn introspect_token(
             issued_at: timestamp(view.issued_at),
             revoked_at: view.revoked_at.map(timestamp),
             revocation,
+            entities,
         }),
     })
 }

@@ -4,8 +4,8 @@
 use diesel::result::Error as QueryError;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 
-use crate::db::connections;
 use crate::db::tokens::{self, NewToken};
+use crate::db::{connections, entities};
 use crate::domain::{AccessToken, ConnectionId, IssuedToken, TokenId};
 
 /// Who the token is for.
@@ -16,12 +16,17 @@ pub struct TokenGrant {
     pub provider_id: String,
     pub user: Option<String>,
     pub products: Vec<String>,
+    /// The provider's ids of the entities this authentication covers: new
+    /// ones join the connection, disconnected ones are active again.
+    pub entities: Vec<String>,
 }
 
 /// Join the pair's active connection, or create one, and issue a new token on
-/// it. The connection row is locked while the token is inserted, so a
-/// disconnect either sees this token (and revokes it) or has already finished
-/// (and this token lands on a new connection).
+/// it, connecting the grant's entities. The connection row is locked while
+/// the token and the entities are written, so a disconnect either sees them
+/// (and revokes or disconnects them) or has already finished (and this
+/// token lands on a new connection; an entity disconnected alone is active
+/// again, on the same connection).
 pub async fn issue_token(
     conn: &mut AsyncPgConnection,
     grant: &TokenGrant,
@@ -29,9 +34,10 @@ pub async fn issue_token(
     let token = AccessToken::generate();
     let hash = token.hash();
     let prefix = token.visible_prefix();
-    let (token_id, connection_id) = conn
+    let (token_id, connection_id, entity_rows) = conn
         .transaction::<_, QueryError, _>(async |conn| {
             let connection_id = lock_or_create_active(conn, grant).await?;
+            let entity_rows = entities::connect(conn, connection_id, &grant.entities).await?;
             let token_id = TokenId::generate();
             tokens::insert(
                 conn,
@@ -45,13 +51,17 @@ pub async fn issue_token(
                 },
             )
             .await?;
-            Ok((token_id, connection_id))
+            Ok((token_id, connection_id, entity_rows))
         })
         .await?;
     Ok(IssuedToken {
         token,
         token_id,
         connection_id,
+        entities: entity_rows
+            .iter()
+            .map(|row| (row.to_ref(), row.status))
+            .collect(),
     })
 }
 

@@ -8,8 +8,9 @@ use diesel::result::Error as QueryError;
 use diesel_async::AsyncPgConnection;
 use serde::Serialize;
 
-use crate::db::{connections, tokens};
-use crate::domain::{ConnectionId, ConnectionStatus, OutcomeKind, Scope, Target};
+use crate::db::{connections, entities, tokens};
+use crate::domain::{ConnectionId, ConnectionStatus, EntityId, OutcomeKind, Scope, Target};
+use crate::service::disconnect::plan::{decide_entities, EntityDecision};
 
 /// What `disconnect --dry-run` prints.
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -22,11 +23,19 @@ pub struct Preview {
     pub connection_ids: Vec<ConnectionId>,
     /// How many tokens it would revoke.
     pub tokens: i64,
+    /// For a request naming entities, the ids its outcome is about: those
+    /// it would disconnect, those unknown, or those disconnected already.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub entity_ids: Vec<EntityId>,
 }
 
 pub async fn preview(conn: &mut AsyncPgConnection, target: &Target) -> Result<Preview, QueryError> {
     let (outcome, connection_ids, tokens) = match target {
-        Target::ConnectionOfToken { token, client_id } | Target::Token { token, client_id } => {
+        Target::ConnectionOfToken { token, client_id }
+        | Target::Token { token, client_id }
+        | Target::EntitiesOfToken {
+            token, client_id, ..
+        } => {
             let found = tokens::find_by_hashes(&*conn, &[token.hash()]).await?;
             let Some(found) = found.first().copied() else {
                 return Ok(nothing(target, OutcomeKind::UnknownToken));
@@ -42,6 +51,9 @@ pub async fn preview(conn: &mut AsyncPgConnection, target: &Target) -> Result<Pr
             if connection.status != ConnectionStatus::Active {
                 return Ok(nothing(target, OutcomeKind::AlreadyDisconnected));
             }
+            if let Some(entity_ids) = target.entity_ids() {
+                return of_entities(conn, target, connection.id, entity_ids).await;
+            }
             if matches!(target, Target::Token { .. }) {
                 if found.revoked {
                     return Ok(nothing(target, OutcomeKind::AlreadyRevoked));
@@ -56,6 +68,11 @@ pub async fn preview(conn: &mut AsyncPgConnection, target: &Target) -> Result<Pr
         Target::Connection {
             client_id,
             connection_id,
+        }
+        | Target::EntitiesOfConnection {
+            client_id,
+            connection_id,
+            ..
         } => {
             let connection = connections::find(conn, *connection_id)
                 .await?
@@ -65,6 +82,9 @@ pub async fn preview(conn: &mut AsyncPgConnection, target: &Target) -> Result<Pr
             };
             if connection.status != ConnectionStatus::Active {
                 return Ok(nothing(target, OutcomeKind::AlreadyDisconnected));
+            }
+            if let Some(entity_ids) = target.entity_ids() {
+                return of_entities(conn, target, connection.id, entity_ids).await;
             }
             let ids = vec![connection.id];
             let tokens = tokens::count_active_of_connections(conn, &ids).await?;
@@ -94,6 +114,34 @@ pub async fn preview(conn: &mut AsyncPgConnection, target: &Target) -> Result<Pr
         outcome: outcome.as_str(),
         connection_ids,
         tokens,
+        entity_ids: Vec::new(),
+    })
+}
+
+/// What a request naming entities of an active connection would do, by the
+/// batch's own rules.
+async fn of_entities(
+    conn: &mut AsyncPgConnection,
+    target: &Target,
+    connection_id: ConnectionId,
+    named: &[EntityId],
+) -> Result<Preview, QueryError> {
+    let rows = entities::of_connection(conn, connection_id).await?;
+    let (outcome, entity_ids) = match decide_entities(&rows, named) {
+        EntityDecision::Unknown(unknown) => (OutcomeKind::UnknownEntity, unknown),
+        EntityDecision::WouldDisconnectConnection => {
+            (OutcomeKind::WouldDisconnectConnection, Vec::new())
+        }
+        EntityDecision::AllAlreadyDisconnected(already) => {
+            (OutcomeKind::EntitiesAlreadyDisconnected, already)
+        }
+        EntityDecision::Disconnect { disconnect, .. } => {
+            (OutcomeKind::EntitiesDisconnected, disconnect)
+        }
+    };
+    Ok(Preview {
+        entity_ids,
+        ..nothing(target, outcome)
     })
 }
 
@@ -115,5 +163,6 @@ fn nothing(target: &Target, outcome: OutcomeKind) -> Preview {
         outcome: outcome.as_str(),
         connection_ids: Vec::new(),
         tokens: 0,
+        entity_ids: Vec::new(),
     }
 }

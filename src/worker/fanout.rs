@@ -85,8 +85,9 @@ impl FanoutTask {
                 request_id,
                 events,
                 tokens,
+                entities,
             } => {
-                metrics::fanout_chunk(events.len(), tokens);
+                metrics::fanout_chunk(events.len(), tokens, entities);
                 tracing::debug!(%request_id, connections = events.len(), "fan-out chunk committed");
                 self.outbox.publish_now(events).await;
                 None

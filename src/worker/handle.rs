@@ -190,6 +190,7 @@ fn record_metrics(settlement: &Settlement, done: &'static str, received_at: Inst
     match settlement {
         Settlement::Ack(Processed::Recorded(outcome)) => {
             metrics::tokens_revoked(usize::try_from(outcome.revoked_tokens()).unwrap_or_default());
+            metrics::entities_disconnected(outcome.disconnected_entities().len());
         }
         Settlement::DeadLetter(rejection) if done == settlement.label() => {
             metrics::dead_lettered(rejection.code.as_str());

@@ -150,6 +150,7 @@ async fn tokens_issued_while_their_connection_is_disconnected_are_revoked_or_on_
                     provider_id: "gusto".into(),
                     user: Some(format!("issuer-{issuer}-{round}")),
                     products: vec![],
+                    entities: vec![],
                 };
                 issued.push(issue_token(&mut conn, &grant).await.expect("issued"));
             }

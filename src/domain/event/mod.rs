@@ -17,12 +17,14 @@ pub const DISCONNECTED: &str = "connection.disconnected";
 pub const DISCONNECT_REJECTED: &str = "connection.disconnect_rejected";
 pub const TOKEN_REVOKED: &str = "token.revoked";
 pub const DISCONNECT_COMPLETED: &str = "disconnect.completed";
+pub const ENTITY_DISCONNECTED: &str = "connection.entity_disconnected";
 /// Every event type, which is also its routing key.
-pub const EVENT_TYPES: [&str; 4] = [
+pub const EVENT_TYPES: [&str; 5] = [
     DISCONNECTED,
     DISCONNECT_REJECTED,
     TOKEN_REVOKED,
     DISCONNECT_COMPLETED,
+    ENTITY_DISCONNECTED,
 ];
 
 /// An event: its id, its request, routing key and exact bytes; the same
@@ -58,34 +60,58 @@ pub struct EventContext<'a> {
 }
 
 impl OutcomeEvent {
-    /// The event of an outcome, serialised once, here: the outbox keeps these
-    /// bytes, so every publication of the event is identical. `None` for a
-    /// request whose fan-out has only started: its events come as it goes.
-    pub fn for_outcome(
-        context: &EventContext,
-        outcome: &Outcome,
-        at: DateTime<Utc>,
-    ) -> Option<Self> {
-        let event_id = EventId::generate();
+    /// The events of an outcome, serialised once, here: the outbox keeps
+    /// these bytes, so every publication of an event is identical. One for
+    /// most outcomes; one per entity for entities disconnected alone; none
+    /// for a request whose fan-out has only started (its events come as it
+    /// goes).
+    pub fn for_outcome(context: &EventContext, outcome: &Outcome, at: DateTime<Utc>) -> Vec<Self> {
         let occurred_at = at.to_rfc3339_opts(SecondsFormat::Micros, true);
-        let rejected = |reason: RejectionReason| payload::DisconnectRejected {
-            event_id,
-            event_type: DISCONNECT_REJECTED,
-            occurred_at: occurred_at.clone(),
-            request_id: context.request_id,
-            reason,
-            scope: context.scope,
-            connection_id: outcome.connection_id(),
-            token_id: outcome.token_id(),
-            reason_code: context.reason_code,
+        let event = |event_id: EventId, routing_key: &str, payload: serde_json::Result<String>| {
+            Self {
+                event_id,
+                request_id: context.request_id,
+                routing_key: routing_key.to_string(),
+                // Serialising these plain structs cannot fail: no maps with
+                // non-string keys, no custom serialisers.
+                payload: payload.unwrap_or_default(),
+                occurred_at: at,
+                subject: outcome.connection_id().map(|id| id.to_string()),
+                traceparent: None,
+                request_published_at: None,
+            }
         };
-        let (routing_key, payload) = match outcome {
+        let rejected = |reason: RejectionReason| {
+            let event_id = EventId::generate();
+            let entity_ids = match outcome {
+                Outcome::UnknownEntity { entity_ids, .. }
+                | Outcome::EntitiesAlreadyDisconnected { entity_ids, .. } => {
+                    Some(entity_ids.as_slice())
+                }
+                _ => None,
+            };
+            let payload = serde_json::to_string(&payload::DisconnectRejected {
+                event_id,
+                event_type: DISCONNECT_REJECTED,
+                occurred_at: occurred_at.clone(),
+                request_id: context.request_id,
+                reason,
+                scope: context.scope,
+                connection_id: outcome.connection_id(),
+                token_id: outcome.token_id(),
+                entity_ids,
+                reason_code: context.reason_code,
+            });
+            vec![event(event_id, DISCONNECT_REJECTED, payload)]
+        };
+        match outcome {
             Outcome::Disconnected {
                 connection,
                 revoked_token_ids,
-            } => (
-                DISCONNECTED,
-                serde_json::to_string(&payload::ConnectionDisconnected {
+                ended_entities,
+            } => {
+                let event_id = EventId::generate();
+                let payload = serde_json::to_string(&payload::ConnectionDisconnected {
                     event_id,
                     event_type: DISCONNECTED,
                     occurred_at: occurred_at.clone(),
@@ -96,15 +122,44 @@ impl OutcomeEvent {
                     company_id: &connection.company_id,
                     provider_id: &connection.provider_id,
                     revoked_token_ids,
+                    entities: ended_entities,
                     reason_code: context.reason_code,
-                }),
-            ),
+                });
+                vec![event(event_id, DISCONNECTED, payload)]
+            }
+            Outcome::EntitiesDisconnected {
+                connection,
+                entities,
+                already_disconnected,
+            } => entities
+                .iter()
+                .map(|entity| {
+                    let event_id = EventId::generate();
+                    let payload = serde_json::to_string(&payload::EntityDisconnected {
+                        event_id,
+                        event_type: ENTITY_DISCONNECTED,
+                        occurred_at: occurred_at.clone(),
+                        request_id: context.request_id,
+                        scope: context.scope,
+                        connection_id: connection.connection_id,
+                        client_id: &connection.client_id,
+                        company_id: &connection.company_id,
+                        provider_id: &connection.provider_id,
+                        entity_id: entity.entity_id,
+                        provider_entity_id: &entity.provider_entity_id,
+                        disconnected_entities: entities.len() as u64,
+                        already_disconnected_entity_ids: already_disconnected,
+                        reason_code: context.reason_code,
+                    });
+                    event(event_id, ENTITY_DISCONNECTED, payload)
+                })
+                .collect(),
             Outcome::TokenRevoked {
                 token_id,
                 connection,
-            } => (
-                TOKEN_REVOKED,
-                serde_json::to_string(&payload::TokenRevoked {
+            } => {
+                let event_id = EventId::generate();
+                let payload = serde_json::to_string(&payload::TokenRevoked {
                     event_id,
                     event_type: TOKEN_REVOKED,
                     occurred_at: occurred_at.clone(),
@@ -115,14 +170,15 @@ impl OutcomeEvent {
                     company_id: &connection.company_id,
                     provider_id: &connection.provider_id,
                     reason_code: context.reason_code,
-                }),
-            ),
+                });
+                vec![event(event_id, TOKEN_REVOKED, payload)]
+            }
             Outcome::Completed {
                 connections,
                 tokens,
-            } => (
-                DISCONNECT_COMPLETED,
-                serde_json::to_string(&payload::DisconnectCompleted {
+            } => {
+                let event_id = EventId::generate();
+                let payload = serde_json::to_string(&payload::DisconnectCompleted {
                     event_id,
                     event_type: DISCONNECT_COMPLETED,
                     occurred_at: occurred_at.clone(),
@@ -133,50 +189,25 @@ impl OutcomeEvent {
                     connections: *connections,
                     tokens: *tokens,
                     reason_code: context.reason_code,
-                }),
-            ),
-            Outcome::UnknownToken => (
-                DISCONNECT_REJECTED,
-                serde_json::to_string(&rejected(RejectionReason::UnknownToken)),
-            ),
-            Outcome::UnknownConnection => (
-                DISCONNECT_REJECTED,
-                serde_json::to_string(&rejected(RejectionReason::UnknownConnection)),
-            ),
-            Outcome::AlreadyDisconnected { .. } => (
-                DISCONNECT_REJECTED,
-                serde_json::to_string(&rejected(RejectionReason::AlreadyDisconnected)),
-            ),
-            Outcome::AlreadyRevoked { .. } => (
-                DISCONNECT_REJECTED,
-                serde_json::to_string(&rejected(RejectionReason::AlreadyRevoked)),
-            ),
-            Outcome::NotAuthorized => (
-                DISCONNECT_REJECTED,
-                serde_json::to_string(&rejected(RejectionReason::NotAuthorized)),
-            ),
-            Outcome::Expired => (
-                DISCONNECT_REJECTED,
-                serde_json::to_string(&rejected(RejectionReason::Expired)),
-            ),
-            Outcome::NothingToDisconnect => (
-                DISCONNECT_REJECTED,
-                serde_json::to_string(&rejected(RejectionReason::NothingToDisconnect)),
-            ),
-            Outcome::Accepted => return None,
-        };
-        Some(Self {
-            event_id,
-            request_id: context.request_id,
-            routing_key: routing_key.to_string(),
-            // Serialising these plain structs cannot fail: no maps with
-            // non-string keys, no custom serialisers.
-            payload: payload.unwrap_or_default(),
-            occurred_at: at,
-            subject: outcome.connection_id().map(|id| id.to_string()),
-            traceparent: None,
-            request_published_at: None,
-        })
+                });
+                vec![event(event_id, DISCONNECT_COMPLETED, payload)]
+            }
+            Outcome::UnknownToken => rejected(RejectionReason::UnknownToken),
+            Outcome::UnknownConnection => rejected(RejectionReason::UnknownConnection),
+            Outcome::AlreadyDisconnected { .. } => rejected(RejectionReason::AlreadyDisconnected),
+            Outcome::AlreadyRevoked { .. } => rejected(RejectionReason::AlreadyRevoked),
+            Outcome::NotAuthorized => rejected(RejectionReason::NotAuthorized),
+            Outcome::Expired => rejected(RejectionReason::Expired),
+            Outcome::NothingToDisconnect => rejected(RejectionReason::NothingToDisconnect),
+            Outcome::UnknownEntity { .. } => rejected(RejectionReason::UnknownEntity),
+            Outcome::WouldDisconnectConnection { .. } => {
+                rejected(RejectionReason::WouldDisconnectConnection)
+            }
+            Outcome::EntitiesAlreadyDisconnected { .. } => {
+                rejected(RejectionReason::EntitiesAlreadyDisconnected)
+            }
+            Outcome::Accepted => Vec::new(),
+        }
     }
 }
 
@@ -194,7 +225,7 @@ pub fn connection_of(outcome: &Outcome) -> Option<&ConnectionRef> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ConnectionId, TokenId};
+    use crate::domain::{ConnectionId, EntityId, EntityRef, TokenId};
     use uuid::Uuid;
 
     fn context(scope: Scope) -> EventContext<'static> {
@@ -211,6 +242,107 @@ mod tests {
         serde_json::from_str(&event.payload).expect("json")
     }
 
+    fn one(mut events: Vec<OutcomeEvent>) -> OutcomeEvent {
+        assert_eq!(events.len(), 1, "{events:?}");
+        events.remove(0)
+    }
+
+    fn connection(connection_id: ConnectionId) -> ConnectionRef {
+        ConnectionRef {
+            connection_id,
+            client_id: "app".into(),
+            company_id: "C".into(),
+            provider_id: "gusto".into(),
+        }
+    }
+
+    #[test]
+    fn entities_disconnected_alone_get_one_event_each_naming_both_ids() {
+        let connection_id = ConnectionId::generate();
+        let entities = vec![
+            EntityRef {
+                entity_id: EntityId::generate(),
+                provider_entity_id: "ein-1".into(),
+            },
+            EntityRef {
+                entity_id: EntityId::generate(),
+                provider_entity_id: "ein-2".into(),
+            },
+        ];
+        let already = vec![EntityId::generate()];
+        let outcome = Outcome::EntitiesDisconnected {
+            connection: connection(connection_id),
+            entities: entities.clone(),
+            already_disconnected: already.clone(),
+        };
+        let events = OutcomeEvent::for_outcome(&context(Scope::Entity), &outcome, Utc::now());
+        assert_eq!(events.len(), 2);
+        for (event, entity) in events.iter().zip(&entities) {
+            assert_eq!(event.routing_key, ENTITY_DISCONNECTED);
+            assert_eq!(event.subject, Some(connection_id.to_string()));
+            let body = json(event);
+            assert_eq!(body["entity_id"], entity.entity_id.to_string());
+            assert_eq!(body["provider_entity_id"], entity.provider_entity_id);
+            assert_eq!(body["disconnected_entities"], 2);
+            assert_eq!(
+                body["already_disconnected_entity_ids"][0],
+                already[0].to_string()
+            );
+            assert_eq!(body["scope"], "entity");
+        }
+        assert_ne!(events[0].event_id, events[1].event_id);
+    }
+
+    #[test]
+    fn a_full_disconnect_lists_the_entities_that_ended_with_it_and_only_then() {
+        let entity = EntityRef {
+            entity_id: EntityId::generate(),
+            provider_entity_id: "division-a".into(),
+        };
+        let with = Outcome::Disconnected {
+            connection: connection(ConnectionId::generate()),
+            revoked_token_ids: Vec::new(),
+            ended_entities: vec![entity.clone()],
+        };
+        let body = json(&one(OutcomeEvent::for_outcome(
+            &context(Scope::Connection),
+            &with,
+            Utc::now(),
+        )));
+        assert_eq!(
+            body["entities"][0]["entity_id"],
+            entity.entity_id.to_string()
+        );
+        assert_eq!(body["entities"][0]["provider_entity_id"], "division-a");
+        let without = Outcome::Disconnected {
+            connection: connection(ConnectionId::generate()),
+            revoked_token_ids: Vec::new(),
+            ended_entities: Vec::new(),
+        };
+        let body = json(&one(OutcomeEvent::for_outcome(
+            &context(Scope::Connection),
+            &without,
+            Utc::now(),
+        )));
+        assert!(body.get("entities").is_none(), "{body}");
+    }
+
+    #[test]
+    fn an_unknown_entity_rejection_names_the_unknown_ids() {
+        let unknown = vec![EntityId::generate()];
+        let outcome = Outcome::UnknownEntity {
+            connection_id: ConnectionId::generate(),
+            entity_ids: unknown.clone(),
+        };
+        let body = json(&one(OutcomeEvent::for_outcome(
+            &context(Scope::Entity),
+            &outcome,
+            Utc::now(),
+        )));
+        assert_eq!(body["reason"], "unknown_entity");
+        assert_eq!(body["entity_ids"][0], unknown[0].to_string());
+    }
+
     #[test]
     fn a_disconnected_event_carries_the_connection_the_token_ids_and_the_reason_code() {
         let token_id = TokenId::generate();
@@ -223,9 +355,10 @@ mod tests {
                 provider_id: "gusto".into(),
             },
             revoked_token_ids: vec![token_id],
+            ended_entities: Vec::new(),
         };
         let context = context(Scope::Connection);
-        let event = OutcomeEvent::for_outcome(&context, &outcome, Utc::now()).expect("an event");
+        let event = one(OutcomeEvent::for_outcome(&context, &outcome, Utc::now()));
         assert_eq!(event.routing_key, DISCONNECTED);
         assert_eq!(event.subject, Some(connection_id.to_string()));
         let json = json(&event);
@@ -242,16 +375,21 @@ mod tests {
     fn a_rejected_event_names_its_reason() {
         let connection_id = ConnectionId::generate();
         let outcome = Outcome::AlreadyDisconnected { connection_id };
-        let event = OutcomeEvent::for_outcome(&context(Scope::Connection), &outcome, Utc::now())
-            .expect("an event");
+        let event = one(OutcomeEvent::for_outcome(
+            &context(Scope::Connection),
+            &outcome,
+            Utc::now(),
+        ));
         assert_eq!(event.routing_key, DISCONNECT_REJECTED);
         let body = json(&event);
         assert_eq!(body["reason"], "already_disconnected");
         assert_eq!(body["connection_id"], connection_id.to_string());
 
-        let event =
-            OutcomeEvent::for_outcome(&context(Scope::Token), &Outcome::UnknownToken, Utc::now())
-                .expect("an event");
+        let event = one(OutcomeEvent::for_outcome(
+            &context(Scope::Token),
+            &Outcome::UnknownToken,
+            Utc::now(),
+        ));
         let body = json(&event);
         assert_eq!(body["reason"], "unknown_token");
         assert!(body.get("connection_id").is_none());
@@ -264,8 +402,11 @@ mod tests {
             connections: 3,
             tokens: 7,
         };
-        let event = OutcomeEvent::for_outcome(&context(Scope::Client), &outcome, Utc::now())
-            .expect("an event");
+        let event = one(OutcomeEvent::for_outcome(
+            &context(Scope::Client),
+            &outcome,
+            Utc::now(),
+        ));
         assert_eq!(event.routing_key, DISCONNECT_COMPLETED);
         let json = json(&event);
         assert_eq!(
@@ -275,7 +416,7 @@ mod tests {
         assert_eq!(json["client_id"], "app");
         assert!(
             OutcomeEvent::for_outcome(&context(Scope::Client), &Outcome::Accepted, Utc::now())
-                .is_none()
+                .is_empty()
         );
     }
 }

@@ -6,7 +6,8 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::domain::ids::{ConnectionId, EventId, RequestId, TokenId};
+use crate::domain::entity::EntityRef;
+use crate::domain::ids::{ConnectionId, EntityId, EventId, RequestId, TokenId};
 use crate::domain::scope::{ReasonCode, Scope};
 
 /// `connection.disconnected`: this request disconnected this connection and
@@ -30,6 +31,43 @@ pub struct ConnectionDisconnected<'a> {
     pub company_id: &'a str,
     pub provider_id: &'a str,
     pub revoked_token_ids: &'a [TokenId],
+    /// The entities that ended with the connection (its active ones); left
+    /// out when it had none.
+    #[serde(skip_serializing_if = "<[EntityRef]>::is_empty")]
+    #[schemars(default)]
+    pub entities: &'a [EntityRef],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<ReasonCode>,
+}
+
+/// `connection.entity_disconnected`: this entity of the connection was
+/// disconnected alone; the connection, its tokens and its other entities
+/// stay. One event per entity a request disconnects.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(title = "connection.entity_disconnected")]
+pub struct EntityDisconnected<'a> {
+    pub event_id: EventId,
+    #[schemars(extend("const" = "connection.entity_disconnected"))]
+    pub event_type: &'static str,
+    #[schemars(extend("format" = "date-time"))]
+    pub occurred_at: String,
+    pub request_id: RequestId,
+    pub scope: Scope,
+    pub connection_id: ConnectionId,
+    pub client_id: &'a str,
+    pub company_id: &'a str,
+    pub provider_id: &'a str,
+    /// The platform's id of the entity.
+    pub entity_id: EntityId,
+    /// The provider's own identifier for it.
+    pub provider_entity_id: &'a str,
+    /// How many entities this request disconnected: one event for each.
+    pub disconnected_entities: u64,
+    /// Entities the request named that were disconnected before, and stay
+    /// so; left out when none.
+    #[serde(skip_serializing_if = "<[EntityId]>::is_empty")]
+    #[schemars(default)]
+    pub already_disconnected_entity_ids: &'a [EntityId],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason_code: Option<ReasonCode>,
 }
@@ -64,12 +102,18 @@ pub enum RejectionReason {
     NotAuthorized,
     Expired,
     NothingToDisconnect,
+    /// An id the request named is no entity of the connection.
+    UnknownEntity,
+    /// The request would leave the connection with no active entity.
+    WouldDisconnectConnection,
+    /// Every entity the request named was disconnected before.
+    EntitiesAlreadyDisconnected,
 }
 
 /// `connection.disconnect_rejected`: the request changed nothing.
 #[derive(Debug, Serialize, JsonSchema)]
 #[schemars(title = "connection.disconnect_rejected")]
-pub struct DisconnectRejected {
+pub struct DisconnectRejected<'a> {
     pub event_id: EventId,
     #[schemars(extend("const" = "connection.disconnect_rejected"))]
     pub event_type: &'static str,
@@ -84,6 +128,11 @@ pub struct DisconnectRejected {
     /// The token, when the request was for a token alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_id: Option<TokenId>,
+    /// The entities the reason is about: those that are no entities of the
+    /// connection (`unknown_entity`), or those disconnected before
+    /// (`entities_already_disconnected`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity_ids: Option<&'a [EntityId]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason_code: Option<ReasonCode>,
 }

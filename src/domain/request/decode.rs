@@ -13,18 +13,20 @@ use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
 
 use super::{DisconnectRequest, MAX_REASON_CHARS, MAX_REQUESTED_BY_CHARS};
-use crate::domain::ids::{ConnectionId, RequestId};
+use crate::domain::entity::MAX_ENTITY_IDS;
+use crate::domain::ids::{ConnectionId, EntityId, RequestId};
 use crate::domain::rejection::{Rejection, RejectionCode};
 use crate::domain::scope::{ClientId, CompanyId, ReasonCode, Scope, Target};
 use crate::domain::token::AccessToken;
 
 /// The request's own fields: the only keys a rejection may name.
-const FIELDS: [&str; 10] = [
+const FIELDS: [&str; 11] = [
     "request_id",
     "access_token",
     "connection_id",
     "company_id",
     "client_id",
+    "entity_ids",
     "scope",
     "reason_code",
     "requested_at",
@@ -42,6 +44,8 @@ struct WireRequest {
     connection_id: Option<String>,
     company_id: Option<String>,
     client_id: Option<String>,
+    /// Checked by hand: its errors must name positions, never values.
+    entity_ids: Option<serde_json::Value>,
     scope: Option<String>,
     reason_code: Option<String>,
     requested_at: Option<String>,
@@ -134,11 +138,13 @@ impl DisconnectRequest {
             .transpose()?;
         let requested_by = bounded_text(wire.requested_by, "requested_by", MAX_REQUESTED_BY_CHARS)?;
         let reason = bounded_text(wire.reason, "reason", MAX_REASON_CHARS)?;
+        let entity_ids = wire.entity_ids.map(entity_id_texts).transpose()?;
         let target = Selectors {
             access_token: wire.access_token,
             connection_id: wire.connection_id,
             company_id: wire.company_id,
             client_id: wire.client_id,
+            entity_ids,
             scope: wire.scope,
         }
         .target()?;
@@ -174,16 +180,71 @@ pub struct Selectors {
     pub connection_id: Option<String>,
     pub company_id: Option<String>,
     pub client_id: Option<String>,
+    pub entity_ids: Option<Vec<String>>,
     pub scope: Option<String>,
 }
 
 impl Selectors {
     /// Exactly one selector: `access_token` (scope `connection` by default,
     /// or `token`), `connection_id`, `company_id`, or none with scope
-    /// `client`. Every selector but the token needs `client_id`.
+    /// `client`. Every selector but the token needs `client_id`. With
+    /// `entity_ids` (scope `entity`), the token or the connection id names
+    /// the connection whose entities those are.
     pub fn target(self) -> Result<Target, Rejection> {
         target(self)
     }
+}
+
+/// `entity_ids` as the body gives it: a list of strings, or it is refused.
+fn entity_id_texts(value: serde_json::Value) -> Result<Vec<String>, Rejection> {
+    let not_a_list = || Rejection::invalid("entity_ids", "is not a list of entity ids (strings)");
+    let serde_json::Value::Array(items) = value else {
+        return Err(not_a_list());
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            serde_json::Value::String(text) => Ok(text),
+            _ => Err(not_a_list()),
+        })
+        .collect()
+}
+
+/// Entity ids: one at least, at most [`MAX_ENTITY_IDS`], each a UUID, none
+/// twice. Errors name positions, never values.
+fn entity_ids(texts: Vec<String>) -> Result<Vec<EntityId>, Rejection> {
+    if texts.is_empty() {
+        return Err(Rejection::invalid("entity_ids", "is empty"));
+    }
+    if texts.len() > MAX_ENTITY_IDS {
+        return Err(Rejection::invalid(
+            "entity_ids",
+            &format!(
+                "names {} entities, the limit is {MAX_ENTITY_IDS}",
+                texts.len()
+            ),
+        ));
+    }
+    let mut ids = Vec::with_capacity(texts.len());
+    let mut seen = HashSet::new();
+    for (position, text) in texts.iter().enumerate() {
+        let id = Uuid::parse_str(text)
+            .map(EntityId::from_uuid)
+            .map_err(|_| {
+                Rejection::invalid(
+                    "entity_ids",
+                    &format!("holds a value that is not a UUID (position {position})"),
+                )
+            })?;
+        if !seen.insert(id) {
+            return Err(Rejection::invalid(
+                "entity_ids",
+                &format!("names an entity more than once (position {position})"),
+            ));
+        }
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 fn target(selectors: Selectors) -> Result<Target, Rejection> {
@@ -191,7 +252,10 @@ fn target(selectors: Selectors) -> Result<Target, Rejection> {
         .scope
         .map(|scope| {
             Scope::parse(&scope).ok_or_else(|| {
-                Rejection::invalid("scope", "is not one of token, connection, company, client")
+                Rejection::invalid(
+                    "scope",
+                    "is not one of token, connection, company, client, entity",
+                )
             })
         })
         .transpose()?;
@@ -235,6 +299,22 @@ fn target(selectors: Selectors) -> Result<Target, Rejection> {
             ),
         )
     };
+    if let Some(texts) = selectors.entity_ids {
+        return entity_target(
+            scope,
+            selectors.access_token,
+            selectors.connection_id,
+            selectors.company_id.is_some(),
+            client_id,
+            entity_ids(texts)?,
+        );
+    }
+    if scope == Some(Scope::Entity) {
+        return Err(Rejection::new(
+            RejectionCode::MissingField,
+            "field `entity_ids` is required with scope entity",
+        ));
+    }
     if let Some(token) = selectors.access_token {
         let token =
             AccessToken::parse(token).map_err(|what| Rejection::invalid("access_token", what))?;
@@ -281,6 +361,59 @@ fn target(selectors: Selectors) -> Result<Target, Rejection> {
              (connection_id, company_id, scope client) is given",
         )),
     }
+}
+
+/// The target of a request naming entities: those of the token's
+/// connection, or of a connection by id (with `client_id`).
+fn entity_target(
+    scope: Option<Scope>,
+    access_token: Option<String>,
+    connection_id: Option<String>,
+    company_id: bool,
+    client_id: Option<ClientId>,
+    entity_ids: Vec<EntityId>,
+) -> Result<Target, Rejection> {
+    if let Some(scope) = scope.filter(|scope| *scope != Scope::Entity) {
+        return Err(Rejection::new(
+            RejectionCode::InvalidSelector,
+            format!("scope {} does not go with entity_ids", scope.as_str()),
+        ));
+    }
+    if company_id {
+        return Err(Rejection::new(
+            RejectionCode::InvalidSelector,
+            "entity_ids go with access_token or connection_id, not company_id",
+        ));
+    }
+    if let Some(token) = access_token {
+        let token =
+            AccessToken::parse(token).map_err(|what| Rejection::invalid("access_token", what))?;
+        return Ok(Target::EntitiesOfToken {
+            token,
+            client_id,
+            entity_ids,
+        });
+    }
+    let Some(connection_id) = connection_id else {
+        return Err(Rejection::new(
+            RejectionCode::MissingField,
+            "field `access_token` or `connection_id` is required with entity_ids",
+        ));
+    };
+    let connection_id = Uuid::parse_str(&connection_id)
+        .map(ConnectionId::from_uuid)
+        .map_err(|_| Rejection::invalid("connection_id", "is not a UUID"))?;
+    let client_id = client_id.ok_or_else(|| {
+        Rejection::new(
+            RejectionCode::MissingField,
+            "field `client_id` is required with connection_id",
+        )
+    })?;
+    Ok(Target::EntitiesOfConnection {
+        client_id,
+        connection_id,
+        entity_ids,
+    })
 }
 
 /// JSON allows an object to repeat a key, and parsers disagree on which value
@@ -569,6 +702,99 @@ mod tests {
         for (body, code) in refused {
             assert_eq!(decode(&body).expect_err(&body).code, code, "{body}");
         }
+    }
+
+    #[test]
+    fn entity_ids_name_entities_of_a_token_s_or_a_connection_s_connection() {
+        let id = "0b6f7a52-8d0e-4c53-9d7e-3f4f0f3c1a77";
+        let connection = "01a212d8-10af-770d-bd2e-3c10fb7f11a0";
+        let (e1, e2) = (
+            "01a212d8-10af-770d-bd2e-3c10fb7f11a1",
+            "01a212d8-10af-770d-bd2e-3c10fb7f11a2",
+        );
+        let by_token = decode(&format!(
+            r#"{{"request_id":"{id}","access_token":"{TOKEN}","entity_ids":["{e1}","{e2}"]}}"#
+        ))
+        .expect("valid");
+        assert_eq!(by_token.target.scope(), Scope::Entity);
+        assert_eq!(by_token.target.entity_ids().map(<[_]>::len), Some(2));
+        let by_id = decode(&format!(
+            r#"{{"request_id":"{id}","connection_id":"{connection}","client_id":"app","scope":"entity","entity_ids":["{e1}"]}}"#
+        ))
+        .expect("valid");
+        assert!(matches!(by_id.target, Target::EntitiesOfConnection { .. }));
+        let many: Vec<String> = (0..=MAX_ENTITY_IDS)
+            .map(|_| format!("\"{}\"", Uuid::new_v4()))
+            .collect();
+        let refused = [
+            (
+                r#""entity_ids":[]"#.to_string(),
+                RejectionCode::InvalidField,
+                "is empty",
+            ),
+            (
+                format!(r#""entity_ids":[{}]"#, many.join(",")),
+                RejectionCode::InvalidField,
+                "the limit is 100",
+            ),
+            (
+                format!(r#""entity_ids":["{e1}","{e2}","{e1}"]"#),
+                RejectionCode::InvalidField,
+                "more than once (position 2)",
+            ),
+            (
+                format!(r#""entity_ids":["{e1}","division-a"]"#),
+                RejectionCode::InvalidField,
+                "not a UUID (position 1)",
+            ),
+            (
+                format!(r#""entity_ids":"{e1}""#),
+                RejectionCode::InvalidField,
+                "not a list",
+            ),
+            (
+                format!(r#""entity_ids":["{e1}"],"scope":"token""#),
+                RejectionCode::InvalidSelector,
+                "scope token does not go with entity_ids",
+            ),
+            (
+                r#""scope":"entity""#.to_string(),
+                RejectionCode::MissingField,
+                "entity_ids",
+            ),
+        ];
+        for (fields, code, says) in refused {
+            let body = format!(r#"{{"request_id":"{id}","access_token":"{TOKEN}",{fields}}}"#);
+            let rejection = decode(&body).expect_err(&body);
+            assert_eq!(rejection.code, code, "{body}");
+            assert!(rejection.detail.contains(says), "{}", rejection.detail);
+            assert!(
+                !rejection.detail.contains("division-a"),
+                "{}",
+                rejection.detail
+            );
+        }
+        for body in [
+            format!(
+                r#"{{"request_id":"{id}","company_id":"C","client_id":"app","entity_ids":["{e1}"]}}"#
+            ),
+            format!(
+                r#"{{"request_id":"{id}","scope":"client","client_id":"app","entity_ids":["{e1}"]}}"#
+            ),
+        ] {
+            assert_eq!(
+                decode(&body).expect_err(&body).code,
+                RejectionCode::InvalidSelector,
+                "{body}"
+            );
+        }
+        let no_client = format!(
+            r#"{{"request_id":"{id}","connection_id":"{connection}","entity_ids":["{e1}"]}}"#
+        );
+        assert_eq!(
+            decode(&no_client).expect_err(&no_client).code,
+            RejectionCode::MissingField
+        );
     }
 
     #[test]

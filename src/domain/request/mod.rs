@@ -10,7 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::ids::{ConnectionId, RequestId};
+use super::ids::{ConnectionId, EntityId, RequestId};
 use super::scope::{ReasonCode, Scope, Target};
 use super::token::AccessToken;
 
@@ -56,25 +56,37 @@ pub struct Provenance {
 #[schemars(
     title = "disconnect request",
     description = "A request to disconnect: one token, its connection, a connection by id, \
-                   every connection of a company in an application, or every connection of \
-                   an application. Exactly one selector.",
+                   every connection of a company in an application, every connection of \
+                   an application, or named entities of one connection. Exactly one selector.",
     extend("oneOf" = [
         {
             "title": "by token",
             "required": ["access_token"],
-            "not": {"anyOf": [{"required": ["connection_id"]}, {"required": ["company_id"]}]},
+            "not": {"anyOf": [
+                {"required": ["connection_id"]},
+                {"required": ["company_id"]},
+                {"required": ["entity_ids"]}
+            ]},
             "properties": {"scope": {"enum": ["connection", "token"]}}
         },
         {
             "title": "by connection id",
             "required": ["connection_id", "client_id"],
-            "not": {"anyOf": [{"required": ["access_token"]}, {"required": ["company_id"]}]},
+            "not": {"anyOf": [
+                {"required": ["access_token"]},
+                {"required": ["company_id"]},
+                {"required": ["entity_ids"]}
+            ]},
             "properties": {"scope": {"const": "connection"}}
         },
         {
             "title": "a company in an application",
             "required": ["company_id", "client_id", "requested_at"],
-            "not": {"anyOf": [{"required": ["access_token"]}, {"required": ["connection_id"]}]},
+            "not": {"anyOf": [
+                {"required": ["access_token"]},
+                {"required": ["connection_id"]},
+                {"required": ["entity_ids"]}
+            ]},
             "properties": {"scope": {"const": "company"}}
         },
         {
@@ -83,9 +95,22 @@ pub struct Provenance {
             "not": {"anyOf": [
                 {"required": ["access_token"]},
                 {"required": ["connection_id"]},
-                {"required": ["company_id"]}
+                {"required": ["company_id"]},
+                {"required": ["entity_ids"]}
             ]},
             "properties": {"scope": {"const": "client"}}
+        },
+        {
+            "title": "entities of a token's connection",
+            "required": ["access_token", "entity_ids"],
+            "not": {"anyOf": [{"required": ["connection_id"]}, {"required": ["company_id"]}]},
+            "properties": {"scope": {"const": "entity"}}
+        },
+        {
+            "title": "entities of a connection by id",
+            "required": ["connection_id", "client_id", "entity_ids"],
+            "not": {"anyOf": [{"required": ["access_token"]}, {"required": ["company_id"]}]},
+            "properties": {"scope": {"const": "entity"}}
         }
     ])
 )]
@@ -111,8 +136,16 @@ pub struct RequestBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub client_id: Option<&'a str>,
+    /// Entities of the connection (of the token, or named by id) to
+    /// disconnect alone: the connection, its tokens and its other entities
+    /// stay. Each must be an entity of that connection, and one at least
+    /// must stay active.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100), extend("uniqueItems" = true))]
+    pub entity_ids: Option<&'a [EntityId]>,
     /// `connection` by default; `token` revokes a token alone; `client`
-    /// (with no other selector) every connection of the application.
+    /// (with no other selector) every connection of the application;
+    /// `entity` (implied by `entity_ids`) the named entities.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<Scope>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -164,19 +197,17 @@ impl DisconnectRequest {
         let wire = RequestBody {
             request_id: self.request_id,
             access_token: target.token().map(AccessToken::expose),
-            connection_id: match target {
-                Target::Connection { connection_id, .. } => Some(*connection_id),
-                _ => None,
-            },
+            connection_id: target.connection_id(),
             company_id: match target {
                 Target::Company { company_id, .. } => Some(company_id.as_str()),
                 _ => None,
             },
             client_id: target.client_id().map(|client_id| client_id.as_str()),
+            entity_ids: target.entity_ids(),
             // Written where it is not what the selector implies.
             scope: match target.scope() {
                 Scope::Token | Scope::Client => Some(target.scope()),
-                Scope::Connection | Scope::Company => None,
+                Scope::Connection | Scope::Company | Scope::Entity => None,
             },
             reason_code: self.reason_code,
             requested_at: self

@@ -18,10 +18,10 @@ use chrono::Utc;
 use diesel::result::Error as QueryError;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 
-use crate::db::{connections, fanouts, requests, tokens};
+use crate::db::{connections, entities, fanouts, requests, tokens};
 use crate::domain::{
     AccessToken, ConnectionId, DisconnectRequest, Outcome, OutcomeEvent, OutcomeKind, RequestId,
-    Target, TokenHash,
+    TokenHash,
 };
 use crate::outbox;
 use plan::{plan, records, Plan, Snapshot};
@@ -95,21 +95,19 @@ async fn apply_batch(
     let named_hashes: Vec<TokenHash> = hashes.iter().flatten().copied().collect();
     let named_connections: Vec<ConnectionId> = requests
         .iter()
-        .filter_map(|request| match request.target {
-            Target::Connection { connection_id, .. } => Some(connection_id),
-            _ => None,
-        })
+        .filter_map(|request| request.target.connection_id())
         .collect();
 
     // Round 1. Postgres runs these in order: the connection locks (which
     // order us against token issuing, fan-out chunks and other disconnects)
-    // are held before the active tokens are read, so that read is what the
-    // revocation takes.
-    let (seen_before, found, locked, active) = futures_util::try_join!(
+    // are held before the active tokens and the entities are read, so those
+    // reads are what the writes change.
+    let (seen_before, found, locked, active, entity_rows) = futures_util::try_join!(
         requests::find_outcomes(conn, &request_ids),
         tokens::find_by_hashes(conn, &named_hashes),
         connections::lock_for_batch(conn, &named_hashes, &named_connections),
         tokens::active_of_connections(conn, &named_hashes, &named_connections),
+        entities::of_connections(conn, &named_hashes, &named_connections),
     )?;
     let now = Utc::now();
     let Plan {
@@ -117,10 +115,11 @@ async fn apply_batch(
         disconnections,
         token_revocations,
         expected_revoked,
+        entity_disconnections,
     } = plan(
         requests,
         &hashes,
-        Snapshot::new(seen_before, found, locked, active),
+        Snapshot::new(seen_before, found, locked, active, entity_rows),
         policy,
         now,
     );
@@ -150,24 +149,38 @@ async fn apply_batch(
         }
         connections::mark_disconnected(conn, &disconnections, now).await
     };
-    let (revoked_alone, revoked, marked, recorded, written, fanned_out) = futures_util::join!(
+    let end_entities = async {
+        if entity_disconnections.is_empty() {
+            return Ok(0);
+        }
+        entities::disconnect(conn, &entity_disconnections, now).await
+    };
+    let (revoked_alone, revoked, marked, ended, recorded, written, fanned_out) = futures_util::join!(
         revoke_alone,
         revoke,
         mark,
+        end_entities,
         requests::insert_many(conn, &records.rows, now),
         outbox::store::insert_many(conn, &records.events),
         fanouts::insert_many(conn, &records.fanouts),
     );
     let revoked = revoked_alone? + revoked?;
     marked?;
+    let ended = ended?;
     recorded?;
     written?;
     fanned_out?;
-    if revoked != expected_revoked {
+    if revoked != expected_revoked || ended != entity_disconnections.len() {
         // Cannot happen while issuing takes the connection lock; if it ever
-        // does, the events would list the wrong tokens, so nothing commits.
+        // does, the events would list the wrong tokens or entities, so
+        // nothing commits.
         return Err(QueryError::QueryBuilderError(
-            format!("revoked {revoked} tokens where {expected_revoked} were active").into(),
+            format!(
+                "revoked {revoked} tokens where {expected_revoked} were active, disconnected \
+                 {ended} entities where {} were active",
+                entity_disconnections.len()
+            )
+            .into(),
         ));
     }
     Ok(Committed {

@@ -9,13 +9,14 @@ use chrono::{DateTime, Utc};
 
 use super::Processed;
 use crate::db::connections::ConnectionRow;
+use crate::db::entities::{EntityDisconnection, EntityRow};
 use crate::db::fanouts::NewFanout;
 use crate::db::requests::NewRequest;
 use crate::db::tokens::{ActiveToken, FoundToken, TokenRevocation};
 use crate::db::Disconnection;
 use crate::domain::{
-    Authorizations, ConnectionId, ConnectionStatus, DisconnectRequest, EventContext, Outcome,
-    OutcomeEvent, OutcomeKind, RequestId, Target, TokenHash, TokenId,
+    Authorizations, ConnectionId, ConnectionStatus, DisconnectRequest, EntityId, EntityStatus,
+    EventContext, Outcome, OutcomeEvent, OutcomeKind, RequestId, Target, TokenHash, TokenId,
 };
 
 /// The rules a batch is decided by besides the data.
@@ -51,6 +52,8 @@ pub struct Snapshot {
     pub connections: HashMap<ConnectionId, ConnectionRow>,
     /// The active tokens of those connections.
     pub active_tokens: HashMap<ConnectionId, Vec<TokenId>>,
+    /// The entities of those connections, in any state.
+    pub entities: HashMap<ConnectionId, Vec<EntityRow>>,
 }
 
 impl Snapshot {
@@ -59,6 +62,7 @@ impl Snapshot {
         tokens: Vec<FoundToken>,
         connections: Vec<ConnectionRow>,
         active_tokens: Vec<ActiveToken>,
+        entities: Vec<EntityRow>,
     ) -> Self {
         let mut active: HashMap<ConnectionId, Vec<TokenId>> = HashMap::new();
         for token in active_tokens {
@@ -66,6 +70,13 @@ impl Snapshot {
                 .entry(token.connection_id)
                 .or_default()
                 .push(token.token_id);
+        }
+        let mut by_connection: HashMap<ConnectionId, Vec<EntityRow>> = HashMap::new();
+        for entity in entities {
+            by_connection
+                .entry(entity.connection_id)
+                .or_default()
+                .push(entity);
         }
         Self {
             seen_before: seen_before.into_iter().collect(),
@@ -75,6 +86,7 @@ impl Snapshot {
                 .collect(),
             connections: connections.into_iter().map(|row| (row.id, row)).collect(),
             active_tokens: active,
+            entities: by_connection,
         }
     }
 }
@@ -101,6 +113,9 @@ pub struct Plan {
     /// How many tokens the revocations must revoke: the active tokens read
     /// under the lock. Anything else means the lock did not hold.
     pub expected_revoked: usize,
+    /// Entities disconnected: alone, or with their connection. Every one
+    /// was active under the lock, so all of them must change.
+    pub entity_disconnections: Vec<EntityDisconnection>,
 }
 
 /// The batch as it is decided, request after request.
@@ -113,6 +128,7 @@ struct Deciding<'a> {
     disconnections: Vec<Disconnection>,
     token_revocations: Vec<TokenRevocation>,
     expected_revoked: usize,
+    entity_disconnections: Vec<EntityDisconnection>,
 }
 
 /// Decide every request in delivery order. `hashes[i]` is the hash of
@@ -135,6 +151,7 @@ pub fn plan(
         disconnections: Vec::new(),
         token_revocations: Vec::new(),
         expected_revoked: 0,
+        entity_disconnections: Vec::new(),
     };
     let mut decided = Vec::with_capacity(requests.len());
     let mut in_batch: HashMap<RequestId, OutcomeKind> = HashMap::new();
@@ -158,6 +175,7 @@ pub fn plan(
         disconnections: deciding.disconnections,
         token_revocations: deciding.token_revocations,
         expected_revoked: deciding.expected_revoked,
+        entity_disconnections: deciding.entity_disconnections,
     }
 }
 
@@ -179,7 +197,9 @@ impl Deciding<'_> {
             }
         }
         match target {
-            Target::ConnectionOfToken { client_id, .. } | Target::Token { client_id, .. } => {
+            Target::ConnectionOfToken { client_id, .. }
+            | Target::Token { client_id, .. }
+            | Target::EntitiesOfToken { client_id, .. } => {
                 let found = hash
                     .and_then(|hash| self.snapshot.tokens.get(hash))
                     .copied()
@@ -198,6 +218,11 @@ impl Deciding<'_> {
                 };
                 let outcome = match target {
                     Target::Token { .. } => self.revoke_token(request.request_id, &found),
+                    Target::EntitiesOfToken { entity_ids, .. } => self.disconnect_entities(
+                        request.request_id,
+                        found.connection_id,
+                        entity_ids,
+                    ),
                     _ => self.disconnect(request.request_id, found.connection_id),
                 };
                 (outcome, Some(found.token_id))
@@ -205,6 +230,11 @@ impl Deciding<'_> {
             Target::Connection {
                 client_id,
                 connection_id,
+            }
+            | Target::EntitiesOfConnection {
+                client_id,
+                connection_id,
+                ..
             } => {
                 let ours = self
                     .snapshot
@@ -214,7 +244,13 @@ impl Deciding<'_> {
                 if !ours {
                     return (Outcome::UnknownConnection, None);
                 }
-                (self.disconnect(request.request_id, *connection_id), None)
+                let outcome = match target.entity_ids() {
+                    Some(entity_ids) => {
+                        self.disconnect_entities(request.request_id, *connection_id, entity_ids)
+                    }
+                    None => self.disconnect(request.request_id, *connection_id),
+                };
+                (outcome, None)
             }
             Target::Company { .. } | Target::Client { .. } => {
                 if self.policy.expired(request, self.now) {
@@ -252,9 +288,89 @@ impl Deciding<'_> {
         // Sorted, so the event lists the tokens in a stable order.
         revoked_token_ids.sort_unstable();
         self.expected_revoked += revoked_token_ids.len();
+        // Its active entities end with it.
+        let mut ended_entities = Vec::new();
+        for entity in self
+            .snapshot
+            .entities
+            .get_mut(&connection_id)
+            .into_iter()
+            .flatten()
+            .filter(|entity| entity.status == EntityStatus::Active)
+        {
+            entity.status = EntityStatus::Disconnected;
+            self.entity_disconnections.push(EntityDisconnection {
+                entity_id: entity.id,
+                request_id,
+            });
+            ended_entities.push(entity.to_ref());
+        }
+        ended_entities.sort_unstable();
         Outcome::Disconnected {
             connection,
             revoked_token_ids,
+            ended_entities,
+        }
+    }
+
+    /// Disconnect named entities of a locked connection, all or none: every
+    /// id must be an entity of it, and one entity at least must stay
+    /// active. Those disconnected before are reported, not disconnected
+    /// again.
+    fn disconnect_entities(
+        &mut self,
+        request_id: RequestId,
+        connection_id: ConnectionId,
+        entity_ids: &[EntityId],
+    ) -> Outcome {
+        let Some(row) = self
+            .snapshot
+            .connections
+            .get(&connection_id)
+            .filter(|row| row.status == ConnectionStatus::Active)
+        else {
+            return Outcome::AlreadyDisconnected { connection_id };
+        };
+        let connection = row.clone().into_ref();
+        let entities = self.snapshot.entities.entry(connection_id).or_default();
+        let (disconnect, already) = match decide_entities(entities, entity_ids) {
+            EntityDecision::Unknown(unknown) => {
+                return Outcome::UnknownEntity {
+                    connection_id,
+                    entity_ids: unknown,
+                }
+            }
+            EntityDecision::WouldDisconnectConnection => {
+                return Outcome::WouldDisconnectConnection { connection_id }
+            }
+            EntityDecision::AllAlreadyDisconnected(already) => {
+                return Outcome::EntitiesAlreadyDisconnected {
+                    connection_id,
+                    entity_ids: already,
+                }
+            }
+            EntityDecision::Disconnect {
+                disconnect,
+                already,
+            } => (disconnect, already),
+        };
+        let mut disconnected = Vec::with_capacity(disconnect.len());
+        for entity in entities
+            .iter_mut()
+            .filter(|entity| disconnect.contains(&entity.id))
+        {
+            entity.status = EntityStatus::Disconnected;
+            self.entity_disconnections.push(EntityDisconnection {
+                entity_id: entity.id,
+                request_id,
+            });
+            disconnected.push(entity.to_ref());
+        }
+        disconnected.sort_unstable();
+        Outcome::EntitiesDisconnected {
+            connection,
+            entities: disconnected,
+            already_disconnected: already,
         }
     }
 
@@ -290,6 +406,62 @@ impl Deciding<'_> {
             token_id: found.token_id,
             connection,
         }
+    }
+}
+
+/// What a request naming entities does to a connection's entities: the
+/// rules of Finch's `/disconnect-entity`, apart from the data, so the batch
+/// and `disconnect --dry-run` decide alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntityDecision {
+    /// These named ids are no entities of the connection: nothing changes.
+    Unknown(Vec<EntityId>),
+    /// No active entity would be left: nothing changes.
+    WouldDisconnectConnection,
+    /// Every named entity is disconnected already: nothing changes.
+    AllAlreadyDisconnected(Vec<EntityId>),
+    /// Disconnect these; those named that were disconnected before stay so.
+    Disconnect {
+        disconnect: Vec<EntityId>,
+        already: Vec<EntityId>,
+    },
+}
+
+/// Decide on `named` entities of a connection that has `entities`.
+pub fn decide_entities(entities: &[EntityRow], named: &[EntityId]) -> EntityDecision {
+    let unknown: Vec<EntityId> = named
+        .iter()
+        .filter(|id| !entities.iter().any(|entity| entity.id == **id))
+        .copied()
+        .collect();
+    if !unknown.is_empty() {
+        return EntityDecision::Unknown(unknown);
+    }
+    let active = |entity: &&EntityRow| entity.status == EntityStatus::Active;
+    let left = entities
+        .iter()
+        .filter(active)
+        .filter(|entity| !named.contains(&entity.id))
+        .count();
+    if left == 0 {
+        return EntityDecision::WouldDisconnectConnection;
+    }
+    let (mut disconnect, mut already): (Vec<EntityId>, Vec<EntityId>) = (Vec::new(), Vec::new());
+    for entity in entities.iter().filter(|entity| named.contains(&entity.id)) {
+        if entity.status == EntityStatus::Active {
+            disconnect.push(entity.id);
+        } else {
+            already.push(entity.id);
+        }
+    }
+    disconnect.sort_unstable();
+    already.sort_unstable();
+    if disconnect.is_empty() {
+        return EntityDecision::AllAlreadyDisconnected(already);
+    }
+    EntityDecision::Disconnect {
+        disconnect,
+        already,
     }
 }
 
@@ -333,24 +505,25 @@ pub fn records(
             client_id,
             company_id,
         };
-        let event = OutcomeEvent::for_outcome(&context, &outcome, at).map(|event| OutcomeEvent {
-            traceparent: request.provenance.traceparent.clone(),
-            request_published_at: request.provenance.published_at,
-            ..event
-        });
+        let request_events: Vec<OutcomeEvent> = OutcomeEvent::for_outcome(&context, &outcome, at)
+            .into_iter()
+            .map(|event| OutcomeEvent {
+                traceparent: request.provenance.traceparent.clone(),
+                request_published_at: request.provenance.published_at,
+                ..event
+            })
+            .collect();
         rows.push(NewRequest {
             request_id: request.request_id,
             outcome: outcome.kind(),
-            connection_id: outcome.connection_id().or(match target {
-                Target::Connection { connection_id, .. } => Some(*connection_id),
-                _ => None,
-            }),
+            connection_id: outcome.connection_id().or(target.connection_id()),
             token_id: token_id.or(outcome.token_id()),
             revoked_token_count: i32::try_from(outcome.revoked_tokens()).unwrap_or(i32::MAX),
             requested_at: request.requested_at,
             requested_by: request.requested_by.as_deref(),
             reason: request.reason.as_deref(),
-            event_id: event.as_ref().map(|event| event.event_id),
+            // The first (of several only for entities disconnected alone).
+            event_id: request_events.first().map(|event| event.event_id),
             scope: target.scope(),
             reason_code: request.reason_code,
             client_id,
@@ -371,7 +544,7 @@ pub fn records(
                 });
             }
         }
-        events.extend(event);
+        events.extend(request_events);
         processed.push(Processed::Recorded(outcome));
     }
     Records {

@@ -162,6 +162,7 @@ impl TestContext {
                 provider_id: provider.into(),
                 user: Some(user.into()),
                 products: vec!["directory".into()],
+                entities: vec![],
             },
         )
         .await

@@ -109,6 +109,7 @@ impl Workload {
                     provider_id: ["gusto", "justworks"][(connection / 2) % 2].into(),
                     user: Some(format!("user-{user}")),
                     products: vec![],
+                    entities: vec![],
                 })
             })
             .collect();

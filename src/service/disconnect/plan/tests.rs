@@ -78,9 +78,47 @@ impl World {
             tokens: self.snapshot.tokens.clone(),
             connections: self.snapshot.connections.clone(),
             active_tokens: self.snapshot.active_tokens.clone(),
+            entities: self.snapshot.entities.clone(),
         };
         plan(requests, &hashes, snapshot, &self.policy, Utc::now())
     }
+
+    /// A connection of the application with one token and these entities
+    /// (`true`: active).
+    fn with_entities(&mut self, active: &[bool]) -> (ConnectionId, AccessToken, Vec<EntityId>) {
+        let (id, tokens) = self.connection_of(APP, ConnectionStatus::Active, 1);
+        let ids: Vec<EntityId> = active
+            .iter()
+            .enumerate()
+            .map(|(index, active)| {
+                let entity_id = EntityId::generate();
+                self.snapshot
+                    .entities
+                    .entry(id)
+                    .or_default()
+                    .push(EntityRow {
+                        id: entity_id,
+                        connection_id: id,
+                        provider_entity_id: format!("ein-{index}"),
+                        status: if *active {
+                            EntityStatus::Active
+                        } else {
+                            EntityStatus::Disconnected
+                        },
+                    });
+                entity_id
+            })
+            .collect();
+        (id, tokens[0].clone(), ids)
+    }
+}
+
+fn entities_of(token: &AccessToken, entity_ids: &[EntityId]) -> DisconnectRequest {
+    DisconnectRequest::for_target(Target::EntitiesOfToken {
+        token: token.clone(),
+        client_id: None,
+        entity_ids: entity_ids.to_vec(),
+    })
 }
 
 fn client() -> ClientId {
@@ -377,4 +415,150 @@ fn a_fan_out_older_than_the_replay_window_is_expired() {
     old.requested_at = Some(Utc::now() - chrono::Duration::hours(2));
     let plan = world.plan(&[old]);
     assert_eq!(kinds(&plan), [(false, OutcomeKind::Expired)]);
+}
+
+#[test]
+fn named_entities_are_disconnected_and_the_connection_and_its_tokens_stay() {
+    let mut world = World::new();
+    let (connection_id, token, entities) = world.with_entities(&[true, true, true]);
+    let plan = world.plan(&[entities_of(&token, &entities[..2])]);
+
+    assert_eq!(kinds(&plan), [(false, OutcomeKind::EntitiesDisconnected)]);
+    assert!(plan.disconnections.is_empty() && plan.expected_revoked == 0);
+    let disconnected: Vec<EntityId> = plan
+        .entity_disconnections
+        .iter()
+        .map(|d| d.entity_id)
+        .collect();
+    assert_eq!(disconnected, entities[..2]);
+    let Decided::New {
+        outcome: Outcome::EntitiesDisconnected { connection, .. },
+        ..
+    } = &plan.decided[0]
+    else {
+        panic!("{:?}", plan.decided)
+    };
+    assert_eq!(connection.connection_id, connection_id);
+}
+
+#[test]
+fn an_id_that_is_no_entity_of_the_connection_rejects_the_whole_request() {
+    let mut world = World::new();
+    let (_, token, entities) = world.with_entities(&[true, true]);
+    let (_, _, elsewhere) = world.with_entities(&[true, true]);
+    let stranger = EntityId::generate();
+    let plan = world.plan(&[entities_of(&token, &[entities[0], elsewhere[0], stranger])]);
+
+    assert_eq!(kinds(&plan), [(false, OutcomeKind::UnknownEntity)]);
+    assert!(plan.entity_disconnections.is_empty(), "nothing changes");
+    let Decided::New {
+        outcome: Outcome::UnknownEntity { entity_ids, .. },
+        ..
+    } = &plan.decided[0]
+    else {
+        panic!("{:?}", plan.decided)
+    };
+    assert_eq!(entity_ids, &[elsewhere[0], stranger]);
+}
+
+#[test]
+fn a_request_that_would_leave_no_active_entity_is_refused_and_changes_nothing() {
+    let mut world = World::new();
+    let (_, token, entities) = world.with_entities(&[true, false, true]);
+    let plan = world.plan(&[entities_of(&token, &[entities[0], entities[2]])]);
+    assert_eq!(
+        kinds(&plan),
+        [(false, OutcomeKind::WouldDisconnectConnection)]
+    );
+    assert!(plan.entity_disconnections.is_empty());
+}
+
+#[test]
+fn entities_already_disconnected_are_reported_not_disconnected_twice() {
+    let mut world = World::new();
+    let (_, token, entities) = world.with_entities(&[false, true, true]);
+    let partly = world.plan(&[entities_of(&token, &entities[..2])]);
+    let Decided::New {
+        outcome:
+            Outcome::EntitiesDisconnected {
+                entities: disconnected,
+                already_disconnected,
+                ..
+            },
+        ..
+    } = &partly.decided[0]
+    else {
+        panic!("{:?}", partly.decided)
+    };
+    assert_eq!(disconnected.len(), 1);
+    assert_eq!(disconnected[0].entity_id, entities[1]);
+    assert_eq!(already_disconnected, &[entities[0]]);
+    assert_eq!(partly.entity_disconnections.len(), 1);
+
+    let only_old = world.plan(&[entities_of(&token, &entities[..1])]);
+    assert_eq!(
+        kinds(&only_old),
+        [(false, OutcomeKind::EntitiesAlreadyDisconnected)]
+    );
+}
+
+#[test]
+fn in_one_batch_a_second_entity_request_sees_the_first_and_a_full_disconnect_ends_the_rest() {
+    let mut world = World::new();
+    let (_, token, entities) = world.with_entities(&[true, true, true]);
+    let requests = [
+        entities_of(&token, &entities[..1]),
+        // With the first done, this would leave none active.
+        entities_of(&token, &entities[1..]),
+        entities_of(&token, &entities[..1]),
+        request(&token),
+        entities_of(&token, &entities[1..2]),
+    ];
+    let plan = world.plan(&requests);
+    assert_eq!(
+        kinds(&plan),
+        [
+            (false, OutcomeKind::EntitiesDisconnected),
+            (false, OutcomeKind::WouldDisconnectConnection),
+            (false, OutcomeKind::EntitiesAlreadyDisconnected),
+            (false, OutcomeKind::Disconnected),
+            (false, OutcomeKind::AlreadyDisconnected),
+        ]
+    );
+    let Decided::New {
+        outcome: Outcome::Disconnected { ended_entities, .. },
+        ..
+    } = &plan.decided[3]
+    else {
+        panic!("{:?}", plan.decided)
+    };
+    let ended: Vec<EntityId> = ended_entities.iter().map(|e| e.entity_id).collect();
+    assert_eq!(ended, entities[1..], "the ones still active end with it");
+    assert_eq!(plan.entity_disconnections.len(), 3, "each entity once");
+}
+
+#[test]
+fn entities_of_a_connection_by_id_need_the_publisher_s_grant() {
+    let mut world = World::new();
+    let (connection_id, _, entities) = world.with_entities(&[true, true]);
+    let target = Target::EntitiesOfConnection {
+        client_id: client(),
+        connection_id,
+        entity_ids: entities[..1].to_vec(),
+    };
+    let refused = world.plan(&[published_by(target.clone(), Some("billing"))]);
+    assert_eq!(kinds(&refused), [(false, OutcomeKind::NotAuthorized)]);
+    let requests = [published_by(target, Some("ops"))];
+    let allowed = world.plan(&requests);
+    assert_eq!(
+        kinds(&allowed),
+        [(false, OutcomeKind::EntitiesDisconnected)]
+    );
+    let records = records(&requests, allowed.decided, Utc::now());
+    assert_eq!(records.events.len(), 1);
+    assert_eq!(
+        records.events[0].routing_key,
+        "connection.entity_disconnected"
+    );
+    assert_eq!(records.rows[0].event_id, Some(records.events[0].event_id));
 }
