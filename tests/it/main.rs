@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod concurrency;
 mod database_outage;
+mod entities;
 mod fanout;
 mod faults;
 mod idempotency;

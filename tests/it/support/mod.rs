@@ -3,6 +3,7 @@
 //! servers, so tests run in parallel.
 
 pub mod broker;
+pub mod entities;
 pub mod process;
 pub mod proxy;
 pub mod queries;

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use disconnect_worker::db::schema::connections;
 use disconnect_worker::domain::{
-    AccessToken, ConnectionId, DisconnectRequest, IssuedToken, RequestId, TokenId,
+    AccessToken, ConnectionId, DisconnectRequest, EntityId, IssuedToken, RequestId, TokenId,
 };
 use disconnect_worker::service::{issue_token, TokenGrant};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -22,8 +22,27 @@ use rand::Rng;
 use uuid::Uuid;
 
 use super::broker::EventTap;
+use super::entities::{entities_of_token, named_entities};
 use super::scopes::{client_request, company_request, BROKER_USER};
 use super::{eventually, TestContext};
+
+/// The provider ids of the entities of a third of the connections.
+const ENTITIES: [&str; 3] = ["entity-a", "entity-b", "entity-c"];
+
+/// Each connection's entity ids, from what issuing its tokens returned.
+fn entities_by_connection(tokens: &[IssuedToken]) -> BTreeMap<ConnectionId, Vec<EntityId>> {
+    let mut entities: BTreeMap<ConnectionId, Vec<EntityId>> = BTreeMap::new();
+    for token in tokens {
+        let known = entities.entry(token.connection_id).or_default();
+        for (entity, _) in &token.entities {
+            if !known.contains(&entity.entity_id) {
+                known.push(entity.entity_id);
+            }
+        }
+    }
+    entities.retain(|_, ids| !ids.is_empty());
+    entities
+}
 
 /// What one request of the stream names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +55,12 @@ pub enum Aim {
     Company { client: String, company: String },
     /// Every connection of an application.
     Client { client: String },
+    /// These entities (some maybe of no connection) of the connection of
+    /// the workload's token at this index.
+    Entities {
+        token: usize,
+        entity_ids: Vec<EntityId>,
+    },
 }
 
 impl Aim {
@@ -45,7 +70,7 @@ impl Aim {
                 connection.client_id == *client && connection.company_id == *company
             }
             Self::Client { client } => connection.client_id == *client,
-            Self::Token(_) | Self::Unknown => false,
+            Self::Token(_) | Self::Unknown | Self::Entities { .. } => false,
         }
     }
 
@@ -109,7 +134,12 @@ impl Workload {
                     provider_id: ["gusto", "justworks"][(connection / 2) % 2].into(),
                     user: Some(format!("user-{user}")),
                     products: vec![],
-                    entities: vec![],
+                    // A third of the connections have three entities.
+                    entities: if connection % 3 == 0 && user == 0 {
+                        ENTITIES.iter().map(ToString::to_string).collect()
+                    } else {
+                        vec![]
+                    },
                 })
             })
             .collect();
@@ -140,6 +170,35 @@ impl Workload {
         }
         for _ in 0..connections / 10 {
             stream.push((Uuid::new_v4(), Aim::Unknown));
+        }
+        // Entity requests on half the connections that have entities: most
+        // name one entity (some twice, by one request id), some two, some
+        // all three (which would end the connection: refused), some one
+        // that is no entity of it (refused).
+        let entities_of = entities_by_connection(&tokens);
+        for connection in (0..connections).step_by(3) {
+            if rng.random_ratio(1, 2) {
+                continue;
+            }
+            let token =
+                connection * tokens_per_connection + rng.random_range(0..tokens_per_connection);
+            let Some(entities) = entities_of.get(&tokens[token].connection_id) else {
+                continue;
+            };
+            let mut named = entities.clone();
+            named.shuffle(&mut rng);
+            let entity_ids = match rng.random_range(0..10) {
+                0 => named,
+                1 => vec![named[0], EntityId::from_uuid(Uuid::new_v4())],
+                2 => named[..2].to_vec(),
+                _ => named[..1].to_vec(),
+            };
+            let request_id = Uuid::new_v4();
+            let aim = Aim::Entities { token, entity_ids };
+            stream.push((request_id, aim.clone()));
+            if rng.random_ratio(1, 10) {
+                stream.push((request_id, aim));
+            }
         }
         let companies = connections.div_ceil(4).max(1);
         for _ in 0..3 {
@@ -269,6 +328,14 @@ impl Workload {
                 Aim::Client { client } => (
                     self.wide(*request_id, client_request(client)),
                     wide_properties.clone(),
+                ),
+                Aim::Entities { token, entity_ids } => (
+                    DisconnectRequest {
+                        request_id: RequestId::from_uuid(*request_id),
+                        ..entities_of_token(&self.tokens[*token].token, entity_ids)
+                    }
+                    .encode(),
+                    properties.clone(),
                 ),
             };
             publish(&channel, test, &body, request_properties).await;
@@ -510,11 +577,17 @@ impl TestContext {
                     let before = fanned_out.get(&request).map_or(0, BTreeSet::len);
                     assert_eq!(before, ends.len(), "its connections' events come first");
                 }
+                "connection.entity_disconnected" => {
+                    assert_eq!(outcomes[&request], "entities_disconnected");
+                }
                 _ => assert_eq!(event.json["reason"], outcomes[&request].as_str()),
             }
             seen.insert(request);
         }
         assert_eq!(seen, requests, "every request has its event");
+        let entities = self
+            .assert_entity_invariants(events, &aims, &outcomes, &disconnected_by)
+            .await;
 
         // 4. The request queue is empty; the dead-letter queue holds exactly
         // the bad messages, each with its reason.
@@ -550,8 +623,8 @@ impl TestContext {
             .count();
         eprintln!(
             "invariants hold: {} deliveries of {} request ids ({} unknown tokens, {} company or \
-             client), {} bad messages, {} of {} connections disconnected, {} tokens, {} events \
-             received",
+             client, {} for entities), {} bad messages, {} of {} connections disconnected, {} \
+             tokens, {} of {} entities disconnected, {} events received",
             workload.stream.len(),
             requests.len(),
             workload
@@ -560,11 +633,108 @@ impl TestContext {
                 .filter(|(_, aim)| *aim == Aim::Unknown)
                 .count(),
             wide,
+            workload
+                .stream
+                .iter()
+                .filter(|(_, aim)| matches!(aim, Aim::Entities { .. }))
+                .count(),
             workload.bad_messages,
             targeted.len(),
             tokens_of.len(),
             workload.tokens.len(),
+            entities.disconnected,
+            entities.total,
             events.received.len(),
         );
     }
+
+    /// Invariant 5, entities: none active on a disconnected connection;
+    /// each one disconnected by exactly one request (alone, or with its
+    /// connection), whose events, and only those, name it, once; an entity
+    /// request either disconnected exactly what its events name, or was
+    /// refused and changed nothing.
+    async fn assert_entity_invariants(
+        &self,
+        events: &EventTap,
+        aims: &BTreeMap<Uuid, &Aim>,
+        outcomes: &BTreeMap<Uuid, String>,
+        disconnected_by: &BTreeMap<ConnectionId, Option<Uuid>>,
+    ) -> EntityCounts {
+        let states = self.entity_states().await;
+        // Distinct events (a re-sent copy has the same id) naming each entity.
+        let mut named: BTreeMap<String, BTreeSet<(String, Uuid)>> = BTreeMap::new();
+        for event in &events.received {
+            let request: Uuid = event.request_id().parse().expect("a request id");
+            for entity in named_entities(&event.json) {
+                named
+                    .entry(entity)
+                    .or_default()
+                    .insert((event.message_id.clone().unwrap_or_default(), request));
+            }
+        }
+        let mut disconnected = 0;
+        for (entity_id, state) in &states {
+            let naming = named.remove(&entity_id.to_string()).unwrap_or_default();
+            if disconnected_by[&state.connection_id].is_some() {
+                assert_eq!(
+                    state.status, "disconnected",
+                    "no active entity on a disconnected connection"
+                );
+            }
+            if state.status == "active" {
+                assert!(naming.is_empty(), "no event names an active entity");
+                continue;
+            }
+            disconnected += 1;
+            let by = state.disconnected_by_request.expect("by a request");
+            assert!(
+                matches!(
+                    outcomes[&by].as_str(),
+                    "disconnected" | "completed" | "entities_disconnected"
+                ),
+                "ended by a request that says so: {}",
+                outcomes[&by]
+            );
+            let requests: Vec<Uuid> = naming.iter().map(|(_, request)| *request).collect();
+            assert_eq!(requests, [by], "exactly one event names it, its request's");
+        }
+        assert!(named.is_empty(), "events name only entities that exist");
+        for (request, aim) in aims {
+            let Aim::Entities { entity_ids, .. } = aim else {
+                continue;
+            };
+            let outcome = outcomes[request].as_str();
+            assert!(
+                matches!(
+                    outcome,
+                    "entities_disconnected"
+                        | "would_disconnect_connection"
+                        | "unknown_entity"
+                        | "entities_already_disconnected"
+                        | "already_disconnected"
+                ),
+                "{outcome}"
+            );
+            let ended: BTreeSet<EntityId> = states
+                .iter()
+                .filter(|(_, state)| state.disconnected_by_request == Some(*request))
+                .map(|(id, _)| *id)
+                .collect();
+            if outcome == "entities_disconnected" {
+                assert!(!ended.is_empty() && ended.iter().all(|id| entity_ids.contains(id)));
+            } else {
+                assert!(ended.is_empty(), "a refused entity request changes nothing");
+            }
+        }
+        EntityCounts {
+            disconnected,
+            total: states.len(),
+        }
+    }
+}
+
+/// How many entities the workload had, and how many ended.
+struct EntityCounts {
+    disconnected: usize,
+    total: usize,
 }
