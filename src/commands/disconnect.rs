@@ -74,6 +74,7 @@ fn cli_words(detail: &str) -> String {
         .replace("connection_id", "--connection-id")
         .replace("company_id", "--company-id")
         .replace("client_id", "--client-id")
+        .replace("entity_ids", "--entity-id")
         .replace('`', "")
 }
 

@@ -314,3 +314,121 @@ async fn a_selector_combination_that_makes_no_request_is_refused_by_name() {
         assert!(stderr.contains(named), "{args:?}: {stderr}");
     }
 }
+
+/// Entities on the command line: `token issue --entity`, introspection of
+/// the connection's entities, `disconnect --entity-id` with `--dry-run`
+/// (nothing changes) and `--wait` (one event line per entity), and the
+/// re-authentication that brings an entity back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entities_are_issued_previewed_disconnected_and_brought_back_from_the_command_line() {
+    let test = TestContext::new().await;
+    let _worker = test.spawn_worker();
+    let issue_with = |entities: &[&str]| {
+        let mut args = vec![
+            "token",
+            "issue",
+            "--company-id",
+            "company-c",
+            "--provider-id",
+            "gusto",
+        ];
+        for entity in entities {
+            args.extend(["--entity", entity]);
+        }
+        stdout(&run(&test, &args))
+    };
+    let token = issue_with(&["ein-1", "ein-2", "ein-3"]);
+    let state = introspect(&test, &token);
+    let entities = state["entities"].as_array().expect("entities").clone();
+    assert_eq!(entities.len(), 3);
+    let id_of = |provider: &str| {
+        entities
+            .iter()
+            .find(|entity| entity["provider_entity_id"] == provider)
+            .and_then(|entity| entity["entity_id"].as_str())
+            .expect("an entity id")
+            .to_string()
+    };
+    let (first, second) = (id_of("ein-1"), id_of("ein-2"));
+
+    let preview: Value = serde_json::from_str(&stdout(&run(
+        &test,
+        &[
+            "disconnect",
+            &token,
+            "--entity-id",
+            &first,
+            "--entity-id",
+            &second,
+            "--dry-run",
+        ],
+    )))
+    .expect("JSON");
+    assert_eq!(preview["outcome"], "entities_disconnected");
+    assert_eq!(preview["scope"], "entity");
+    assert_eq!(preview["entity_ids"].as_array().map(Vec::len), Some(2));
+    let all = [
+        "--entity-id",
+        &first,
+        "--entity-id",
+        &second,
+        "--entity-id",
+        &id_of("ein-3"),
+    ];
+    let mut args = vec!["disconnect", token.as_str(), "--dry-run"];
+    args.extend(all);
+    let refused: Value = serde_json::from_str(&stdout(&run(&test, &args))).expect("JSON");
+    assert_eq!(refused["outcome"], "would_disconnect_connection");
+    assert!(introspect(&test, &token)["entities"]
+        .as_array()
+        .expect("entities")
+        .iter()
+        .all(|entity| entity["status"] == "active"));
+
+    let output = run(
+        &test,
+        &[
+            "disconnect",
+            &token,
+            "--entity-id",
+            &first,
+            "--entity-id",
+            &second,
+            "--wait",
+        ],
+    );
+    let lines: Vec<Value> = stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("an event per line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines
+        .iter()
+        .all(|event| event["event_type"] == "connection.entity_disconnected"));
+    let state = introspect(&test, &token);
+    assert_eq!(state["active"], true, "the token still works");
+    let status_of = |state: &Value, id: &str| {
+        state["entities"]
+            .as_array()
+            .and_then(|entities| entities.iter().find(|entity| entity["entity_id"] == id))
+            .map(|entity| entity["status"].clone())
+    };
+    assert_eq!(status_of(&state, &first), Some("disconnected".into()));
+
+    let again = issue_with(&["ein-1"]);
+    let state = introspect(&test, &again);
+    assert_eq!(
+        state["connection_id"],
+        introspect(&test, &token)["connection_id"]
+    );
+    assert_eq!(status_of(&state, &first), Some("active".into()));
+    assert_eq!(status_of(&state, &second), Some("disconnected".into()));
+
+    let bad = test
+        .command(&["disconnect", &token, "--entity-id", "ein-1", "--dry-run"])
+        .output()
+        .expect("running");
+    assert_eq!(bad.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&bad.stderr);
+    assert!(message.contains("--entity-id"), "{message}");
+}
