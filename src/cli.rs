@@ -37,8 +37,69 @@ pub enum Command {
         command: TokenCommand,
     },
     /// Publish a disconnect request (a token, its connection, a connection by
-    /// id, a company, a whole application), as an upstream application does.
+    /// id, a company, a whole application, entities), as an upstream
+    /// application does.
     Disconnect(DisconnectArgs),
+    /// Read the dead-letter queue, or send dead letters back to the request
+    /// exchange.
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// List dead letters: code, reason, request id, when first dead-lettered
+    /// and how often; never a token or a body. Nothing is removed.
+    List(DeadLetterListArgs),
+    /// Publish dead letters again to the request exchange, with confirms;
+    /// each leaves the dead-letter queue only once the broker has confirmed
+    /// its copy (a crash half-way loses nothing and at worst sends a
+    /// request twice, which the worker's idempotency absorbs).
+    Requeue(DeadLetterRequeueArgs),
+}
+
+/// Which dead letters a command takes.
+#[derive(Debug, Args)]
+pub struct DeadLetterFilter {
+    /// Only those with this code: the worker's rejection code
+    /// (invalid_field, ...) or RabbitMQ's reason (delivery_limit, expired);
+    /// repeatable.
+    #[arg(long = "code", value_name = "CODE")]
+    pub codes: Vec<String>,
+    /// Only the one with this request id; repeatable.
+    #[arg(long = "request-id", value_name = "REQUEST_ID")]
+    pub request_ids: Vec<String>,
+    /// Read at most this many dead letters, from the head of the queue.
+    #[arg(long, default_value_t = 10_000)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DeadLetterListArgs {
+    #[command(flatten)]
+    pub filter: DeadLetterFilter,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DeadLetterRequeueArgs {
+    #[command(flatten)]
+    pub filter: DeadLetterFilter,
+    /// Every dead letter (without --code or --request-id, one of the three
+    /// is required).
+    #[arg(long)]
+    pub all: bool,
+    /// Print what would be requeued; publish and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
 }
 
 #[derive(Debug, Subcommand)]

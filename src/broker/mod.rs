@@ -2,6 +2,7 @@
 //! topology, and publishing with confirms.
 
 pub mod addresses;
+pub mod dead_letters;
 pub mod publish;
 pub mod session;
 pub mod subscribe;

@@ -1,5 +1,6 @@
 //! One function per subcommand; `main.rs` only parses and dispatches.
 
+pub mod dead_letters;
 pub mod disconnect;
 pub mod migrate;
 pub mod run;
@@ -9,7 +10,7 @@ use anyhow::Context;
 use diesel::QueryResult;
 use diesel_async::AsyncPgConnection;
 
-use crate::cli::{Command, TokenCommand};
+use crate::cli::{Command, DeadLetterCommand, TokenCommand};
 use crate::db::DatabaseSettings;
 
 /// A setting that failed validation: reported without a backtrace, exit 2.
@@ -32,6 +33,12 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
             command: TokenCommand::Introspect { token, database },
         } => token::introspect(token, &database).await,
         Command::Disconnect(args) => disconnect::disconnect(&args).await,
+        Command::DeadLetters {
+            command: DeadLetterCommand::List(args),
+        } => dead_letters::list(&args).await,
+        Command::DeadLetters {
+            command: DeadLetterCommand::Requeue(args),
+        } => dead_letters::requeue(&args).await,
     }
 }
 

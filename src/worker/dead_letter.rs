@@ -26,6 +26,9 @@ pub const REJECTION_REASON_HEADER: &str = "x-rejection-reason";
 pub const ORIGINAL_EXPIRATION_HEADER: &str = "x-original-expiration";
 /// Header keeping the original `user_id`, which the copy does not carry.
 pub const ORIGINAL_USER_ID_HEADER: &str = "x-original-user-id";
+/// Header with when the worker dead-lettered the message (RFC 3339), as
+/// RabbitMQ's `x-death` records it for its own dead letters.
+pub const DEAD_LETTERED_AT_HEADER: &str = "x-dead-lettered-at";
 /// Header keeping the producer's `traceparent`, replaced on the copy by the
 /// span that dead-lettered it.
 pub const ORIGINAL_TRACEPARENT_HEADER: &str = "x-original-traceparent";
@@ -55,6 +58,11 @@ pub async fn publish(
         set_traceparent(&mut headers, traceparent);
     }
     set_header(&mut headers, REJECTION_CODE_HEADER, rejection.code.as_str());
+    set_header(
+        &mut headers,
+        DEAD_LETTERED_AT_HEADER,
+        &Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    );
     set_header(
         &mut headers,
         REJECTION_REASON_HEADER,

@@ -36,8 +36,8 @@ use process::BatchProcessor;
 use records::PgRecords;
 
 pub use dead_letter::{
-    ORIGINAL_EXPIRATION_HEADER, ORIGINAL_USER_ID_HEADER, REJECTION_CODE_HEADER,
-    REJECTION_REASON_HEADER,
+    DEAD_LETTERED_AT_HEADER, ORIGINAL_EXPIRATION_HEADER, ORIGINAL_USER_ID_HEADER,
+    REJECTION_CODE_HEADER, REJECTION_REASON_HEADER,
 };
 pub use process::{Decoded, ProcessError, RecordDisconnects};
 pub use settings::{BrokerSettings, ConsumeSettings, ScopeSettings, Settings};

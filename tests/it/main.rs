@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod concurrency;
 mod database_outage;
+mod dead_letters;
 mod entities;
 mod fanout;
 mod faults;
