@@ -1,5 +1,6 @@
 //! disconnect-worker: consumes disconnect requests from RabbitMQ (a token,
-//! its connection, a connection by id, a company or a whole application),
+//! its connection, a connection by id, a company, a whole application, or
+//! entities of a connection),
 //! revokes the tokens in Postgres, and publishes each outcome as an event,
 //! exactly once per request id.
 
@@ -16,4 +17,5 @@ pub mod retry;
 pub mod secret;
 pub mod service;
 pub mod telemetry;
+pub mod version;
 pub mod worker;

@@ -102,7 +102,7 @@ def test_worker_takes_its_settings_from_the_configmap_and_runs_run():
     objects = render(CREDENTIALS)
     worker = container(one(objects, "Deployment"))
     assert worker["args"] == ["run"]
-    assert worker["image"] == "disconnect-worker:0.1.0"  # appVersion by default
+    assert worker["image"] == "disconnect-worker:0.3.0"  # appVersion by default
     assert worker["envFrom"] == [
         {"configMapRef": {"name": one(objects, "ConfigMap")["metadata"]["name"]}}]
 

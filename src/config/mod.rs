@@ -6,6 +6,7 @@
 
 pub mod broker;
 pub mod database;
+mod reference;
 mod retention;
 mod scopes;
 mod worker;

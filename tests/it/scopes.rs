@@ -494,3 +494,125 @@ async fn bad_selectors_are_dead_lettered_with_their_reason_and_the_worker_goes_o
         "connection.disconnected"
     );
 }
+
+/// A broker user created for one test and deleted after it.
+struct BrokerUser {
+    name: String,
+    password: String,
+}
+
+impl BrokerUser {
+    /// `None` where `rabbitmqctl` cannot manage the test broker (a broker in
+    /// a container): the test then says so and checks nothing.
+    fn create(tags: &[&str]) -> Option<Self> {
+        let ctl = |args: &[&str]| {
+            std::process::Command::new("rabbitmqctl")
+                .args(args)
+                .output()
+                .ok()
+                .filter(|output| output.status.success())
+        };
+        ctl(&["status"])?;
+        let user = Self {
+            name: format!("dwtest-{}", Uuid::new_v4().simple()),
+            password: Uuid::new_v4().simple().to_string(),
+        };
+        ctl(&["add_user", &user.name, &user.password])?;
+        let mut set_tags = vec!["set_user_tags", user.name.as_str()];
+        set_tags.extend_from_slice(tags);
+        ctl(&set_tags)?;
+        ctl(&["set_permissions", "-p", "/", &user.name, ".*", ".*", ".*"])?;
+        Some(user)
+    }
+
+    fn url(&self, amqp_url: &str) -> String {
+        let mut url = url::Url::parse(amqp_url).expect("url");
+        url.set_username(&self.name).expect("user");
+        url.set_password(Some(&self.password)).expect("password");
+        url.to_string()
+    }
+}
+
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_user", &self.name])
+            .output();
+    }
+}
+
+/// The `user_id` authorization rests on RabbitMQ refusing a forged
+/// `user_id`, and RabbitMQ makes one exception: a user tagged
+/// `impersonator` may set any. Shown here: a plain user's forgery is
+/// refused; an impersonator's is accepted, and the worker then acts on the
+/// grants of the user it names. So no publisher may carry the tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_impersonator_tagged_user_can_forge_user_id_so_publishers_must_not_have_the_tag() {
+    let test = TestContext::new().await;
+    let (Some(plain), Some(impersonator)) = (
+        BrokerUser::create(&[]),
+        BrokerUser::create(&["impersonator"]),
+    ) else {
+        eprintln!("skipped: rabbitmqctl cannot manage the test broker's users");
+        return;
+    };
+    let token = test.issue(APP, "company-c", "gusto", "user-a").await;
+    let mut events = test.event_tap().await;
+    let _worker = worker_granting(&test, &format!("ops:{APP}"));
+    let forged = || {
+        lapin::BasicProperties::default()
+            .with_content_type(disconnect_worker::domain::request::CONTENT_TYPE.into())
+            .with_user_id("ops".into())
+    };
+    let request = connection_request(APP, token.connection_id);
+    let publish_as = |user: &BrokerUser| {
+        let url = user.url(&test.amqp_url);
+        let topology = test.topology.clone();
+        let body = request.encode();
+        let properties = forged();
+        async move {
+            let channel = crate::support::broker::channel(&url).await;
+            channel
+                .confirm_select(Default::default())
+                .await
+                .expect("confirms");
+            let published = channel
+                .basic_publish(
+                    topology.request_exchange.as_str().into(),
+                    topology.request_routing_key.as_str().into(),
+                    Default::default(),
+                    &body,
+                    properties,
+                )
+                .await;
+            match published {
+                Ok(confirm) => confirm.await.map(|confirm| confirm.is_ack()),
+                Err(error) => Err(error),
+            }
+        }
+    };
+
+    let refused = publish_as(&plain).await;
+    assert!(
+        !matches!(refused, Ok(true)),
+        "a plain user's forgery: {refused:?}"
+    );
+    assert!(test.is_active(&token).await);
+
+    let accepted = publish_as(&impersonator).await;
+    assert!(matches!(accepted, Ok(true)), "{accepted:?}");
+    let event = events.event_for(request.request_id.as_uuid()).await;
+    assert_eq!(
+        event.routing_key, "connection.disconnected",
+        "acted on ops's grant"
+    );
+    let audit = test
+        .audit_row(request.request_id.as_uuid())
+        .await
+        .expect("audit row");
+    assert_eq!(
+        audit.publisher.as_deref(),
+        Some("ops"),
+        "recorded as the forged user"
+    );
+}

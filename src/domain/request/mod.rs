@@ -204,10 +204,13 @@ impl DisconnectRequest {
             },
             client_id: target.client_id().map(|client_id| client_id.as_str()),
             entity_ids: target.entity_ids(),
-            // Written where it is not what the selector implies.
+            // Written where it is not what the selector implies; and always
+            // with entities: a worker older than entities ignores
+            // `entity_ids` and would end the whole connection, but refuses
+            // an unknown scope (dead-lettered, to be requeued).
             scope: match target.scope() {
-                Scope::Token | Scope::Client => Some(target.scope()),
-                Scope::Connection | Scope::Company | Scope::Entity => None,
+                Scope::Token | Scope::Client | Scope::Entity => Some(target.scope()),
+                Scope::Connection | Scope::Company => None,
             },
             reason_code: self.reason_code,
             requested_at: self
