@@ -80,7 +80,7 @@ PROGRAM_ENV = program_env()
 SECRET_ENV = {"DATABASE_URL", "AMQP_URL"}
 
 
-# Every metric the worker exposes at /metrics (README "Health and metrics"):
+# Every metric the worker exposes at /metrics (docs/operations.md, "Health and metrics"):
 # alerts and dashboard panels may use these and nothing else. A test of the
 # worker checks the same names, read from the rule template and the dashboard,
 # against a real scrape.

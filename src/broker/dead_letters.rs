@@ -7,8 +7,9 @@
 //! reader takes them (`basic.get`, unacknowledged) and gives back those it
 //! keeps with one `basic.nack(requeue)`. From RabbitMQ 4.3 a nack does not
 //! count against a quorum queue's delivery limit; before 4.3 every return
-//! counts, and a quorum queue declared without a limit has 20 from 4.0: the
-//! README says how to lift it on the dead-letter queue.
+//! counts, and a quorum queue declared without a limit has 20 from 4.0:
+//! docs/operations.md ("Dead letters") says how to lift it on the
+//! dead-letter queue.
 
 use chrono::{DateTime, Utc};
 use lapin::message::Delivery;

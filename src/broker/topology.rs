@@ -42,8 +42,8 @@ pub enum TopologyError {
     },
     /// With `DECLARE_TOPOLOGY=false`: these do not exist.
     #[error(
-        "DECLARE_TOPOLOGY=false, and the broker lacks {}; declare them as the README's message \
-         contract describes, or let the worker declare them (DECLARE_TOPOLOGY=true)",
+        "DECLARE_TOPOLOGY=false, and the broker lacks {}; declare them as docs/contract.md \
+         describes, or let the worker declare them (DECLARE_TOPOLOGY=true)",
         .0.join(", ")
     )]
     Missing(Vec<String>),
