@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::amqp::{self, Measured};
 use super::seed::BenchEnv;
+use super::writes::{self, Writes};
 use super::Args;
 
 #[derive(Debug, Clone, Serialize)]
@@ -30,6 +31,8 @@ pub struct EndToEnd {
     /// Spans received by the OTLP receiver, in the traced run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spans_exported: Option<usize>,
+    /// What the run wrote to Postgres, per request.
+    pub writes: Writes,
 }
 
 pub fn worker_binary(args: &Args) -> anyhow::Result<PathBuf> {
@@ -63,12 +66,12 @@ fn memory_mib(pid: u32) -> Option<(f64, f64)> {
 /// settings (the traced run's OTLP endpoint).
 pub async fn run(
     args: &Args,
-    env: &BenchEnv,
+    bench: &BenchEnv,
     label: &str,
     rate: Option<f64>,
     extra_env: &[(&'static str, String)],
 ) -> anyhow::Result<EndToEnd> {
-    let tokens = env
+    let tokens = bench
         .seed_connections(
             &format!("e2e-{label}"),
             args.connections,
@@ -78,7 +81,7 @@ pub async fn run(
     let topology = unique_topology(&format!("bench-{label}"));
     let (connection, channel) = broker::connect(&args.amqp_url).await?;
     topology.declare(&channel).await?;
-    let mut env = worker_env(&env.database.url, &args.amqp_url, &topology);
+    let mut env = worker_env(&bench.database.url, &args.amqp_url, &topology);
     env.extend([
         ("PREFETCH", args.prefetch.to_string()),
         ("BATCH_SIZE", args.batch_size.to_string()),
@@ -93,6 +96,7 @@ pub async fn run(
         .terminate_on_drop();
     let pid = worker.pid();
     wait_for_consumer(&channel, &topology.request_queue, Duration::from_secs(30)).await?;
+    let before = writes::snapshot(&bench.pool).await?;
 
     let requests = amqp::requests_for(tokens.iter().map(String::as_str))?;
     let tap_channel = connection.create_channel().await?;
@@ -115,8 +119,12 @@ pub async fn run(
     let (_, peak_memory_mib) = memory_mib(pid).unwrap_or_default();
     sampling.store(false, Ordering::Relaxed);
     let samples = sampler.await.unwrap_or_default();
+    // Stopped (SIGTERM, waited for) before the second snapshot: its
+    // outbox's last marks are written, and its sessions report their rows.
     drop(worker);
     let measured = measured?;
+    let after = writes::snapshot(&bench.pool).await?;
+    let writes = writes::between(&bench.pool, &before, &after, requests.len()).await?;
     let steady = &samples[samples.len() / 4..];
     let steady_memory_mib = (
         steady.iter().copied().reduce(f64::min).unwrap_or_default(),
@@ -130,5 +138,6 @@ pub async fn run(
         peak_memory_mib,
         steady_memory_mib,
         spans_exported: None,
+        writes,
     })
 }

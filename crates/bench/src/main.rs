@@ -13,6 +13,7 @@ mod fanout;
 mod report;
 mod seed;
 mod stats;
+mod writes;
 
 use std::path::PathBuf;
 

@@ -104,6 +104,7 @@ pub fn print(args: &Args, results: &Results) {
         );
     }
     print_cpu(results);
+    print_writes(results);
     println!(
         "\nworker / database baseline = {:.2}; worker / broker baseline = {:.2}",
         results.worker_over_database_baseline, results.worker_over_broker_baseline
@@ -147,5 +148,48 @@ fn print_cpu(results: &Results) {
             "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
             cpu.postgres_ms, cpu.rabbitmq_ms, cpu.worker_ms, cpu.bench_ms, cpu.machine_ms
         );
+    }
+}
+
+/// What each run of the worker wrote to Postgres, per request: the WAL
+/// (records and full-page images apart) and the rows of each table.
+fn print_writes(results: &Results) {
+    println!("\nPostgres writes per request\n");
+    println!("| run | WAL record bytes | WAL full-page image bytes | WAL records | rows inserted / updated (HOT) / deleted |");
+    println!("|---|---:|---:|---:|---|");
+    let traced = results.worker_saturating_traced.iter();
+    for (name, run) in [
+        ("worker, saturating", &results.worker_saturating),
+        ("worker, half rate", &results.worker_half_rate),
+    ]
+    .into_iter()
+    .chain(traced.map(|run| ("worker, saturating, traced", run)))
+    {
+        let writes = &run.writes;
+        let rows: Vec<String> = writes
+            .rows
+            .iter()
+            .filter(|(_, rows)| rows.inserted + rows.updated + rows.deleted > 0.0)
+            .map(|(table, rows)| {
+                format!(
+                    "{table} {:.2} / {:.2} ({:.2}) / {:.2}",
+                    rows.inserted, rows.updated, rows.hot_updated, rows.deleted
+                )
+            })
+            .collect();
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.1} | {} |",
+            writes.wal_record_bytes,
+            writes.wal_fpi_bytes,
+            writes.wal_records,
+            rows.join("; ")
+        );
+    }
+    let run = &results.worker_saturating.writes;
+    println!("\nWAL by record type, worker saturating, per request\n");
+    println!("| record type | records | bytes |");
+    println!("|---|---:|---:|");
+    for (kind, count, bytes) in run.wal_by_kind.iter().take(12) {
+        println!("| {kind} | {count:.2} | {bytes:.0} |");
     }
 }

@@ -20,6 +20,7 @@ impl BenchEnv {
         let database =
             TestDatabase::create(&admin_url(&args.database_url), "disconnect_bench").await?;
         let pool = database.pool(args.db_concurrency + 2);
+        super::writes::prepare(&pool).await?;
         Ok(Self { database, pool })
     }
 
