@@ -30,9 +30,9 @@ pub struct RetentionArgs {
           default_value_t = 365, value_parser = clap::value_parser!(u32).range(0..=36_500))]
     pub audit_retention_days: u32,
 
-    /// Hours a published event stays in the outbox table (a transport
-    /// buffer, not the audit trail); 0 keeps them. Unpublished events are
-    /// never deleted.
+    /// Hours an event marked published by a version before 0.3.0 stays in
+    /// the outbox table; 0 keeps them. From 0.3.0 an event leaves the outbox
+    /// once the broker confirms it. Unpublished events are never deleted.
     #[arg(long, env = "OUTBOX_RETENTION_HOURS", value_name = "OUTBOX_RETENTION_HOURS",
           default_value_t = 168, value_parser = clap::value_parser!(u32).range(0..=87_600))]
     pub outbox_retention_hours: u32,

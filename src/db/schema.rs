@@ -80,7 +80,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    outbox_events (id) {
+    outbox_events (event_id) {
         id -> Int8,
         event_id -> Uuid,
         request_id -> Uuid,

@@ -5,20 +5,20 @@
 //!
 //! - **after commit** ([`Outbox::publish_after_commit`]): a committed batch's
 //!   events are published at once on the current broker session, with
-//!   confirms, and marked published shortly afterwards, many batches per
-//!   statement (`marks`). Nearly every event takes this path, and it adds no
-//!   database round trip to a request's latency.
+//!   confirms, and deleted from the outbox shortly afterwards, many batches
+//!   per statement (`confirmed`). Nearly every event takes this path, and it
+//!   adds no database round trip to a request's latency.
 //! - **the relay** (`relay`): publishes what the first path did not: events
 //!   whose publish failed, at once, and events still unpublished after the
 //!   relay delay (their worker died between commit and publish, or before
 //!   marking them).
 //!
-//! It also samples the backlog for the metrics (published events are
-//! deleted by [`crate::retention`]). Consumers deduplicate by `event_id`: a
-//! crash between a publish and its mark sends that event again.
+//! It also samples the backlog for the metrics. Consumers deduplicate by
+//! `event_id`: a crash between a confirm and the deletion sends that event
+//! again.
 
 mod backlog;
-mod marks;
+mod confirmed;
 mod pending;
 mod publish;
 mod relay;
@@ -67,7 +67,7 @@ struct Shared {
     /// The publish channel of the current broker session (confirm mode);
     /// `None` before the first.
     channel: watch::Sender<Option<Channel>>,
-    /// Confirmed by the broker, not yet marked published.
+    /// Confirmed by the broker, not yet deleted from the outbox.
     published: EventIds,
     /// Committed, but their publish after commit failed.
     unsent: EventIds,
@@ -102,7 +102,8 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Start marking, relaying (once given a channel), pruning and sampling.
+    /// Start deleting confirmed events, relaying (once given a channel) and
+    /// sampling.
     /// Call it once the database is migrated.
     pub fn spawn(pool: BoundedPool, settings: OutboxSettings) -> Self {
         let shared = Arc::new(Shared {
@@ -115,7 +116,7 @@ impl Outbox {
         });
         let stop = CancellationToken::new();
         let tasks = vec![
-            tokio::spawn(marks::run(shared.clone(), stop.clone())),
+            tokio::spawn(confirmed::run(shared.clone(), stop.clone())),
             tokio::spawn(relay::run(shared.clone(), stop.clone())),
             tokio::spawn(backlog::sample(shared.pool.clone(), stop.clone())),
         ];
@@ -174,7 +175,7 @@ impl Outbox {
     }
 
     /// The graceful stop, after the last handler has finished: wait for the
-    /// publishes after commit, stop the tasks, mark what was confirmed, and
+    /// publishes after commit, stop the tasks, delete what was confirmed, and
     /// publish what is left to the relay on the current session. Events
     /// younger than the relay delay written by another replica are its own.
     pub async fn shutdown(&self) -> anyhow::Result<()> {
@@ -185,9 +186,9 @@ impl Outbox {
         for task in tasks {
             let _ = task.await;
         }
-        marks::flush(&self.shared)
+        confirmed::flush(&self.shared)
             .await
-            .context("marking the last published events")?;
+            .context("deleting the last confirmed events")?;
         match self.shared.current_channel() {
             Some(channel) => relay::drain(&self.shared, &channel)
                 .await

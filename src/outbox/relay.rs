@@ -1,16 +1,16 @@
-//! The relay: publishes the events the after-commit path did not, and marks
-//! them published once the broker has confirmed them. Two kinds, in order:
+//! The relay: publishes the events the after-commit path did not, and
+//! deletes them once the broker has confirmed them. Two kinds, in order:
 //! events whose publish after commit failed (at once), then events still
 //! unpublished after the relay delay (left by a worker that died).
 //!
-//! At least once: an event is marked only after its confirm, so a crash
-//! between the confirm and the mark publishes it again on the next sweep.
+//! At least once: an event is deleted only after its confirm, so a crash
+//! between the confirm and the deletion publishes it again on the next
+//! sweep.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
-use chrono::Utc;
 use diesel::result::Error as QueryError;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use lapin::Channel;
@@ -66,7 +66,7 @@ impl Claim<'_> {
 }
 
 /// Publish the claimed events; returns how many were published. The rows
-/// stay locked (`SKIP LOCKED` for other replicas) until they are marked, and
+/// stay locked (`SKIP LOCKED` for other replicas) until they are deleted, and
 /// a failed publish rolls the whole batch back to pending. The transaction
 /// waits for the broker's confirms, so it lets the server wait that long
 /// for its next statement (the session's own idle-in-transaction timeout is
@@ -92,7 +92,7 @@ async fn publish_claimed(
                         .await
                         .map_err(BatchError::Publish)?;
                     let ids: Vec<EventId> = events.iter().map(|event| event.event_id).collect();
-                    store::mark_published(conn, &ids, Utc::now()).await?;
+                    store::delete_confirmed(conn, &ids).await?;
                     Ok(events.len())
                 })
                 .await;

@@ -1,6 +1,8 @@
 //! The outbox's own SQL, on `outbox_events`: events written in the
 //! transaction of the state change they announce (by the service, through
-//! [`insert_many`]), then claimed and marked by the outbox, and deleted by retention.
+//! [`insert_many`]), claimed by the relay, and deleted once the broker has
+//! confirmed them. Rows with `published_at` set are those a version before
+//! 0.3.0 marked instead; retention deletes them.
 
 use std::time::Duration;
 
@@ -161,7 +163,7 @@ pub async fn claim_unpublished_older_than(
     outbox_events::table
         .filter(outbox_events::published_at.is_null())
         .filter((outbox_events::created_at + delay.into_sql::<Interval>()).lt(now))
-        .order(outbox_events::id)
+        .order(outbox_events::event_id)
         .limit(limit)
         .select(EVENT_COLUMNS)
         .for_update()
@@ -179,7 +181,7 @@ pub async fn claim_unpublished_by_ids(
     outbox_events::table
         .filter(outbox_events::published_at.is_null())
         .filter(outbox_events::event_id.eq_any(event_ids))
-        .order(outbox_events::id)
+        .order(outbox_events::event_id)
         .select(EVENT_COLUMNS)
         .for_update()
         .skip_locked()
@@ -188,21 +190,16 @@ pub async fn claim_unpublished_by_ids(
         .map(into_events)
 }
 
-/// Mark events published; an event marked before keeps its first time.
-/// Returns how many were marked now.
-pub async fn mark_published(
+/// Delete events the broker has confirmed: an event's row lives only until
+/// then. Returns how many were deleted (one deleted before, by another
+/// replica's relay, is not counted).
+pub async fn delete_confirmed(
     conn: &mut AsyncPgConnection,
     event_ids: &[EventId],
-    at: DateTime<Utc>,
 ) -> QueryResult<usize> {
-    diesel::update(
-        outbox_events::table
-            .filter(outbox_events::event_id.eq_any(event_ids))
-            .filter(outbox_events::published_at.is_null()),
-    )
-    .set(outbox_events::published_at.eq(at))
-    .execute(conn)
-    .await
+    diesel::delete(outbox_events::table.filter(outbox_events::event_id.eq_any(event_ids)))
+        .execute(conn)
+        .await
 }
 
 /// How many events wait to be published, and when the oldest was written.
@@ -217,8 +214,9 @@ pub async fn backlog(conn: &mut AsyncPgConnection) -> QueryResult<(i64, Option<D
         .await
 }
 
-/// Delete events published before `before`; returns how many. Bounded per
-/// call so a large backlog is pruned in short transactions.
+/// Delete events marked published before `before` (by a version before
+/// 0.3.0); returns how many. Bounded per call so a large backlog is pruned
+/// in short transactions.
 pub async fn delete_published_before(
     conn: &mut AsyncPgConnection,
     before: DateTime<Utc>,
@@ -226,8 +224,8 @@ pub async fn delete_published_before(
 ) -> QueryResult<usize> {
     crate::db::delete_bounded(
         conn,
-        "DELETE FROM outbox_events WHERE id IN \
-         (SELECT id FROM outbox_events WHERE published_at < $1 LIMIT $2)",
+        "DELETE FROM outbox_events WHERE event_id IN \
+         (SELECT event_id FROM outbox_events WHERE published_at < $1 LIMIT $2)",
         before,
         limit,
     )

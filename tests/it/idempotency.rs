@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use diesel_async::RunQueryDsl;
 use disconnect_worker::domain::AccessToken;
 use uuid::Uuid;
 
@@ -61,23 +60,39 @@ async fn a_re_sent_event_is_byte_identical_with_the_same_event_id() {
     let mut events = test.event_tap().await;
     let _worker = test.spawn_worker();
 
+    // The stored event, kept aside before the worker publishes and deletes it.
+    test.execute("CREATE TABLE kept_events AS TABLE outbox_events WITH NO DATA")
+        .await;
+    test.execute(
+        "CREATE FUNCTION keep_event() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN INSERT INTO kept_events SELECT (NEW).*; RETURN NEW; END $$",
+    )
+    .await;
+    test.execute(
+        "CREATE TRIGGER keep_event AFTER INSERT ON outbox_events \
+         FOR EACH ROW EXECUTE FUNCTION keep_event()",
+    )
+    .await;
+
     let request = test
         .request_disconnect(&test.channel().await, Uuid::new_v4(), token.token.expose())
         .await;
     let first = events.event_for(request).await;
-    crate::support::eventually("the event marked published", || async {
+    crate::support::eventually("the event deleted once confirmed", || async {
         (test.unpublished_event_count().await == 0).then_some(())
     })
     .await;
-    // As if the worker had died before marking it: the relay publishes it
-    // again once it is older than the relay delay.
-    let mut conn = test.pool.get().await.expect("db");
-    diesel::sql_query(
-        "UPDATE outbox_events SET published_at = NULL, created_at = now() - interval '1 hour'",
+    let stored = test.stored_event_payload_in("kept_events", request).await;
+    // As if the worker had died between the confirm and the deletion: the
+    // row is back, and the relay publishes it again once it is older than
+    // the relay delay.
+    test.execute("DROP TRIGGER keep_event ON outbox_events")
+        .await;
+    test.execute(
+        "INSERT INTO outbox_events SELECT * FROM kept_events; \
+         UPDATE outbox_events SET created_at = now() - interval '1 hour'",
     )
-    .execute(&mut conn)
-    .await
-    .expect("reset");
+    .await;
     let second = loop {
         let event = events
             .next_within(crate::support::PATIENCE)
@@ -90,10 +105,7 @@ async fn a_re_sent_event_is_byte_identical_with_the_same_event_id() {
 
     assert_eq!(first.raw, second.raw);
     assert_eq!(first.message_id, second.message_id);
-    assert_eq!(
-        first.raw,
-        test.stored_event_payload(request).await.into_bytes()
-    );
+    assert_eq!(first.raw, stored.into_bytes());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,7 +35,7 @@ async fn metrics_count_requests_by_outcome_tokens_revoked_and_events_published()
             let (status, body) = worker.get("/metrics").await?;
             assert_eq!(status, 200);
             // Events are counted once the broker confirmed them and the outbox
-            // row is marked, a moment after consumers may already see them.
+            // row is deleted, a moment after consumers may already see them.
             let settled = sample(&body, "disconnect_worker_processing_seconds_count") == Some(4.0);
             let published = sample(
                 &body,

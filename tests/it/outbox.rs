@@ -23,26 +23,26 @@ async fn an_event_left_unpublished_by_a_crash_is_published_when_the_worker_runs_
     assert!(matches!(processed, Processed::Recorded(_)));
     assert_eq!(test.unpublished_event_count().await, 1);
     let request_id = request.request_id.as_uuid();
+    let stored = test
+        .stored_event_payload_in("outbox_events", request_id)
+        .await;
 
     let mut events = test.event_tap().await;
     let _worker = test.spawn_worker();
     let event = events.event_for(request_id).await;
 
     assert_eq!(event.routing_key, "connection.disconnected");
-    assert_eq!(
-        event.raw,
-        test.stored_event_payload(request_id).await.into_bytes()
-    );
-    eventually("the event marked published", || async {
+    assert_eq!(event.raw, stored.into_bytes());
+    eventually("the event deleted once confirmed", || async {
         (test.unpublished_event_count().await == 0).then_some(())
     })
     .await;
 }
 
 /// The worker publishes a batch's events itself, right after the commit,
-/// and marks them published: no relay sweep is involved.
+/// and deletes them once confirmed: no relay sweep is involved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_are_published_and_marked_right_after_commit_without_the_relay() {
+async fn events_are_published_and_deleted_right_after_commit_without_the_relay() {
     let test = TestContext::new().await;
     let mut settings = test.run_settings();
     // The relay's one sweep at start finds nothing, and it never sweeps again.
@@ -64,7 +64,7 @@ async fn events_are_published_and_marked_right_after_commit_without_the_relay() 
         let event = events.event_for(*request_id).await;
         assert_eq!(event.routing_key, "connection.disconnected");
     }
-    eventually("the events marked published", || async {
+    eventually("the events deleted once confirmed", || async {
         (test.unpublished_event_count().await == 0).then_some(())
     })
     .await;
@@ -116,7 +116,7 @@ async fn the_relay_publishes_an_unpublished_event_only_once_it_is_older_than_the
     test.execute("UPDATE outbox_events SET created_at = now() - interval '61 minutes'")
         .await;
     events.event_for(request_ids[0]).await;
-    eventually("the event marked published", || async {
+    eventually("the event deleted once confirmed", || async {
         (test.unpublished_event_count().await == 0).then_some(())
     })
     .await;
@@ -142,7 +142,7 @@ async fn a_graceful_stop_publishes_pending_events_first() {
         )
         .await;
     events.event_for(sentinel_request).await;
-    eventually("the sentinel's event marked published", || async {
+    eventually("the sentinel's event deleted once confirmed", || async {
         (test.unpublished_event_count().await == 0).then_some(())
     })
     .await;

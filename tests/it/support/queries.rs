@@ -119,14 +119,21 @@ impl TestContext {
     }
 
     /// The stored payload of a request's event.
-    pub async fn stored_event_payload(&self, request_id: Uuid) -> String {
+    /// The payload of a request's event as a table of the outbox's shape
+    /// holds it (`outbox_events` itself while it is unpublished).
+    pub async fn stored_event_payload_in(&self, table: &str, request_id: Uuid) -> String {
+        #[derive(diesel::QueryableByName)]
+        struct Payload {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            payload: String,
+        }
         let mut conn = self.pool.get().await.expect("db");
-        outbox_events::table
-            .filter(outbox_events::request_id.eq(request_id))
-            .select(outbox_events::payload)
-            .first(&mut conn)
+        diesel::sql_query(format!("SELECT payload FROM {table} WHERE request_id = $1"))
+            .bind::<diesel::sql_types::Uuid, _>(request_id)
+            .get_result::<Payload>(&mut conn)
             .await
             .expect("query")
+            .payload
     }
 
     /// Run SQL statements on the test database (to install a fault, say).
