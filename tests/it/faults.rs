@@ -99,7 +99,11 @@ async fn postgres_going_away_under_load_loses_nothing() {
     );
     proxy.restore();
 
-    test.assert_invariants(&workload, &mut events, DeadLetters::Exactly)
+    // At least once: finding Postgres unreachable, the worker closes its
+    // broker session to hand its requests back, and a bad message whose
+    // dead-letter copy was confirmed but whose ack had not gone out comes
+    // back and is dead-lettered again.
+    test.assert_invariants(&workload, &mut events, DeadLetters::AtLeastOnce)
         .await;
 }
 

@@ -93,9 +93,10 @@ struct ConnectionRow {
 pub enum DeadLetters {
     /// One each: no fault could interrupt dead-lettering.
     Exactly,
-    /// At least one each: the worker died, or lost its broker connection,
-    /// between the broker's confirm of the dead-letter copy and its ack of
-    /// the original, so the original came back and was dead-lettered again.
+    /// At least one each: the worker died, lost its broker connection, or
+    /// closed it (its database unreachable), between the broker's confirm
+    /// of the dead-letter copy and its ack of the original, so the original
+    /// came back and was dead-lettered again.
     AtLeastOnce,
 }
 
