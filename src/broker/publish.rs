@@ -118,3 +118,32 @@ pub fn json_properties(
 pub fn set_header(headers: &mut FieldTable, key: &str, value: &str) {
     headers.insert(key.into(), AMQPValue::LongString(LongString::from(value)));
 }
+
+/// `base` with every property of `original` but its headers, `expiration`
+/// and `user_id` (for a copy republished by the worker: a copy must not
+/// expire, and RabbitMQ checks `user_id` against the publishing connection,
+/// which for a copy is another user's).
+pub fn copy_properties(original: &BasicProperties, base: BasicProperties) -> BasicProperties {
+    let mut properties = base;
+    macro_rules! keep {
+        ($($getter:ident => $setter:ident),* $(,)?) => {
+            $(if let Some(value) = original.$getter() {
+                properties = properties.$setter(value.clone());
+            })*
+        };
+    }
+    keep!(
+        content_type => with_content_type,
+        content_encoding => with_content_encoding,
+        delivery_mode => with_delivery_mode,
+        priority => with_priority,
+        correlation_id => with_correlation_id,
+        reply_to => with_reply_to,
+        message_id => with_message_id,
+        timestamp => with_timestamp,
+        kind => with_type,
+        app_id => with_app_id,
+        cluster_id => with_cluster_id,
+    );
+    properties
+}

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::ConfigError;
 use crate::broker::dead_letters::{self, DeadLetterInfo, Taken};
-use crate::broker::publish::publish_confirmed;
+use crate::broker::publish::{copy_properties, publish_confirmed};
 use crate::broker::{BrokerUrls, Topology};
 use crate::cli::{DeadLetterFilter, DeadLetterListArgs, DeadLetterRequeueArgs};
 use crate::config::BrokerArgs;
@@ -245,37 +245,13 @@ fn requeued_properties(dead: &BasicProperties, user: Option<String>) -> BasicPro
             AMQPValue::LongString(LongString::from(original.as_str())),
         );
     }
-    let properties = without_user_id(dead).with_headers(headers);
+    // Without `user_id` (set below) and `expiration`: the request is asked
+    // again now.
+    let properties = copy_properties(dead, BasicProperties::default()).with_headers(headers);
     match (original_user, user) {
         (Some(_), Some(user)) => properties.with_user_id(ShortString::from(user)),
         _ => properties,
     }
-}
-
-/// The properties but `user_id` (`BasicProperties` cannot unset one).
-fn without_user_id(properties: &BasicProperties) -> BasicProperties {
-    let mut copy = BasicProperties::default();
-    macro_rules! keep {
-        ($($getter:ident => $setter:ident),* $(,)?) => {
-            $(if let Some(value) = properties.$getter() {
-                copy = copy.$setter(value.clone());
-            })*
-        };
-    }
-    keep!(
-        content_type => with_content_type,
-        content_encoding => with_content_encoding,
-        delivery_mode => with_delivery_mode,
-        priority => with_priority,
-        correlation_id => with_correlation_id,
-        reply_to => with_reply_to,
-        message_id => with_message_id,
-        timestamp => with_timestamp,
-        kind => with_type,
-        app_id => with_app_id,
-        cluster_id => with_cluster_id,
-    );
-    copy
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
 
-use crate::broker::publish::{publish_confirmed, set_header, PublishError, APP_ID};
+use crate::broker::publish::{
+    copy_properties, publish_confirmed, set_header, PublishError, APP_ID,
+};
 use crate::domain::contract::REQUEST_TYPE;
 use crate::domain::Rejection;
 use crate::telemetry::propagation::{set_traceparent, TRACEPARENT};
@@ -100,30 +102,11 @@ pub async fn publish(
 /// Like every message the worker publishes, the copy has a `type`, a
 /// `timestamp` and an `app_id`: the original's where it had them.
 fn dead_letter_properties(original: &BasicProperties, mut headers: FieldTable) -> BasicProperties {
-    let mut properties = BasicProperties::default()
+    let defaults = BasicProperties::default()
         .with_type(ShortString::from(REQUEST_TYPE))
         .with_timestamp(u64::try_from(Utc::now().timestamp()).unwrap_or_default())
         .with_app_id(ShortString::from(APP_ID));
-    macro_rules! keep {
-        ($($getter:ident => $setter:ident),* $(,)?) => {
-            $(if let Some(value) = original.$getter() {
-                properties = properties.$setter(value.clone());
-            })*
-        };
-    }
-    keep!(
-        content_type => with_content_type,
-        content_encoding => with_content_encoding,
-        delivery_mode => with_delivery_mode,
-        priority => with_priority,
-        correlation_id => with_correlation_id,
-        reply_to => with_reply_to,
-        message_id => with_message_id,
-        timestamp => with_timestamp,
-        kind => with_type,
-        app_id => with_app_id,
-        cluster_id => with_cluster_id,
-    );
+    let properties = copy_properties(original, defaults);
     for (header, value) in [
         (ORIGINAL_EXPIRATION_HEADER, original.expiration()),
         (ORIGINAL_USER_ID_HEADER, original.user_id()),
