@@ -4,9 +4,10 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Array, Bytea, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use super::batch_connections::BatchConnectionIds;
 use super::schema::connections;
 use super::Disconnection;
 use crate::domain::{ConnectionId, ConnectionRef, ConnectionStatus, RequestId, TokenHash};
@@ -41,15 +42,16 @@ pub async fn lock_for_batch(
     hashes: &[TokenHash],
     ids: &[ConnectionId],
 ) -> QueryResult<Vec<ConnectionRow>> {
-    LockForBatch { hashes, ids }.load(&mut conn).await
+    LockForBatch {
+        connections: BatchConnectionIds { hashes, ids },
+    }
+    .load(&mut conn)
+    .await
 }
 
-/// A query type, so Diesel prepares it once per connection; by hand, for
-/// the one array of ids: with `IN (subquery) OR id = ANY(...)` Postgres
-/// scans the whole table.
+/// A query type, so Diesel prepares it once per connection.
 struct LockForBatch<'a> {
-    hashes: &'a [TokenHash],
-    ids: &'a [ConnectionId],
+    connections: BatchConnectionIds<'a>,
 }
 
 impl QueryId for LockForBatch<'_> {
@@ -61,12 +63,9 @@ impl QueryFragment<Pg> for LockForBatch<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
             "SELECT id, client_id, company_id, provider_id, status FROM connections \
-             WHERE id = ANY(ARRAY(SELECT connection_id FROM access_tokens \
-             WHERE token_hash = ANY(",
+             WHERE id = ANY(",
         );
-        out.push_bind_param::<Array<Bytea>, _>(self.hashes)?;
-        out.push_sql(")) || ");
-        out.push_bind_param::<Array<SqlUuid>, _>(self.ids)?;
+        self.connections.walk_ast(out.reborrow())?;
         out.push_sql(") ORDER BY id FOR UPDATE");
         Ok(())
     }

@@ -7,9 +7,10 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Array, Bytea, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use super::batch_connections::BatchConnectionIds;
 use super::schema::connection_entities;
 use crate::domain::{ConnectionId, EntityId, EntityRef, EntityStatus, RequestId, TokenHash};
 
@@ -58,8 +59,10 @@ pub async fn of_connections(
     connection_ids: &[ConnectionId],
 ) -> QueryResult<Vec<EntityRow>> {
     OfConnections {
-        hashes,
-        connection_ids,
+        connections: BatchConnectionIds {
+            hashes,
+            ids: connection_ids,
+        },
     }
     .load(&mut conn)
     .await
@@ -68,8 +71,7 @@ pub async fn of_connections(
 /// A query type, so Diesel prepares it once per connection; one array of
 /// connection ids, as for the tokens (`tokens::active_of_connections`).
 struct OfConnections<'a> {
-    hashes: &'a [TokenHash],
-    connection_ids: &'a [ConnectionId],
+    connections: BatchConnectionIds<'a>,
 }
 
 impl QueryId for OfConnections<'_> {
@@ -81,12 +83,9 @@ impl QueryFragment<Pg> for OfConnections<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
             "SELECT e.id, e.connection_id, e.provider_entity_id, e.status \
-             FROM connection_entities AS e WHERE e.connection_id = ANY(ARRAY(\
-             SELECT connection_id FROM access_tokens WHERE token_hash = ANY(",
+             FROM connection_entities AS e WHERE e.connection_id = ANY(",
         );
-        out.push_bind_param::<Array<Bytea>, _>(self.hashes)?;
-        out.push_sql(")) || ");
-        out.push_bind_param::<Array<SqlUuid>, _>(self.connection_ids)?;
+        self.connections.walk_ast(out.reborrow())?;
         out.push_sql(")");
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! small named queries per table. The outbox's table belongs to the outbox
 //! (`crate::outbox::store`).
 
+pub mod batch_connections;
 pub mod bounded;
 pub mod connect;
 pub mod connections;

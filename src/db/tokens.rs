@@ -4,9 +4,10 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Array, Bytea, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use super::batch_connections::BatchConnectionIds;
 use super::schema::{access_tokens, connections};
 use super::Disconnection;
 use crate::domain::{ConnectionId, ConnectionStatus, RequestId, TokenHash, TokenId};
@@ -135,8 +136,10 @@ pub async fn active_of_connections(
     connection_ids: &[ConnectionId],
 ) -> QueryResult<Vec<ActiveToken>> {
     ActiveOfConnections {
-        hashes,
-        connection_ids,
+        connections: BatchConnectionIds {
+            hashes,
+            ids: connection_ids,
+        },
     }
     .load(&mut conn)
     .await
@@ -177,8 +180,7 @@ pub async fn revoke_all_of_connections(
 // every call, with an extra round trip to do it.
 
 struct ActiveOfConnections<'a> {
-    hashes: &'a [TokenHash],
-    connection_ids: &'a [ConnectionId],
+    connections: BatchConnectionIds<'a>,
 }
 
 // By hand: the derive does not take a lifetime.
@@ -189,17 +191,11 @@ impl QueryId for ActiveOfConnections<'_> {
 
 impl QueryFragment<Pg> for ActiveOfConnections<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        // One array of connection ids (those of the hashes, computed once,
-        // and those named), so the plan is an index scan per connection.
-        // With `IN (subquery) OR = ANY(...)` Postgres scans the whole table.
         out.push_sql(
             "SELECT t.id, t.connection_id FROM access_tokens AS t \
-             WHERE t.revoked_at IS NULL AND t.connection_id = ANY(ARRAY(\
-             SELECT connection_id FROM access_tokens WHERE token_hash = ANY(",
+             WHERE t.revoked_at IS NULL AND t.connection_id = ANY(",
         );
-        out.push_bind_param::<Array<Bytea>, _>(self.hashes)?;
-        out.push_sql(")) || ");
-        out.push_bind_param::<Array<SqlUuid>, _>(self.connection_ids)?;
+        self.connections.walk_ast(out.reborrow())?;
         out.push_sql(")");
         Ok(())
     }
