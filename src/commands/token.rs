@@ -3,7 +3,7 @@
 use super::{with_database, ConfigError};
 use crate::cli::IssueArgs;
 use crate::config::DatabaseArgs;
-use crate::domain::entity::check_provider_entity_id;
+use crate::domain::scope::check_label;
 use crate::domain::AccessToken;
 use crate::service::{introspect_token, issue_token, TokenGrant};
 
@@ -19,7 +19,7 @@ pub async fn issue(args: &IssueArgs) -> anyhow::Result<()> {
         }
     }
     for entity in &args.entities {
-        check_provider_entity_id(entity).map_err(|what| ConfigError(format!("--entity {what}")))?;
+        check_label(entity).map_err(|what| ConfigError(format!("--entity {what}")))?;
     }
     let settings = args.database.settings().map_err(ConfigError)?;
     let grant = TokenGrant {

@@ -15,9 +15,6 @@ use super::text_column::text_column;
 /// Most entity ids one request may name.
 pub const MAX_ENTITY_IDS: usize = 100;
 
-/// Longest provider entity id accepted.
-pub const MAX_PROVIDER_ENTITY_ID_CHARS: usize = 128;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, AsExpression, FromSqlRow)]
 #[diesel(sql_type = Text)]
 #[serde(rename_all = "snake_case")]
@@ -26,24 +23,10 @@ pub enum EntityStatus {
     Disconnected,
 }
 
-impl EntityStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Disconnected => "disconnected",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "active" => Some(Self::Active),
-            "disconnected" => Some(Self::Disconnected),
-            _ => None,
-        }
-    }
-}
-
-text_column!(EntityStatus);
+text_column!(EntityStatus {
+    Active => "active",
+    Disconnected => "disconnected",
+});
 
 /// An entity as events name it: both ids.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
@@ -52,18 +35,4 @@ pub struct EntityRef {
     pub entity_id: EntityId,
     /// The provider's own identifier for it.
     pub provider_entity_id: String,
-}
-
-/// Check a provider entity id given to `token issue`.
-pub fn check_provider_entity_id(value: &str) -> Result<(), &'static str> {
-    if value.is_empty() {
-        return Err("is empty");
-    }
-    if value.chars().count() > MAX_PROVIDER_ENTITY_ID_CHARS {
-        return Err("is longer than 128 characters");
-    }
-    if value.chars().any(char::is_control) {
-        return Err("contains control characters");
-    }
-    Ok(())
 }

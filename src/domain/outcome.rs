@@ -19,24 +19,10 @@ pub enum ConnectionStatus {
     Disconnected,
 }
 
-impl ConnectionStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Disconnected => "disconnected",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "active" => Some(Self::Active),
-            "disconnected" => Some(Self::Disconnected),
-            _ => None,
-        }
-    }
-}
-
-text_column!(ConnectionStatus);
+text_column!(ConnectionStatus {
+    Active => "active",
+    Disconnected => "disconnected",
+});
 
 /// The connection a request resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,48 +186,6 @@ pub enum OutcomeKind {
 }
 
 impl OutcomeKind {
-    pub const ALL: [Self; 15] = [
-        Self::Disconnected,
-        Self::TokenRevoked,
-        Self::UnknownToken,
-        Self::UnknownConnection,
-        Self::AlreadyDisconnected,
-        Self::AlreadyRevoked,
-        Self::NotAuthorized,
-        Self::Expired,
-        Self::InProgress,
-        Self::Completed,
-        Self::NothingToDisconnect,
-        Self::EntitiesDisconnected,
-        Self::UnknownEntity,
-        Self::WouldDisconnectConnection,
-        Self::EntitiesAlreadyDisconnected,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Disconnected => "disconnected",
-            Self::TokenRevoked => "token_revoked",
-            Self::UnknownToken => "unknown_token",
-            Self::UnknownConnection => "unknown_connection",
-            Self::AlreadyDisconnected => "already_disconnected",
-            Self::AlreadyRevoked => "already_revoked",
-            Self::NotAuthorized => "not_authorized",
-            Self::Expired => "expired",
-            Self::InProgress => "in_progress",
-            Self::Completed => "completed",
-            Self::NothingToDisconnect => "nothing_to_disconnect",
-            Self::EntitiesDisconnected => "entities_disconnected",
-            Self::UnknownEntity => "unknown_entity",
-            Self::WouldDisconnectConnection => "would_disconnect_connection",
-            Self::EntitiesAlreadyDisconnected => "entities_already_disconnected",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
-    }
-
     /// Whether the request changed nothing (its event is a rejection).
     pub fn is_rejection(self) -> bool {
         matches!(
@@ -260,7 +204,23 @@ impl OutcomeKind {
     }
 }
 
-text_column!(OutcomeKind);
+text_column!(OutcomeKind {
+    Disconnected => "disconnected",
+    TokenRevoked => "token_revoked",
+    UnknownToken => "unknown_token",
+    UnknownConnection => "unknown_connection",
+    AlreadyDisconnected => "already_disconnected",
+    AlreadyRevoked => "already_revoked",
+    NotAuthorized => "not_authorized",
+    Expired => "expired",
+    InProgress => "in_progress",
+    Completed => "completed",
+    NothingToDisconnect => "nothing_to_disconnect",
+    EntitiesDisconnected => "entities_disconnected",
+    UnknownEntity => "unknown_entity",
+    WouldDisconnectConnection => "would_disconnect_connection",
+    EntitiesAlreadyDisconnected => "entities_already_disconnected",
+});
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::ids::{ConnectionId, EntityId};
 use super::token::AccessToken;
 
-/// Longest application or company id accepted.
+/// Longest label accepted: an application, company or provider entity id.
 const MAX_ID_CHARS: usize = 128;
 
 /// A customer application's id. Bounded and free of control characters: it
@@ -21,7 +21,10 @@ pub struct ClientId(String);
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CompanyId(String);
 
-fn check_label(value: &str) -> Result<(), &'static str> {
+/// Check a label: an application, company or provider entity id. Bounded
+/// and free of control characters, as it is written into audit rows and
+/// events. Returns what is wrong with it.
+pub fn check_label(value: &str) -> Result<(), &'static str> {
     if value.is_empty() {
         return Err("is empty");
     }

@@ -1,11 +1,31 @@
 //! Fieldless enums stored in Postgres as their text label: the database keeps
 //! a readable value, and Rust code never compares strings.
 
-/// Implements Diesel's `ToSql` / `FromSql` for `Text` on an enum that has
-/// `as_str(&self) -> &'static str` and `parse(&str) -> Option<Self>`, and
-/// derives `AsExpression` / `FromSqlRow` with `sql_type = Text`.
+/// For a fieldless enum and the label of each variant: `ALL` (every value,
+/// in the order given), `as_str`, `parse`, and Diesel's `ToSql` / `FromSql`
+/// for `Text` (the enum derives `AsExpression` / `FromSqlRow` with
+/// `sql_type = Text`). Every variant must be listed: `as_str` is a `match`.
 macro_rules! text_column {
-    ($name:ident) => {
+    ($name:ident { $($variant:ident => $label:literal),+ $(,)? }) => {
+        impl $name {
+            /// Every value.
+            pub const ALL: [Self; [$($label),+].len()] = [$(Self::$variant),+];
+
+            /// The label stored in Postgres.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $label,)+
+                }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($label => Some(Self::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
         impl diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg> for $name {
             fn to_sql<'b>(
                 &'b self,

@@ -14,7 +14,7 @@ use lapin::{BasicProperties, Channel};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::support::broker::request_body;
+use crate::support::broker::{publish_confirmed, request_body};
 use crate::support::scopes::{connection_request, BROKER_USER};
 use crate::support::{eventually, TestContext};
 
@@ -51,19 +51,14 @@ fn long(value: &str) -> AMQPValue {
 impl TestContext {
     /// Put a message in the dead-letter queue, through its exchange.
     async fn dead_letter(&self, channel: &Channel, body: &[u8], properties: BasicProperties) {
-        let confirm = channel
-            .basic_publish(
-                self.topology.dead_letter_exchange.as_str().into(),
-                "".into(),
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
-            .await
-            .expect("publishing")
-            .await
-            .expect("confirm");
-        assert!(confirm.is_ack());
+        publish_confirmed(
+            channel,
+            &self.topology.dead_letter_exchange,
+            "",
+            body,
+            properties,
+        )
+        .await;
     }
 
     async fn dead_letter_count(&self) -> usize {

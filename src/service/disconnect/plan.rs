@@ -15,8 +15,9 @@ use crate::db::requests::NewRequest;
 use crate::db::tokens::{ActiveToken, FoundToken, TokenRevocation};
 use crate::db::Disconnection;
 use crate::domain::{
-    Authorizations, ConnectionId, ConnectionStatus, DisconnectRequest, EntityId, EntityStatus,
-    EventContext, Outcome, OutcomeEvent, OutcomeKind, RequestId, Target, TokenHash, TokenId,
+    Authorizations, ConnectionId, ConnectionStatus, DisconnectRequest, EntityId, EntityRef,
+    EntityStatus, EventContext, Outcome, OutcomeEvent, OutcomeKind, RequestId, Target, TokenHash,
+    TokenId,
 };
 
 /// The rules a batch is decided by besides the data.
@@ -289,23 +290,16 @@ impl Deciding<'_> {
         revoked_token_ids.sort_unstable();
         self.expected_revoked += revoked_token_ids.len();
         // Its active entities end with it.
-        let mut ended_entities = Vec::new();
-        for entity in self
-            .snapshot
-            .entities
-            .get_mut(&connection_id)
-            .into_iter()
-            .flatten()
-            .filter(|entity| entity.status == EntityStatus::Active)
-        {
-            entity.status = EntityStatus::Disconnected;
-            self.entity_disconnections.push(EntityDisconnection {
-                entity_id: entity.id,
-                request_id,
-            });
-            ended_entities.push(entity.to_ref());
-        }
-        ended_entities.sort_unstable();
+        let ended_entities = end_entities(
+            self.snapshot
+                .entities
+                .get_mut(&connection_id)
+                .into_iter()
+                .flatten()
+                .filter(|entity| entity.status == EntityStatus::Active),
+            request_id,
+            &mut self.entity_disconnections,
+        );
         Outcome::Disconnected {
             connection,
             revoked_token_ids,
@@ -354,19 +348,13 @@ impl Deciding<'_> {
                 already,
             } => (disconnect, already),
         };
-        let mut disconnected = Vec::with_capacity(disconnect.len());
-        for entity in entities
-            .iter_mut()
-            .filter(|entity| disconnect.contains(&entity.id))
-        {
-            entity.status = EntityStatus::Disconnected;
-            self.entity_disconnections.push(EntityDisconnection {
-                entity_id: entity.id,
-                request_id,
-            });
-            disconnected.push(entity.to_ref());
-        }
-        disconnected.sort_unstable();
+        let disconnected = end_entities(
+            entities
+                .iter_mut()
+                .filter(|entity| disconnect.contains(&entity.id)),
+            request_id,
+            &mut self.entity_disconnections,
+        );
         Outcome::EntitiesDisconnected {
             connection,
             entities: disconnected,
@@ -425,6 +413,28 @@ pub enum EntityDecision {
         disconnect: Vec<EntityId>,
         already: Vec<EntityId>,
     },
+}
+
+/// Mark these entities disconnected by `request_id` in the snapshot, and
+/// record each for the writes. Returns them as events name them, sorted so
+/// the events list them in a stable order.
+fn end_entities<'e>(
+    entities: impl Iterator<Item = &'e mut EntityRow>,
+    request_id: RequestId,
+    disconnections: &mut Vec<EntityDisconnection>,
+) -> Vec<EntityRef> {
+    let mut ended: Vec<EntityRef> = entities
+        .map(|entity| {
+            entity.status = EntityStatus::Disconnected;
+            disconnections.push(EntityDisconnection {
+                entity_id: entity.id,
+                request_id,
+            });
+            entity.to_ref()
+        })
+        .collect();
+    ended.sort_unstable();
+    ended
 }
 
 /// Decide on `named` entities of a connection that has `entities`.

@@ -42,22 +42,41 @@ pub fn request_body(request_id: Uuid, token: &str) -> Vec<u8> {
     decoded_request(request_id, token).encode()
 }
 
+/// Publish to an exchange and wait for the broker's confirm, which must be
+/// an ack.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) {
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .expect("publishing")
+        .await
+        .expect("confirm");
+    assert!(confirm.is_ack(), "the broker refused a test message");
+}
+
 impl TestContext {
     /// Publish raw bytes to the request exchange, confirmed.
     pub async fn publish_raw(&self, channel: &Channel, body: &[u8], properties: BasicProperties) {
-        let confirm = channel
-            .basic_publish(
-                self.topology.request_exchange.as_str().into(),
-                self.topology.request_routing_key.as_str().into(),
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
-            .await
-            .expect("publishing")
-            .await
-            .expect("confirm");
-        assert!(confirm.is_ack(), "the broker refused a test request");
+        publish_confirmed(
+            channel,
+            &self.topology.request_exchange,
+            &self.topology.request_routing_key,
+            body,
+            properties,
+        )
+        .await;
     }
 
     /// Publish a well-formed disconnect request; returns its request id.

@@ -7,7 +7,7 @@ use disconnect_worker::domain::{
     AccessToken, ClientId, ConnectionId, DisconnectRequest, EntityId, EntityRef, IssuedToken,
     Target,
 };
-use disconnect_worker::service::{issue_token, TokenGrant};
+use disconnect_worker::service::TokenGrant;
 use uuid::Uuid;
 
 use super::TestContext;
@@ -68,20 +68,15 @@ impl TestContext {
         user: &str,
         entities: &[&str],
     ) -> IssuedToken {
-        let mut conn = self.pool.get().await.expect("db connection");
-        issue_token(
-            &mut conn,
-            &TokenGrant {
-                client_id: client.into(),
-                company_id: company.into(),
-                provider_id: provider.into(),
-                user: Some(user.into()),
-                products: vec![],
-                entities: entities.iter().map(ToString::to_string).collect(),
-            },
-        )
+        self.issue_grant(&TokenGrant {
+            client_id: client.into(),
+            company_id: company.into(),
+            provider_id: provider.into(),
+            user: Some(user.into()),
+            products: vec![],
+            entities: entities.iter().map(ToString::to_string).collect(),
+        })
         .await
-        .expect("issuing a token")
     }
 
     pub async fn entity_state(&self, entity_id: EntityId) -> EntityState {

@@ -154,20 +154,23 @@ impl TestContext {
         provider: &str,
         user: &str,
     ) -> IssuedToken {
-        let mut conn = self.pool.get().await.expect("db connection");
-        service::issue_token(
-            &mut conn,
-            &TokenGrant {
-                client_id: client.into(),
-                company_id: company.into(),
-                provider_id: provider.into(),
-                user: Some(user.into()),
-                products: vec!["directory".into()],
-                entities: vec![],
-            },
-        )
+        self.issue_grant(&TokenGrant {
+            client_id: client.into(),
+            company_id: company.into(),
+            provider_id: provider.into(),
+            user: Some(user.into()),
+            products: vec!["directory".into()],
+            entities: vec![],
+        })
         .await
-        .expect("issuing a token")
+    }
+
+    /// Issue a token for this grant.
+    pub async fn issue_grant(&self, grant: &TokenGrant) -> IssuedToken {
+        let mut conn = self.pool.get().await.expect("db connection");
+        service::issue_token(&mut conn, grant)
+            .await
+            .expect("issuing a token")
     }
 
     pub async fn introspect(&self, token: &AccessToken) -> Introspection {
