@@ -52,17 +52,29 @@ pub struct Taken {
 pub async fn take(channel: &Channel, queue: &str, limit: usize) -> lapin::Result<Vec<Taken>> {
     let mut taken = Vec::new();
     while taken.len() < limit {
-        let Some(message) = channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
-            .await?
-        else {
+        let Some(next) = take_next(channel, queue, taken.len() + 1).await? else {
             break;
         };
-        let delivery = message.delivery;
-        let info = describe(taken.len() + 1, &delivery.properties, &delivery.data);
-        taken.push(Taken { info, delivery });
+        taken.push(next);
     }
     Ok(taken)
+}
+
+/// Take the next dead letter, unacknowledged, numbered `position`; `None`
+/// when the queue has none ready.
+pub async fn take_next(
+    channel: &Channel,
+    queue: &str,
+    position: usize,
+) -> lapin::Result<Option<Taken>> {
+    let message = channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+        .await?;
+    Ok(message.map(|message| {
+        let delivery = message.delivery;
+        let info = describe(position, &delivery.properties, &delivery.data);
+        Taken { info, delivery }
+    }))
 }
 
 /// Give back, in one method, every dead letter taken on `channel` and not
@@ -85,17 +97,17 @@ pub async fn give_back(taken: &[Taken]) -> lapin::Result<()> {
 pub fn describe(position: usize, properties: &BasicProperties, body: &[u8]) -> DeadLetterInfo {
     let headers = properties.headers().clone().unwrap_or_default();
     let deaths = x_deaths(&headers);
-    let worker_code = string(&headers, REJECTION_CODE_HEADER);
-    let broker_reason = string(&headers, "x-first-death-reason")
+    let worker_code = header_string(&headers, REJECTION_CODE_HEADER);
+    let broker_reason = header_string(&headers, "x-first-death-reason")
         .or_else(|| deaths.first().map(|d| d.reason.clone()));
     let code = worker_code
         .clone()
         .or_else(|| broker_reason.clone())
         .unwrap_or_else(|| "unknown".into());
     let reason = match worker_code {
-        Some(_) => string(&headers, REJECTION_REASON_HEADER),
+        Some(_) => header_string(&headers, REJECTION_REASON_HEADER),
         None => broker_reason.map(|why| {
-            let queue = string(&headers, "x-first-death-queue")
+            let queue = header_string(&headers, "x-first-death-queue")
                 .or_else(|| deaths.first().map(|d| d.queue.clone()))
                 .unwrap_or_default();
             format!("dead-lettered by RabbitMQ ({why}) from queue {queue}")
@@ -106,7 +118,7 @@ pub fn describe(position: usize, properties: &BasicProperties, body: &[u8]) -> D
         .filter_map(|death| death.time)
         .min()
         .or_else(|| {
-            string(&headers, DEAD_LETTERED_AT_HEADER)
+            header_string(&headers, DEAD_LETTERED_AT_HEADER)
                 .and_then(|at| DateTime::parse_from_rfc3339(&at).ok())
                 .map(|at| at.with_timezone(&Utc))
         });
@@ -153,8 +165,8 @@ fn x_deaths(headers: &FieldTable) -> Vec<Death> {
         .iter()
         .filter_map(|entry| match entry {
             AMQPValue::FieldTable(table) => Some(Death {
-                reason: string(table, "reason").unwrap_or_default(),
-                queue: string(table, "queue").unwrap_or_default(),
+                reason: header_string(table, "reason").unwrap_or_default(),
+                queue: header_string(table, "queue").unwrap_or_default(),
                 count: match table.inner().get("count") {
                     Some(AMQPValue::LongLongInt(count)) => u64::try_from(*count).unwrap_or(0),
                     Some(AMQPValue::LongInt(count)) => u64::try_from(*count).unwrap_or(0),
@@ -172,7 +184,8 @@ fn x_deaths(headers: &FieldTable) -> Vec<Death> {
         .collect()
 }
 
-fn string(headers: &FieldTable, key: &str) -> Option<String> {
+/// A string header's value (long or short string), if it has one.
+pub fn header_string(headers: &FieldTable, key: &str) -> Option<String> {
     match headers.inner().get(key)? {
         AMQPValue::LongString(value) => Some(value.to_string()),
         AMQPValue::ShortString(value) => Some(value.to_string()),

@@ -6,13 +6,14 @@
 
 use anyhow::Context;
 use lapin::options::{BasicAckOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use uuid::Uuid;
 
 use super::ConfigError;
 use crate::broker::dead_letters::{self, DeadLetterInfo, Taken};
-use crate::broker::publish::{copy_properties, publish_confirmed};
+use crate::broker::publish::{copy_properties, publish_confirmed, set_header};
+use crate::broker::topology::inspect_queue;
 use crate::broker::{BrokerUrls, Topology};
 use crate::cli::{DeadLetterFilter, DeadLetterListArgs, DeadLetterRequeueArgs};
 use crate::config::BrokerArgs;
@@ -138,20 +139,26 @@ pub async fn requeue(args: &DeadLetterRequeueArgs) -> anyhow::Result<()> {
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let confirm_timeout = args.broker.confirm_timeout();
+    let user = urls.user();
+    // Only the dead letters there now: a copy the worker rejects again is
+    // dead-lettered behind them, and must not be taken and sent once more
+    // in this run (nor one that arrives meanwhile, which nobody has seen).
+    let present = inspect_queue(&channel, &topology.dead_letter_queue)
+        .await
+        .context("reading the dead-letter queue")?
+        .message_count();
     let mut kept: Vec<Taken> = Vec::new();
     let mut chosen = 0;
     // One at a time: each leaves the queue only after its copy is
     // confirmed, so a crash leaves at most one both in the queue and sent
     // again. The others stay unacknowledged until the end.
-    for position in 1..=args.filter.limit {
-        let Some(mut next) = dead_letters::take(&channel, &topology.dead_letter_queue, 1)
+    for position in 1..=args.filter.limit.min(present as usize) {
+        let Some(next) = dead_letters::take_next(&channel, &topology.dead_letter_queue, position)
             .await
             .context("reading the dead-letter queue")?
-            .pop()
         else {
             break;
         };
-        next.info.position = position;
         if !filter.matches(&next.info) {
             kept.push(next);
             continue;
@@ -162,7 +169,7 @@ pub async fn requeue(args: &DeadLetterRequeueArgs) -> anyhow::Result<()> {
             kept.push(next);
             continue;
         }
-        let properties = requeued_properties(&next.delivery.properties, urls.user());
+        let properties = requeued_properties(&next.delivery.properties, user.clone());
         publish_confirmed(
             &channel,
             &topology.request_exchange,
@@ -220,10 +227,7 @@ fn requeued_properties(dead: &BasicProperties, user: Option<String>) -> BasicPro
         .user_id()
         .as_ref()
         .map(|user| user.to_string())
-        .or_else(|| match headers.inner().get(ORIGINAL_USER_ID_HEADER) {
-            Some(AMQPValue::LongString(user)) => Some(user.to_string()),
-            _ => None,
-        });
+        .or_else(|| dead_letters::header_string(&headers, ORIGINAL_USER_ID_HEADER));
     let count = match headers.inner().get(REQUEUE_COUNT_HEADER) {
         Some(AMQPValue::LongLongInt(count)) => *count,
         _ => 0,
@@ -240,10 +244,7 @@ fn requeued_properties(dead: &BasicProperties, user: Option<String>) -> BasicPro
         AMQPValue::LongLongInt(count + 1),
     );
     if let Some(original) = &original_user {
-        headers.insert(
-            ORIGINAL_USER_ID_HEADER.into(),
-            AMQPValue::LongString(LongString::from(original.as_str())),
-        );
+        set_header(&mut headers, ORIGINAL_USER_ID_HEADER, original);
     }
     // Without `user_id` (set below) and `expiration`: the request is asked
     // again now.
@@ -257,6 +258,7 @@ fn requeued_properties(dead: &BasicProperties, user: Option<String>) -> BasicPro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lapin::types::LongString;
 
     #[test]
     fn a_requeued_copy_drops_the_death_counts_the_requeue_and_asks_as_the_operator() {

@@ -331,3 +331,41 @@ async fn a_requeue_killed_half_way_loses_nothing_and_a_second_run_finishes() {
     );
     assert_eq!(test.dead_letter_count().await, 0);
 }
+
+/// A requeue takes only the dead letters there when it starts: the worker
+/// dead-letters a copy it rejects again behind them within milliseconds,
+/// and the same run must not take it and send it once more (up to
+/// `--limit` times).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requeue_sends_each_dead_letter_once_when_the_worker_rejects_it_again() {
+    const LETTERS: usize = 200;
+    let test = TestContext::new().await;
+    let _worker = test.spawn_worker();
+    let channel = test.channel().await;
+    for _ in 0..LETTERS {
+        test.publish_raw(&channel, b"not json at all", BasicProperties::default())
+            .await;
+    }
+    eventually("every bad request dead-lettered", || async {
+        (test.dead_letter_count().await == LETTERS).then_some(())
+    })
+    .await;
+
+    let output = test.dead_letters_command(&["requeue", "--all"]);
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("requeued {LETTERS} dead letters")),
+        "{stderr}"
+    );
+    let again = test.wait_for_dead_letters(LETTERS).await;
+    let counts: BTreeSet<i64> = again
+        .iter()
+        .map(|letter| match letter.headers.inner().get("x-requeue-count") {
+            Some(AMQPValue::LongLongInt(count)) => *count,
+            other => panic!("x-requeue-count is {other:?}"),
+        })
+        .collect();
+    assert_eq!(counts, BTreeSet::from([1]), "each sent back exactly once");
+}
