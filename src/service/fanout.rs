@@ -18,18 +18,21 @@
 //! (`disconnect.completed`, or `nothing_to_disconnect`) is written only once
 //! every event of its chunks is published, so consumers see it last.
 
+use std::collections::HashMap;
+
 use chrono::Utc;
 use diesel::result::Error as QueryError;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 
-use crate::db::entities::{self, EntityDisconnection};
+use crate::db::entities::{self, EntityRow};
 use crate::db::fanouts::{self, Fanout};
 use crate::db::{connections, requests, tokens, Disconnection};
 use crate::domain::{
-    ConnectionStatus, EntityStatus, EventContext, Outcome, OutcomeEvent, ReasonCode, RequestId,
-    Scope,
+    ConnectionId, ConnectionStatus, EntityStatus, EventContext, Outcome, OutcomeEvent, ReasonCode,
+    RequestId, Scope, TokenId,
 };
 use crate::outbox;
+use crate::service::disconnect::plan::end_entities;
 
 /// What one step did.
 #[derive(Debug)]
@@ -79,8 +82,26 @@ async fn disconnect_chunk(
 ) -> Result<Step, QueryError> {
     let now = Utc::now();
     let ids: Vec<_> = chunk.iter().map(|row| row.id).collect();
-    let active = tokens::active_of_connections(&*conn, &[], &ids).await?;
-    let entity_rows = entities::of_connections(&*conn, &[], &ids).await?;
+    // Both reads in one round trip; then each connection's tokens and
+    // entities, grouped once.
+    let (active, entity_rows) = futures_util::try_join!(
+        tokens::active_of_connections(&*conn, &[], &ids),
+        entities::of_connections(&*conn, &[], &ids),
+    )?;
+    let mut tokens_of: HashMap<ConnectionId, Vec<TokenId>> = HashMap::new();
+    for token in active {
+        tokens_of
+            .entry(token.connection_id)
+            .or_default()
+            .push(token.token_id);
+    }
+    let mut entities_of: HashMap<ConnectionId, Vec<EntityRow>> = HashMap::new();
+    for entity in entity_rows {
+        entities_of
+            .entry(entity.connection_id)
+            .or_default()
+            .push(entity);
+    }
     let mut entity_disconnections = Vec::new();
     let disconnections: Vec<Disconnection> = ids
         .iter()
@@ -95,27 +116,19 @@ async fn disconnect_chunk(
     let last = ids[ids.len() - 1];
     for row in chunk {
         debug_assert_eq!(row.status, ConnectionStatus::Active);
-        let mut revoked_token_ids: Vec<_> = active
-            .iter()
-            .filter(|token| token.connection_id == row.id)
-            .map(|token| token.token_id)
-            .collect();
+        let mut revoked_token_ids = tokens_of.remove(&row.id).unwrap_or_default();
         revoked_token_ids.sort_unstable();
         expected_revoked += revoked_token_ids.len();
         // Its active entities end with it, as in a batch.
-        let mut ended_entities: Vec<_> = entity_rows
-            .iter()
-            .filter(|entity| entity.connection_id == row.id)
-            .filter(|entity| entity.status == EntityStatus::Active)
-            .map(|entity| {
-                entity_disconnections.push(EntityDisconnection {
-                    entity_id: entity.id,
-                    request_id: fanout.request_id,
-                });
-                entity.to_ref()
-            })
-            .collect();
-        ended_entities.sort_unstable();
+        let ended_entities = end_entities(
+            entities_of
+                .get_mut(&row.id)
+                .into_iter()
+                .flatten()
+                .filter(|entity| entity.status == EntityStatus::Active),
+            fanout.request_id,
+            &mut entity_disconnections,
+        );
         let outcome = Outcome::Disconnected {
             connection: row.into_ref(),
             revoked_token_ids,
@@ -130,12 +143,16 @@ async fn disconnect_chunk(
                 }),
         );
     }
-    let revoked = tokens::revoke_all_of_connections(&*conn, &disconnections, now).await?;
-    let ended = if entity_disconnections.is_empty() {
-        0
-    } else {
-        entities::disconnect(&*conn, &entity_disconnections, now).await?
-    };
+    let (revoked, ended) = futures_util::try_join!(
+        tokens::revoke_all_of_connections(&*conn, &disconnections, now),
+        async {
+            if entity_disconnections.is_empty() {
+                Ok(0)
+            } else {
+                entities::disconnect(&*conn, &entity_disconnections, now).await
+            }
+        },
+    )?;
     if revoked != expected_revoked || ended != entity_disconnections.len() {
         // As in a batch: the connection locks make this impossible, and the
         // events would list the wrong tokens or entities, so nothing commits.

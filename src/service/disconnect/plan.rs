@@ -418,7 +418,7 @@ pub enum EntityDecision {
 /// Mark these entities disconnected by `request_id` in the snapshot, and
 /// record each for the writes. Returns them as events name them, sorted so
 /// the events list them in a stable order.
-fn end_entities<'e>(
+pub(crate) fn end_entities<'e>(
     entities: impl Iterator<Item = &'e mut EntityRow>,
     request_id: RequestId,
     disconnections: &mut Vec<EntityDisconnection>,
