@@ -133,16 +133,18 @@ impl BrokerUrls {
         uri.query
             .connection_timeout
             .get_or_insert(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX));
-        match tokio::time::timeout(limit, Connection::connect_uri(uri, properties)).await {
-            Ok(connected) => connected,
-            Err(_) => {
-                metrics::timed_out("broker_connect");
-                Err(lapin::Error::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no answer within {limit:?}"),
-                )))
-            }
-        }
+        metrics::within(
+            "broker_connect",
+            limit,
+            Connection::connect_uri(uri, properties),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(lapin::Error::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {limit:?}"),
+            )))
+        })
     }
 
     /// The broker user the addresses log in as (the same for all), as

@@ -75,13 +75,9 @@ pub async fn within_confirm_timeout(
     confirm_timeout: Duration,
     publishing: impl Future<Output = Result<(), PublishError>>,
 ) -> Result<(), PublishError> {
-    match tokio::time::timeout(confirm_timeout, publishing).await {
-        Ok(published) => published,
-        Err(_) => {
-            metrics::timed_out("broker_confirm");
-            Err(PublishError::NotConfirmed(confirm_timeout))
-        }
-    }
+    metrics::within("broker_confirm", confirm_timeout, publishing)
+        .await
+        .unwrap_or(Err(PublishError::NotConfirmed(confirm_timeout)))
 }
 
 /// The `app_id` of every message the program publishes.

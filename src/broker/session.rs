@@ -56,18 +56,16 @@ impl BrokerSession {
     ) -> Result<Self, TopologyError> {
         let limit = urls.limits().connect;
         let opening = Self::open_now(urls, url, topology, mode, prefetch);
-        match tokio::time::timeout(limit, opening).await {
-            Ok(opened) => opened,
-            Err(_) => {
-                metrics::timed_out("broker_connect");
+        metrics::within("broker_connect", limit, opening)
+            .await
+            .unwrap_or_else(|_| {
                 Err(TopologyError::Broker(lapin::Error::from(
                     std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         format!("no session within {limit:?}"),
                     ),
                 )))
-            }
-        }
+            })
     }
 
     async fn open_now(
@@ -126,8 +124,10 @@ impl BrokerSession {
     /// its channels.
     pub async fn close(&self, why: &str) {
         let closing = self.connection.close(200, why.into());
-        if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
-            metrics::timed_out("broker_close");
+        if metrics::within("broker_close", CLOSE_TIMEOUT, closing)
+            .await
+            .is_err()
+        {
             tracing::debug!("the broker did not confirm the close; dropping the connection");
         }
     }

@@ -52,11 +52,10 @@ pub(crate) async fn with_database<T>(
 ) -> anyhow::Result<T> {
     let mut conn = settings.url.establish().await?;
     let deadline = settings.deadlines.transaction;
-    match tokio::time::timeout(deadline, work(&mut conn)).await {
+    match crate::observability::metrics::within("database_transaction", deadline, work(&mut conn))
+        .await
+    {
         Ok(result) => result.context(doing),
-        Err(_) => {
-            crate::observability::metrics::timed_out("database_transaction");
-            anyhow::bail!("{doing}: the database did not answer within {deadline:?}")
-        }
+        Err(_) => anyhow::bail!("{doing}: the database did not answer within {deadline:?}"),
     }
 }

@@ -189,6 +189,13 @@ mod tests {
     }
 
     #[test]
+    fn the_default_limits_are_the_ones_the_code_calls_default() {
+        let parsed = Wrapper::try_parse_from(["test"]).expect("defaults");
+        let urls = parsed.broker.amqp_urls().expect("the default URL");
+        assert_eq!(urls.limits(), ConnectionLimits::default());
+    }
+
+    #[test]
     fn the_topology_environment_reads_back_as_the_same_topology() {
         use clap::CommandFactory;
         let topology = Topology::with_prefix("roundtrip", 7);

@@ -62,10 +62,6 @@ impl BoundedPool {
         &self.health
     }
 
-    pub fn deadlines(&self) -> Deadlines {
-        self.deadlines
-    }
-
     /// The pool's state, for the metrics.
     pub fn status(&self) -> deadpool::Status {
         self.pool.status()
@@ -94,18 +90,13 @@ impl BoundedPool {
             checkout,
             transaction,
         } = self.deadlines;
-        let mut conn = match tokio::time::timeout(checkout, self.pool.get()).await {
-            Ok(conn) => conn?,
-            Err(_) => {
-                metrics::timed_out("database_checkout");
-                return Err(DbError::TimedOut(Wait::Checkout(checkout)));
-            }
-        };
-        match tokio::time::timeout(transaction, work(&mut conn)).await {
+        let mut conn = metrics::within("database_checkout", checkout, self.pool.get())
+            .await
+            .map_err(|_| DbError::TimedOut(Wait::Checkout(checkout)))??;
+        match metrics::within("database_transaction", transaction, work(&mut conn)).await {
             Ok(result) => Ok(result?),
             Err(_) => {
                 discard(conn);
-                metrics::timed_out("database_transaction");
                 Err(DbError::TimedOut(Wait::Transaction(transaction)))
             }
         }

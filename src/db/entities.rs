@@ -15,8 +15,7 @@ use super::schema::connection_entities;
 use crate::domain::{ConnectionId, EntityId, EntityRef, EntityStatus, RequestId, TokenHash};
 
 /// An entity as the batch decides on it.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName)]
-#[diesel(table_name = connection_entities)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
 pub struct EntityRow {
     pub id: EntityId,
     pub connection_id: ConnectionId,

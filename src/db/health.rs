@@ -82,10 +82,13 @@ impl DatabaseHealth {
         self.start_probe();
     }
 
-    /// A call succeeded: the database answers.
+    /// A call succeeded: the database answers. Called after every
+    /// transaction, so the common case (it was up) only reads the state.
     pub fn succeeded(&self) {
         self.inner.outage.recovered();
-        self.set_down(false);
+        if self.is_down() {
+            self.set_down(false);
+        }
     }
 
     pub fn is_down(&self) -> bool {

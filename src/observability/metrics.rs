@@ -249,6 +249,21 @@ pub fn retried(operation: &'static str) {
     counter!(RETRIES, "operation" => operation).increment(1);
 }
 
+/// `future`'s output, or `Err` once `limit` has passed: a bounded wait on
+/// the network, its timeout counted under `operation` (one of
+/// [`TIMEOUT_OPERATIONS`]).
+pub async fn within<F: std::future::Future>(
+    operation: &'static str,
+    limit: Duration,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let result = tokio::time::timeout(limit, future).await;
+    if result.is_err() {
+        timed_out(operation);
+    }
+    result
+}
+
 /// A wait on the network reached its bound; `operation` is one of
 /// [`TIMEOUT_OPERATIONS`].
 pub fn timed_out(operation: &'static str) {

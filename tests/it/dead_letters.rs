@@ -362,10 +362,12 @@ async fn a_requeue_sends_each_dead_letter_once_when_the_worker_rejects_it_again(
     let again = test.wait_for_dead_letters(LETTERS).await;
     let counts: BTreeSet<i64> = again
         .iter()
-        .map(|letter| match letter.headers.inner().get("x-requeue-count") {
-            Some(AMQPValue::LongLongInt(count)) => *count,
-            other => panic!("x-requeue-count is {other:?}"),
-        })
+        .map(
+            |letter| match letter.headers.inner().get("x-requeue-count") {
+                Some(AMQPValue::LongLongInt(count)) => *count,
+                other => panic!("x-requeue-count is {other:?}"),
+            },
+        )
         .collect();
     assert_eq!(counts, BTreeSet::from([1]), "each sent back exactly once");
 }

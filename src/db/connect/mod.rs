@@ -225,17 +225,15 @@ impl DatabaseUrl {
     /// setting ([`ConnectError::Tls`]), not as an unreachable server.
     pub async fn establish(&self) -> Result<AsyncPgConnection, ConnectError> {
         let limit = self.bounds.connect;
-        match tokio::time::timeout(limit, self.establish_unbounded()).await {
-            Ok(connected) => connected,
-            Err(_) => {
-                metrics::timed_out("database_connect");
+        metrics::within("database_connect", limit, self.establish_unbounded())
+            .await
+            .unwrap_or_else(|_| {
                 Err(ConnectError::Unreachable {
                     url: self.shown.to_string(),
                     reason: format!("no answer within {limit:?}"),
                     answered: false,
                 })
-            }
-        }
+            })
     }
 
     async fn establish_unbounded(&self) -> Result<AsyncPgConnection, ConnectError> {
