@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use lapin::options::{BasicQosOptions, ConfirmSelectOptions};
+use lapin::options::{BasicCancelOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::LongString;
 use lapin::{Channel, Connection, ConnectionProperties};
 
@@ -117,6 +117,18 @@ impl BrokerSession {
         } else {
             None
         }
+    }
+
+    /// Stop the broker's deliveries to `consumer_tag`, within
+    /// [`CLOSE_TIMEOUT`]: on a silent link the answer would wait for the
+    /// heartbeat to give up. Errors are ignored: the channel's close (or the
+    /// connection's loss) stops them too, and what was delivered and not
+    /// started goes back to the queue then.
+    pub async fn stop_consuming(&self, consumer_tag: &str) {
+        let cancelling = self
+            .consume_channel
+            .basic_cancel(consumer_tag.into(), BasicCancelOptions::default());
+        let _ = metrics::within("broker_close", CLOSE_TIMEOUT, cancelling).await;
     }
 
     /// Close politely, within [`CLOSE_TIMEOUT`]; errors are ignored because

@@ -64,7 +64,7 @@ pub const TIMEOUT_OPERATIONS: [&str; 7] = [
     "broker_confirm",
     // No frame from the broker for two heartbeat intervals.
     "broker_heartbeat",
-    // Closing a session the worker gave up on.
+    // Closing a session the worker gave up on, or cancelling its consumer.
     "broker_close",
 ];
 

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use lapin::Consumer;
 
@@ -123,10 +123,7 @@ impl Worker {
                 () = self.shutdown.cancelled() => {
                     // Stop new deliveries; those already received but not
                     // started go back to the queue when the channel closes.
-                    let _ = session
-                        .consume_channel
-                        .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
-                        .await;
+                    session.stop_consuming(consumer_tag.as_str()).await;
                     return SessionEnd::Shutdown;
                 }
                 () = self.health.down() => return SessionEnd::DatabaseUnreachable,

@@ -4,6 +4,7 @@
 mod addresses;
 mod bad_input;
 mod batching;
+mod bounds;
 mod cli;
 mod cluster;
 mod concurrency;

@@ -305,6 +305,11 @@ async fn a_replica_cut_silently_from_postgres_hands_its_requests_to_the_other_wi
         .metric("disconnect_worker_timeouts_total{operation=\"database_transaction\"}")
         .await;
     assert!(checkouts + transactions >= 1.0, "no timeout counted");
+    // The probe's new connections, accepted and then carried nowhere.
+    let connects = cut
+        .metric("disconnect_worker_timeouts_total{operation=\"database_connect\"}")
+        .await;
+    assert!(connects >= 1.0, "no connect timeout counted");
 }
 
 /// The cut replica holds a connection's row lock when its path to Postgres
