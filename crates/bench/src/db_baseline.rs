@@ -69,12 +69,17 @@ pub async fn run(args: &Args, env: &BenchEnv) -> anyhow::Result<DbBaseline> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_before.per_thousand(&cpu::snapshot(), tokens.len());
-    // The baseline has no publisher: mark its events published, or the
-    // workers of the later phases would publish them during their runs.
+    // The baseline has no publisher: delete its events, or the workers of
+    // the later phases would publish them during their runs.
     let mut conn = env.pool.get().await?;
-    diesel::sql_query("UPDATE outbox_events SET published_at = now() WHERE published_at IS NULL")
+    diesel::sql_query("DELETE FROM outbox_events")
         .execute(&mut conn)
         .await?;
+    drop(conn);
+    // Close the baseline's sessions: a session reports its row counts to
+    // the statistics when it ends, or up to 10 s after its last statement,
+    // which would put the baseline's rows into the next run's figures.
+    env.pool.retain(|_, _| false);
     anyhow::ensure!(
         disconnected == tokens.len(),
         "only {disconnected} of {} disconnected",

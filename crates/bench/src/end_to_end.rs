@@ -120,7 +120,7 @@ pub async fn run(
     sampling.store(false, Ordering::Relaxed);
     let samples = sampler.await.unwrap_or_default();
     // Stopped (SIGTERM, waited for) before the second snapshot: its
-    // outbox's last marks are written, and its sessions report their rows.
+    // outbox's last deletes are written, and its sessions report their rows.
     drop(worker);
     let measured = measured?;
     let after = writes::snapshot(&bench.pool).await?;

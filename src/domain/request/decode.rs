@@ -316,8 +316,7 @@ fn target(selectors: Selectors) -> Result<Target, Rejection> {
         ));
     }
     if let Some(token) = selectors.access_token {
-        let token =
-            AccessToken::parse(token).map_err(|what| Rejection::invalid("access_token", what))?;
+        let token = parse_token(token)?;
         return match scope {
             None | Some(Scope::Connection) => Ok(Target::ConnectionOfToken { token, client_id }),
             Some(Scope::Token) => Ok(Target::Token { token, client_id }),
@@ -325,9 +324,7 @@ fn target(selectors: Selectors) -> Result<Target, Rejection> {
         };
     }
     if let Some(connection_id) = selectors.connection_id {
-        let connection_id = Uuid::parse_str(&connection_id)
-            .map(ConnectionId::from_uuid)
-            .map_err(|_| Rejection::invalid("connection_id", "is not a UUID"))?;
+        let connection_id = parse_connection_id(&connection_id)?;
         return match scope {
             None | Some(Scope::Connection) => Ok(Target::Connection {
                 client_id: needs_client(client_id)?,
@@ -363,6 +360,16 @@ fn target(selectors: Selectors) -> Result<Target, Rejection> {
     }
 }
 
+fn parse_token(text: String) -> Result<AccessToken, Rejection> {
+    AccessToken::parse(text).map_err(|what| Rejection::invalid("access_token", what))
+}
+
+fn parse_connection_id(text: &str) -> Result<ConnectionId, Rejection> {
+    Uuid::parse_str(text)
+        .map(ConnectionId::from_uuid)
+        .map_err(|_| Rejection::invalid("connection_id", "is not a UUID"))
+}
+
 /// The target of a request naming entities: those of the token's
 /// connection, or of a connection by id (with `client_id`).
 fn entity_target(
@@ -386,8 +393,7 @@ fn entity_target(
         ));
     }
     if let Some(token) = access_token {
-        let token =
-            AccessToken::parse(token).map_err(|what| Rejection::invalid("access_token", what))?;
+        let token = parse_token(token)?;
         return Ok(Target::EntitiesOfToken {
             token,
             client_id,
@@ -400,9 +406,7 @@ fn entity_target(
             "field `access_token` or `connection_id` is required with entity_ids",
         ));
     };
-    let connection_id = Uuid::parse_str(&connection_id)
-        .map(ConnectionId::from_uuid)
-        .map_err(|_| Rejection::invalid("connection_id", "is not a UUID"))?;
+    let connection_id = parse_connection_id(&connection_id)?;
     let client_id = client_id.ok_or_else(|| {
         Rejection::new(
             RejectionCode::MissingField,
