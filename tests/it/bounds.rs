@@ -14,10 +14,9 @@ use disconnect_worker::db::{DatabaseUrl, SessionBounds};
 use disconnect_worker::domain::ConnectionId;
 use uuid::Uuid;
 
-use crate::support::broker::request_body;
 use crate::support::process::{json_log_lines, message};
 use crate::support::proxy::Proxy;
-use crate::support::{eventually, sample, TestContext, PATIENCE};
+use crate::support::{eventually, scraped, TestContext, PATIENCE};
 
 /// A worker process and its JSON log.
 struct Worker {
@@ -60,11 +59,15 @@ impl Worker {
     }
 
     async fn metric(&self, series: &str) -> f64 {
-        let scrape = self.process.get("/metrics").await.map(|(_, body)| body);
-        scrape
-            .as_deref()
-            .and_then(|scrape| sample(scrape, series))
-            .unwrap_or_default()
+        scraped(&self.process, series).await
+    }
+
+    /// Wait until `series` reaches `at_least`.
+    async fn wait_for_metric(&self, what: &str, series: &str, at_least: f64) {
+        eventually(what, || async {
+            (self.metric(series).await >= at_least).then_some(())
+        })
+        .await;
     }
 
     async fn timeouts(&self, operation: &str) -> f64 {
@@ -175,22 +178,17 @@ async fn a_lock_wait_past_the_statement_timeout_is_cancelled_and_the_request_ret
     let channel = test.channel().await;
     let mut holder = hold_row_lock(&test, issued.connection_id).await;
 
-    let request = Uuid::new_v4();
-    test.publish_raw(
-        &channel,
-        &request_body(request, issued.token.expose()),
-        Default::default(),
-    )
-    .await;
+    let request = test
+        .request_disconnect(&channel, Uuid::new_v4(), issued.token.expose())
+        .await;
     let started = Instant::now();
-    eventually("the lock wait cancelled and the batch retried", || async {
-        (worker
-            .metric("disconnect_worker_requests_total{outcome=\"retried\"}")
-            .await
-            >= 1.0)
-            .then_some(())
-    })
-    .await;
+    worker
+        .wait_for_metric(
+            "the lock wait cancelled and the batch retried",
+            "disconnect_worker_requests_total{outcome=\"retried\"}",
+            1.0,
+        )
+        .await;
     let retried_after = started.elapsed();
     holder.batch_execute("ROLLBACK").await.expect("unlocking");
 
@@ -228,13 +226,9 @@ async fn a_transaction_past_its_deadline_is_abandoned_and_its_request_retried() 
     let channel = test.channel().await;
     let mut holder = hold_row_lock(&test, issued.connection_id).await;
 
-    let request = Uuid::new_v4();
-    test.publish_raw(
-        &channel,
-        &request_body(request, issued.token.expose()),
-        Default::default(),
-    )
-    .await;
+    let request = test
+        .request_disconnect(&channel, Uuid::new_v4(), issued.token.expose())
+        .await;
     eventually("the transaction deadline reached", || async {
         (worker.timeouts("database_transaction").await >= 1.0).then_some(())
     })
@@ -243,14 +237,13 @@ async fn a_transaction_past_its_deadline_is_abandoned_and_its_request_retried() 
     // session still waits for the lock on the server; the worker no longer
     // holds it), with backoff, until the lock is free: the database
     // answers, so the batch is not given away.
-    eventually("the batch tried again", || async {
-        (worker
-            .metric("disconnect_worker_retries_total{operation=\"process\"}")
-            .await
-            >= 1.0)
-            .then_some(())
-    })
-    .await;
+    worker
+        .wait_for_metric(
+            "the batch tried again",
+            "disconnect_worker_retries_total{operation=\"process\"}",
+            1.0,
+        )
+        .await;
     holder.batch_execute("ROLLBACK").await.expect("unlocking");
 
     let event = events.event_for(request).await;
@@ -295,13 +288,9 @@ async fn a_confirm_past_its_deadline_fails_the_publish_and_the_relay_sends_it_la
     // it, nothing more moves on the link, the confirm included.
     proxy.freeze_when_client_sends(b"connection.disconnected");
 
-    let request = Uuid::new_v4();
-    test.publish_raw(
-        &channel,
-        &request_body(request, issued.token.expose()),
-        Default::default(),
-    )
-    .await;
+    let request = test
+        .request_disconnect(&channel, Uuid::new_v4(), issued.token.expose())
+        .await;
     tokio::time::timeout(PATIENCE, proxy.frozen())
         .await
         .expect("the worker published the event");

@@ -16,7 +16,7 @@ use crate::support::broker::{request_body, EventTap};
 use crate::support::process::{json_log_lines, message, BINARY};
 use crate::support::proxy::Proxy;
 use crate::support::workload::{DeadLetters, Workload};
-use crate::support::{eventually, sample, TestContext};
+use crate::support::{eventually, scraped, TestContext};
 
 /// The longest a request may wait for its outcome at the defaults, whatever
 /// the partition's length.
@@ -80,11 +80,7 @@ impl Replica {
     }
 
     async fn metric(&self, series: &str) -> f64 {
-        let scrape = self.process.get("/metrics").await.map(|(_, body)| body);
-        scrape
-            .as_deref()
-            .and_then(|scrape| sample(scrape, series))
-            .unwrap_or_default()
+        scraped(&self.process, series).await
     }
 
     fn messages(&self) -> Vec<String> {

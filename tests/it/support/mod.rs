@@ -277,6 +277,16 @@ where
     }
 }
 
+/// One sample of a worker process's metrics (0 when absent or when the
+/// worker does not answer).
+pub async fn scraped(process: &disconnect_testkit::WorkerProcess, series: &str) -> f64 {
+    let scrape = process.get("/metrics").await.map(|(_, body)| body);
+    scrape
+        .as_deref()
+        .and_then(|scrape| sample(scrape, series))
+        .unwrap_or_default()
+}
+
 /// The value of one sample line (`name{labels} value`) in a Prometheus scrape.
 pub fn sample(scrape: &str, series: &str) -> Option<f64> {
     scrape.lines().find_map(|line| {
