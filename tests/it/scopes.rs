@@ -457,31 +457,53 @@ async fn bad_selectors_are_dead_lettered_with_their_reason_and_the_worker_goes_o
             .with_content_type(disconnect_worker::domain::request::CONTENT_TYPE.into())
     };
     let id = Uuid::new_v4();
-    for body in [
-        serde_json::json!({"request_id": id, "access_token": token.token.expose(), "company_id": "company-c", "client_id": APP}),
-        serde_json::json!({"request_id": id, "scope": "galaxy", "client_id": APP}),
-        serde_json::json!({"request_id": id, "company_id": "company-c"}),
-        serde_json::json!({"request_id": id, "access_token": token.token.expose(), "reason_code": "bored"}),
-        serde_json::json!({"request_id": id, "scope": "client", "client_id": APP}),
-    ] {
-        test.publish_raw(&channel, body.to_string().as_bytes(), properties())
+    // Each body with the code it must be dead-lettered with. The worker settles deliveries
+    // concurrently, so the dead letters' order is not the publishing order: each letter is
+    // matched to its request by its body.
+    let cases = [
+        (
+            serde_json::json!({"request_id": id, "access_token": token.token.expose(), "company_id": "company-c", "client_id": APP}),
+            "invalid_selector",
+        ),
+        (
+            serde_json::json!({"request_id": id, "scope": "galaxy", "client_id": APP}),
+            "invalid_field",
+        ),
+        (
+            serde_json::json!({"request_id": id, "company_id": "company-c"}),
+            "missing_field",
+        ),
+        (
+            serde_json::json!({"request_id": id, "access_token": token.token.expose(), "reason_code": "bored"}),
+            "invalid_field",
+        ),
+        (
+            serde_json::json!({"request_id": id, "scope": "client", "client_id": APP}),
+            "missing_field",
+        ),
+    ]
+    .map(|(body, code)| (body.to_string(), code));
+    for (body, _) in &cases {
+        test.publish_raw(&channel, body.as_bytes(), properties())
             .await;
     }
-    let letters = test.wait_for_dead_letters(5).await;
-    let codes: Vec<_> = letters
+    let letters = test.wait_for_dead_letters(cases.len()).await;
+    let mut codes: Vec<_> = letters
         .iter()
-        .map(|letter| letter.code.clone().unwrap_or_default())
+        .map(|letter| {
+            (
+                String::from_utf8_lossy(&letter.body).into_owned(),
+                letter.code.clone().unwrap_or_default(),
+            )
+        })
         .collect();
-    assert_eq!(
-        codes,
-        [
-            "invalid_selector",
-            "invalid_field",
-            "missing_field",
-            "invalid_field",
-            "missing_field"
-        ]
-    );
+    codes.sort();
+    let mut expected: Vec<_> = cases
+        .iter()
+        .map(|(body, code)| (body.clone(), code.to_string()))
+        .collect();
+    expected.sort();
+    assert_eq!(codes, expected);
     for letter in &letters {
         let reason = letter.reason.clone().unwrap_or_default();
         assert!(!reason.contains(token.token.expose()), "{reason}");
