@@ -314,7 +314,16 @@ async fn a_requeue_killed_half_way_loses_nothing_and_a_second_run_finishes() {
         }
     }
 
+    // A requeue takes the dead letters ready when it starts; the listing
+    // above gives its own back as it exits, and the broker may count them
+    // ready again a moment later.
+    eventually("the listed dead letters ready again", || async {
+        (test.dead_letter_count().await == in_queue.len()).then_some(())
+    })
+    .await;
     let finish = test.dead_letters_command(&["requeue", "--code", "delivery_limit"]);
+    // Shown if the test fails: what the second run said it requeued.
+    eprintln!("{}", String::from_utf8_lossy(&finish.stderr));
     assert!(finish.status.success());
     eventually("every request recorded", || async {
         (test.recorded_request_count().await as usize == COUNT).then_some(())
