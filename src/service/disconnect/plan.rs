@@ -263,15 +263,19 @@ impl Deciding<'_> {
         }
     }
 
-    /// Disconnect a locked connection, unless it is disconnected already
-    /// (before, or earlier in the batch).
-    fn disconnect(&mut self, request_id: RequestId, connection_id: ConnectionId) -> Outcome {
-        let Some(row) = self
-            .snapshot
+    /// A locked connection that is still active: neither disconnected
+    /// before the batch nor earlier in it.
+    fn active_connection(&mut self, connection_id: ConnectionId) -> Option<&mut ConnectionRow> {
+        self.snapshot
             .connections
             .get_mut(&connection_id)
             .filter(|row| row.status == ConnectionStatus::Active)
-        else {
+    }
+
+    /// Disconnect a locked connection, unless it is disconnected already
+    /// (before, or earlier in the batch).
+    fn disconnect(&mut self, request_id: RequestId, connection_id: ConnectionId) -> Outcome {
+        let Some(row) = self.active_connection(connection_id) else {
             return Outcome::AlreadyDisconnected { connection_id };
         };
         // Later requests for it in the batch find it disconnected.
@@ -317,12 +321,7 @@ impl Deciding<'_> {
         connection_id: ConnectionId,
         entity_ids: &[EntityId],
     ) -> Outcome {
-        let Some(row) = self
-            .snapshot
-            .connections
-            .get(&connection_id)
-            .filter(|row| row.status == ConnectionStatus::Active)
-        else {
+        let Some(row) = self.active_connection(connection_id) else {
             return Outcome::AlreadyDisconnected { connection_id };
         };
         let connection = row.clone().into_ref();

@@ -9,7 +9,7 @@ use disconnect_worker::domain::event::EVENT_TYPES;
 use disconnect_worker::domain::request::CONTENT_TYPE;
 use disconnect_worker::domain::{AccessToken, DisconnectRequest, RequestId};
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::{AMQPValue, ShortString};
 use lapin::{BasicProperties, Channel, Consumer};
 use serde_json::Value;
@@ -42,8 +42,8 @@ pub fn request_body(request_id: Uuid, token: &str) -> Vec<u8> {
     decoded_request(request_id, token).encode()
 }
 
-/// Publish to an exchange and wait for the broker's confirm, which must be
-/// an ack.
+/// Publish to an exchange, persistent, and wait for the broker's confirm,
+/// which must be an ack: the worker's own publish, unbounded.
 pub async fn publish_confirmed(
     channel: &Channel,
     exchange: &str,
@@ -51,19 +51,15 @@ pub async fn publish_confirmed(
     body: &[u8],
     properties: BasicProperties,
 ) {
-    let confirm = channel
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            BasicPublishOptions::default(),
-            body,
-            properties,
-        )
-        .await
-        .expect("publishing")
-        .await
-        .expect("confirm");
-    assert!(confirm.is_ack(), "the broker refused a test message");
+    disconnect_worker::broker::publish::publish_and_confirm(
+        channel,
+        exchange,
+        routing_key,
+        body,
+        properties,
+    )
+    .await
+    .expect("a publish the broker confirms");
 }
 
 impl TestContext {

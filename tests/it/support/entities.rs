@@ -59,7 +59,8 @@ pub fn entity_ids(issued: &IssuedToken, provider_ids: &[&str]) -> Vec<EntityId> 
 }
 
 impl TestContext {
-    /// Issue a token whose authentication covers these provider entities.
+    /// Issue a token, for the `directory` product, whose authentication
+    /// covers these provider entities (none: a connection without entities).
     pub async fn issue_with_entities(
         &self,
         client: &str,
@@ -73,7 +74,7 @@ impl TestContext {
             company_id: company.into(),
             provider_id: provider.into(),
             user: Some(user.into()),
-            products: vec![],
+            products: vec!["directory".into()],
             entities: entities.iter().map(ToString::to_string).collect(),
         })
         .await

@@ -154,15 +154,8 @@ impl TestContext {
         provider: &str,
         user: &str,
     ) -> IssuedToken {
-        self.issue_grant(&TokenGrant {
-            client_id: client.into(),
-            company_id: company.into(),
-            provider_id: provider.into(),
-            user: Some(user.into()),
-            products: vec!["directory".into()],
-            entities: vec![],
-        })
-        .await
+        self.issue_with_entities(client, company, provider, user, &[])
+            .await
     }
 
     /// Issue a token for this grant.
