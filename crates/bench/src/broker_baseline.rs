@@ -1,6 +1,8 @@
 //! The broker baseline: a pass-through consumer that receives each request,
 //! publishes an event with publisher confirms and acknowledges, no database.
-//! The same topology and prefetch as the worker.
+//! The same topology and prefetch as the worker. Run as fast as the broker
+//! confirms, and again paced at the worker's half rate: what a paced stream
+//! costs RabbitMQ and the load generator with no worker in it.
 
 use std::sync::Arc;
 
@@ -17,11 +19,16 @@ use disconnect_worker::broker::publish::publish_confirmed;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BrokerBaseline {
+    /// Requests per second offered, for a paced run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offered_rate: Option<f64>,
     #[serde(flatten)]
     pub measured: Measured,
 }
 
-pub async fn run(args: &Args) -> anyhow::Result<BrokerBaseline> {
+/// One stream of `args.connections` requests through the pass-through
+/// consumer, at `rate` per second if given.
+pub async fn run(args: &Args, rate: Option<f64>) -> anyhow::Result<BrokerBaseline> {
     let topology = unique_topology("bench-broker");
     let (connection, channel) = connect(&args.amqp_url).await?;
     topology.declare(&channel).await?;
@@ -78,10 +85,13 @@ pub async fn run(args: &Args) -> anyhow::Result<BrokerBaseline> {
 
     let requests = amqp::requests_for(std::iter::repeat_n("bench-token", args.connections))?;
     let tap_channel = connection.create_channel().await?;
-    let measured = amqp::measure_stream(&channel, &tap_channel, &topology, &requests, None).await?;
+    let measured = amqp::measure_stream(&channel, &tap_channel, &topology, &requests, rate).await?;
     pass_through.abort();
     topology.delete(&channel).await;
     let _ = consumer_connection.close(200, "done".into()).await;
     let _ = connection.close(200, "done".into()).await;
-    Ok(BrokerBaseline { measured })
+    Ok(BrokerBaseline {
+        offered_rate: rate,
+        measured,
+    })
 }

@@ -142,7 +142,7 @@ async fn run(args: &Args, env: &seed::BenchEnv) -> anyhow::Result<report::Result
         "broker baseline: {} requests through a pass-through consumer...",
         args.connections
     );
-    let broker = broker_baseline::run(args).await?;
+    let broker = broker_baseline::run(args, None).await?;
     eprintln!("worker, saturating: {} requests...", args.connections);
     let saturating = end_to_end::run(args, env, "sat", None, &[]).await?;
     let half_rate = args
@@ -150,6 +150,8 @@ async fn run(args: &Args, env: &seed::BenchEnv) -> anyhow::Result<report::Result
         .unwrap_or(saturating.measured.requests_per_second / 2.0);
     eprintln!("worker, half rate ({half_rate:.0} requests/s)...");
     let half = end_to_end::run(args, env, "half", Some(half_rate), &[]).await?;
+    eprintln!("broker baseline, half rate ({half_rate:.0} requests/s)...");
+    let broker_half = broker_baseline::run(args, Some(half_rate)).await?;
     let traced = if args.traced {
         eprintln!("worker, saturating, exporting every span...");
         let receiver = disconnect_testkit::otlp::OtlpReceiver::start().await?;
@@ -172,6 +174,15 @@ async fn run(args: &Args, env: &seed::BenchEnv) -> anyhow::Result<report::Result
         env.explain().await?;
     }
     Ok(report::Results::new(
-        args, db, broker, saturating, half, traced, large,
+        args,
+        report::Baselines {
+            database: db,
+            broker,
+            broker_half_rate: broker_half,
+        },
+        saturating,
+        half,
+        traced,
+        large,
     ))
 }

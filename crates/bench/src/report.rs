@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::amqp::Measured;
 use super::broker_baseline::BrokerBaseline;
 use super::db_baseline::{DbBaseline, LargeConnection};
 use super::end_to_end::EndToEnd;
@@ -19,25 +20,58 @@ pub struct Results {
     pub db_concurrency: usize,
     pub database_baseline: DbBaseline,
     pub broker_baseline: BrokerBaseline,
+    pub broker_baseline_half_rate: BrokerBaseline,
     pub worker_saturating: EndToEnd,
     pub worker_half_rate: EndToEnd,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_saturating_traced: Option<EndToEnd>,
     pub worker_over_database_baseline: f64,
     pub worker_over_broker_baseline: f64,
+    pub machine_cpu: CpuRatios,
     pub large_connection: LargeConnection,
+}
+
+/// The runs without the worker, to compare it with.
+pub struct Baselines {
+    pub database: DbBaseline,
+    pub broker: BrokerBaseline,
+    /// The broker baseline paced at the worker's half rate.
+    pub broker_half_rate: BrokerBaseline,
+}
+
+/// Machine CPU per request of one run over another's: what the worker
+/// adds to the broker's own cost, and what a paced stream costs over a
+/// saturating one, with the worker and without.
+#[derive(Debug, Serialize)]
+pub struct CpuRatios {
+    pub worker_over_broker_baseline: f64,
+    pub worker_half_rate_over_saturating: f64,
+    pub broker_half_rate_over_saturating: f64,
 }
 
 impl Results {
     pub fn new(
         args: &Args,
-        database_baseline: DbBaseline,
-        broker_baseline: BrokerBaseline,
+        baselines: Baselines,
         worker_saturating: EndToEnd,
         worker_half_rate: EndToEnd,
         worker_saturating_traced: Option<EndToEnd>,
         large_connection: LargeConnection,
     ) -> Self {
+        let Baselines {
+            database: database_baseline,
+            broker: broker_baseline,
+            broker_half_rate: broker_baseline_half_rate,
+        } = baselines;
+        let machine = |measured: &Measured| measured.cpu.machine_ms;
+        let machine_cpu = CpuRatios {
+            worker_over_broker_baseline: machine(&worker_saturating.measured)
+                / machine(&broker_baseline.measured),
+            worker_half_rate_over_saturating: machine(&worker_half_rate.measured)
+                / machine(&worker_saturating.measured),
+            broker_half_rate_over_saturating: machine(&broker_baseline_half_rate.measured)
+                / machine(&broker_baseline.measured),
+        };
         Self {
             connections: args.connections,
             tokens_per_connection: args.tokens_per_connection,
@@ -51,8 +85,10 @@ impl Results {
                 / database_baseline.requests_per_second,
             worker_over_broker_baseline: worker_saturating.measured.requests_per_second
                 / broker_baseline.measured.requests_per_second,
+            machine_cpu,
             database_baseline,
             broker_baseline,
+            broker_baseline_half_rate,
             worker_saturating,
             worker_half_rate,
             worker_saturating_traced,
@@ -72,14 +108,29 @@ pub fn print(args: &Args, results: &Results) {
         "| database baseline ({} concurrent transactions) | {:.0} | | | | |",
         results.db_concurrency, results.database_baseline.requests_per_second
     );
-    let broker = &results.broker_baseline.measured;
-    println!(
-        "| broker baseline (pass-through consumer) | {:.0} | {:.1} | {:.1} | {:.1} | |",
-        broker.requests_per_second,
-        broker.latency.p50_ms,
-        broker.latency.p99_ms,
-        broker.latency.max_ms
-    );
+    for (name, broker) in [
+        (
+            "broker baseline (pass-through consumer)",
+            &results.broker_baseline,
+        ),
+        (
+            "broker baseline, half rate",
+            &results.broker_baseline_half_rate,
+        ),
+    ] {
+        let name = match broker.offered_rate {
+            Some(rate) => format!("{name} ({rate:.0}/s offered)"),
+            None => name.to_string(),
+        };
+        let broker = &broker.measured;
+        println!(
+            "| {name} | {:.0} | {:.1} | {:.1} | {:.1} | |",
+            broker.requests_per_second,
+            broker.latency.p50_ms,
+            broker.latency.p99_ms,
+            broker.latency.max_ms
+        );
+    }
     let traced = results.worker_saturating_traced.iter();
     for (name, run) in [
         ("worker, saturating", &results.worker_saturating),
@@ -132,6 +183,10 @@ fn print_cpu(results: &Results) {
         ("database baseline", &results.database_baseline.cpu),
         ("broker baseline", &results.broker_baseline.measured.cpu),
         (
+            "broker baseline, half rate",
+            &results.broker_baseline_half_rate.measured.cpu,
+        ),
+        (
             "worker, saturating",
             &results.worker_saturating.measured.cpu,
         ),
@@ -149,6 +204,14 @@ fn print_cpu(results: &Results) {
             cpu.postgres_ms, cpu.rabbitmq_ms, cpu.worker_ms, cpu.bench_ms, cpu.machine_ms
         );
     }
+    let ratios = &results.machine_cpu;
+    println!(
+        "\nmachine CPU per request: worker saturating / broker baseline = {:.2}; \
+         half rate / saturating: worker {:.2}, broker baseline {:.2}",
+        ratios.worker_over_broker_baseline,
+        ratios.worker_half_rate_over_saturating,
+        ratios.broker_half_rate_over_saturating
+    );
 }
 
 /// What each run of the worker wrote to Postgres, per request: the WAL
