@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+};
 use lapin::types::{FieldTable, ShortString};
 use lapin::BasicProperties;
 use serde::Serialize;
@@ -86,9 +88,15 @@ pub async fn run(args: &Args, rate: Option<f64>) -> anyhow::Result<BrokerBaselin
     let requests = amqp::requests_for(std::iter::repeat_n("bench-token", args.connections))?;
     let tap_channel = connection.create_channel().await?;
     let measured = amqp::measure_stream(&channel, &tap_channel, &topology, &requests, rate).await?;
+    // The consumer cancelled first: deleting its queue under it makes the
+    // broker cancel it while lapin cancels it too, and lapin takes the
+    // second cancel-ok for a protocol error.
     pass_through.abort();
-    topology.delete(&channel).await;
+    let _ = consume_channel
+        .basic_cancel("pass-through".into(), BasicCancelOptions::default())
+        .await;
     let _ = consumer_connection.close(200, "done".into()).await;
+    topology.delete(&channel).await;
     let _ = connection.close(200, "done".into()).await;
     Ok(BrokerBaseline {
         offered_rate: rate,
