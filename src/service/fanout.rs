@@ -18,21 +18,19 @@
 //! (`disconnect.completed`, or `nothing_to_disconnect`) is written only once
 //! every event of its chunks is published, so consumers see it last.
 
-use std::collections::HashMap;
-
 use chrono::Utc;
 use diesel::result::Error as QueryError;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 
-use crate::db::entities::{self, EntityRow};
+use crate::db::entities;
 use crate::db::fanouts::{self, Fanout};
 use crate::db::{connections, requests, tokens, Disconnection};
 use crate::domain::{
-    ConnectionId, ConnectionStatus, EntityStatus, EventContext, Outcome, OutcomeEvent, ReasonCode,
-    RequestId, Scope, TokenId,
+    ConnectionStatus, EntityStatus, EventContext, Outcome, OutcomeEvent, ReasonCode, RequestId,
+    Scope,
 };
 use crate::outbox;
-use crate::service::disconnect::plan::end_entities;
+use crate::service::disconnect::plan::{by_connection, end_entities};
 
 /// What one step did.
 #[derive(Debug)]
@@ -88,20 +86,8 @@ async fn disconnect_chunk(
         tokens::active_of_connections(&*conn, &[], &ids),
         entities::of_connections(&*conn, &[], &ids),
     )?;
-    let mut tokens_of: HashMap<ConnectionId, Vec<TokenId>> = HashMap::new();
-    for token in active {
-        tokens_of
-            .entry(token.connection_id)
-            .or_default()
-            .push(token.token_id);
-    }
-    let mut entities_of: HashMap<ConnectionId, Vec<EntityRow>> = HashMap::new();
-    for entity in entity_rows {
-        entities_of
-            .entry(entity.connection_id)
-            .or_default()
-            .push(entity);
-    }
+    let mut tokens_of = by_connection(active, |token| (token.connection_id, token.token_id));
+    let mut entities_of = by_connection(entity_rows, |entity| (entity.connection_id, entity));
     let mut entity_disconnections = Vec::new();
     let disconnections: Vec<Disconnection> = ids
         .iter()

@@ -65,20 +65,6 @@ impl Snapshot {
         active_tokens: Vec<ActiveToken>,
         entities: Vec<EntityRow>,
     ) -> Self {
-        let mut active: HashMap<ConnectionId, Vec<TokenId>> = HashMap::new();
-        for token in active_tokens {
-            active
-                .entry(token.connection_id)
-                .or_default()
-                .push(token.token_id);
-        }
-        let mut by_connection: HashMap<ConnectionId, Vec<EntityRow>> = HashMap::new();
-        for entity in entities {
-            by_connection
-                .entry(entity.connection_id)
-                .or_default()
-                .push(entity);
-        }
         Self {
             seen_before: seen_before.into_iter().collect(),
             tokens: tokens
@@ -86,10 +72,25 @@ impl Snapshot {
                 .map(|token| (token.hash, token))
                 .collect(),
             connections: connections.into_iter().map(|row| (row.id, row)).collect(),
-            active_tokens: active,
-            entities: by_connection,
+            active_tokens: by_connection(active_tokens, |token| {
+                (token.connection_id, token.token_id)
+            }),
+            entities: by_connection(entities, |entity| (entity.connection_id, entity)),
         }
     }
+}
+
+/// Rows grouped by their connection, each group in the rows' order.
+pub(crate) fn by_connection<R, V>(
+    rows: Vec<R>,
+    split: impl Fn(R) -> (ConnectionId, V),
+) -> HashMap<ConnectionId, Vec<V>> {
+    let mut grouped: HashMap<ConnectionId, Vec<V>> = HashMap::new();
+    for row in rows {
+        let (connection_id, value) = split(row);
+        grouped.entry(connection_id).or_default().push(value);
+    }
+    grouped
 }
 
 /// One request's decision.
