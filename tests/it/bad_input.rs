@@ -97,9 +97,7 @@ async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason_and_the_next_r
             BasicProperties::default().with_content_type(ShortString::from("text/plain")),
         ),
     ];
-    let mut events = test.event_tap().await;
-    let _worker = test.spawn_worker();
-    let channel = test.channel().await;
+    let (mut events, _worker, channel) = test.running().await;
     for (_, body, properties) in &cases {
         test.publish_raw(&channel, body, properties.clone()).await;
     }

@@ -78,9 +78,7 @@ async fn concurrent_requests_for_two_connections_disconnect_both() {
     let test = TestContext::new().await;
     let first = test.issue("app", "company-c", "gusto", "user-a").await;
     let second = test.issue("app", "company-d", "gusto", "user-a").await;
-    let mut events = test.event_tap().await;
-    let _worker = test.spawn_worker();
-    let channel = test.channel().await;
+    let (mut events, _worker, channel) = test.running().await;
     let (a, b) = tokio::join!(
         test.request_disconnect(&channel, Uuid::new_v4(), first.token.expose()),
         test.request_disconnect(&channel, Uuid::new_v4(), second.token.expose()),
@@ -134,9 +132,7 @@ async fn simultaneous_deliveries_of_one_request_id_record_one_outcome() {
 async fn tokens_issued_while_their_connection_is_disconnected_are_revoked_or_on_a_new_connection() {
     let test = TestContext::new().await;
     let first = test.issue("app", "company-c", "gusto", "user-a").await;
-    let mut events = test.event_tap().await;
-    let _worker = test.spawn_worker();
-    let channel = test.channel().await;
+    let (mut events, _worker, channel) = test.running().await;
 
     let issuers = (0..4).map(|issuer| {
         let pool = test.pool.clone();

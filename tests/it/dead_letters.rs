@@ -160,9 +160,7 @@ async fn a_listing_shows_each_dead_letter_s_code_reason_request_id_and_time_neve
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_requeue_sends_the_chosen_dead_letters_back_and_removes_only_those() {
     let test = TestContext::new().await;
-    let mut events = test.event_tap().await;
-    let _worker = test.spawn_worker();
-    let channel = test.channel().await;
+    let (mut events, _worker, channel) = test.running().await;
     let tokens = [
         test.issue("app-a", "C1", "gusto", "user-a").await,
         test.issue("app-a", "C2", "gusto", "user-a").await,

@@ -5,7 +5,9 @@
 //! races with full disconnects, other entity requests and token issuing
 //! have exact outcomes.
 
-use disconnect_worker::domain::{DisconnectRequest, EntityId, Outcome, OutcomeKind, ReasonCode};
+use disconnect_worker::domain::{
+    DisconnectRequest, EntityId, IssuedToken, Outcome, OutcomeKind, ReasonCode,
+};
 use disconnect_worker::service::{self, Policy, Processed};
 use lapin::BasicProperties;
 use uuid::Uuid;
@@ -18,18 +20,27 @@ use crate::support::TestContext;
 
 const APP: &str = "app-a";
 
+/// A token for company C's connection at gusto, issued for user-a with
+/// these provider entities, and the platform's ids of those entities in
+/// the same order.
+async fn issue_to_c(
+    test: &TestContext,
+    provider_entities: &[&str],
+) -> (IssuedToken, Vec<EntityId>) {
+    let issued = test
+        .issue_with_entities(APP, "C", "gusto", "user-a", provider_entities)
+        .await;
+    let entities = entity_ids(&issued, provider_entities);
+    (issued, entities)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnecting_named_entities_keeps_the_connection_its_tokens_and_the_other_entities() {
     let test = TestContext::new().await;
-    let first = test
-        .issue_with_entities(APP, "C", "gusto", "user-a", &["ein-1", "ein-2", "ein-3"])
-        .await;
+    let (first, entities) = issue_to_c(&test, &["ein-1", "ein-2", "ein-3"]).await;
     let second = test.issue(APP, "C", "gusto", "user-b").await;
     assert_eq!(first.connection_id, second.connection_id);
-    let entities = entity_ids(&first, &["ein-1", "ein-2", "ein-3"]);
-    let mut events = test.event_tap().await;
-    let _worker = test.spawn_worker();
-    let channel = test.channel().await;
+    let (mut events, _worker, channel) = test.running().await;
 
     let request = with_reason(
         entities_of_token(&second.token, &entities[..2]),
@@ -94,13 +105,8 @@ async fn disconnecting_named_entities_keeps_the_connection_its_tokens_and_the_ot
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn re_authenticating_with_a_disconnected_entity_brings_it_back_to_the_same_connection() {
     let test = TestContext::new().await;
-    let issued = test
-        .issue_with_entities(APP, "C", "gusto", "user-a", &["ein-1", "ein-2"])
-        .await;
-    let entities = entity_ids(&issued, &["ein-1", "ein-2"]);
-    let mut events = test.event_tap().await;
-    let _worker = test.spawn_worker();
-    let channel = test.channel().await;
+    let (issued, entities) = issue_to_c(&test, &["ein-1", "ein-2"]).await;
+    let (mut events, _worker, channel) = test.running().await;
     let request = entities_of_token(&issued.token, &entities[..1]);
     let request_id = test.publish_request(&channel, &request, None).await;
     events.event_for(request_id).await;
@@ -128,18 +134,13 @@ async fn re_authenticating_with_a_disconnected_entity_brings_it_back_to_the_same
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rejection_of_an_entity_request_changes_nothing_and_says_why() {
     let test = TestContext::new().await;
-    let issued = test
-        .issue_with_entities(APP, "C", "gusto", "user-a", &["ein-1", "ein-2"])
-        .await;
+    let (issued, entities) = issue_to_c(&test, &["ein-1", "ein-2"]).await;
     let elsewhere = test
         .issue_with_entities(APP, "D", "gusto", "user-a", &["ein-1", "ein-2"])
         .await;
-    let entities = entity_ids(&issued, &["ein-1", "ein-2"]);
     let foreign = entity_ids(&elsewhere, &["ein-1"])[0];
     let stranger = EntityId::from_uuid(Uuid::new_v4());
-    let mut events = test.event_tap().await;
-    let _worker = test.spawn_worker();
-    let channel = test.channel().await;
+    let (mut events, _worker, channel) = test.running().await;
 
     let cases: Vec<(DisconnectRequest, Option<&str>, &str, Vec<EntityId>)> = vec![
         (
@@ -221,13 +222,8 @@ async fn every_rejection_of_an_entity_request_changes_nothing_and_says_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entities_of_a_connection_by_id_are_authorized_by_the_publisher() {
     let test = TestContext::new().await;
-    let issued = test
-        .issue_with_entities(APP, "C", "gusto", "user-a", &["ein-1", "ein-2"])
-        .await;
-    let entities = entity_ids(&issued, &["ein-1", "ein-2"]);
-    let mut events = test.event_tap().await;
-    let _worker = test.spawn_worker();
-    let channel = test.channel().await;
+    let (issued, entities) = issue_to_c(&test, &["ein-1", "ein-2"]).await;
+    let (mut events, _worker, channel) = test.running().await;
 
     let request = entities_of_connection(APP, issued.connection_id, &entities[1..]);
     let request_id = test
@@ -244,16 +240,11 @@ async fn entities_of_a_connection_by_id_are_authorized_by_the_publisher() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disconnect_ends_the_active_entities_and_lists_them_and_so_does_a_fan_out() {
     let test = TestContext::new().await;
-    let issued = test
-        .issue_with_entities(APP, "C", "gusto", "user-a", &["ein-1", "ein-2", "ein-3"])
-        .await;
+    let (issued, entities) = issue_to_c(&test, &["ein-1", "ein-2", "ein-3"]).await;
     let other = test
         .issue_with_entities(APP, "D", "justworks", "user-a", &["div-a", "div-b"])
         .await;
-    let entities = entity_ids(&issued, &["ein-1", "ein-2", "ein-3"]);
-    let mut events = test.event_tap().await;
-    let _worker = test.spawn_worker();
-    let channel = test.channel().await;
+    let (mut events, _worker, channel) = test.running().await;
     let alone = entities_of_token(&issued.token, &entities[..1]);
     let alone_id = test.publish_request(&channel, &alone, None).await;
     events.event_for(alone_id).await;
@@ -309,13 +300,8 @@ async fn a_full_disconnect_ends_the_active_entities_and_lists_them_and_so_does_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_entity_lists_are_dead_lettered_with_their_codes_and_the_next_request_succeeds() {
     let test = TestContext::new().await;
-    let issued = test
-        .issue_with_entities(APP, "C", "gusto", "user-a", &["ein-1", "ein-2"])
-        .await;
-    let entities = entity_ids(&issued, &["ein-1", "ein-2"]);
-    let mut events = test.event_tap().await;
-    let _worker = test.spawn_worker();
-    let channel = test.channel().await;
+    let (issued, entities) = issue_to_c(&test, &["ein-1", "ein-2"]).await;
+    let (mut events, _worker, channel) = test.running().await;
     let token = issued.token.expose();
     let id = || Uuid::new_v4();
     let e = entities[0];
@@ -406,13 +392,8 @@ async fn bad_entity_lists_are_dead_lettered_with_their_codes_and_the_next_reques
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_entity_request_changes_nothing_and_publishes_nothing_new() {
     let test = TestContext::new().await;
-    let issued = test
-        .issue_with_entities(APP, "C", "gusto", "user-a", &["ein-1", "ein-2", "ein-3"])
-        .await;
-    let entities = entity_ids(&issued, &["ein-1", "ein-2", "ein-3"]);
-    let mut events = test.event_tap().await;
-    let _worker = test.spawn_worker();
-    let channel = test.channel().await;
+    let (issued, entities) = issue_to_c(&test, &["ein-1", "ein-2", "ein-3"]).await;
+    let (mut events, _worker, channel) = test.running().await;
     let request = entities_of_token(&issued.token, &entities[..2]);
     let request_id = test.publish_request(&channel, &request, None).await;
     events.wait_for_count(2).await;

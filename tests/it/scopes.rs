@@ -77,9 +77,7 @@ async fn a_token_revoked_alone_leaves_its_connection_and_its_siblings_working() 
     let test = TestContext::new().await;
     let user_a = test.issue(APP, "company-c", "gusto", "user-a").await;
     let user_b = test.issue(APP, "company-c", "gusto", "user-b").await;
-    let mut events = test.event_tap().await;
-    let _worker = test.spawn_worker();
-    let channel = test.channel().await;
+    let (mut events, _worker, channel) = test.running().await;
 
     let request = with_reason(
         revoke_alone(&user_a.token),
@@ -449,9 +447,7 @@ async fn the_broker_refuses_a_user_id_that_is_not_the_publishers() {
 async fn bad_selectors_are_dead_lettered_with_their_reason_and_the_worker_goes_on() {
     let test = TestContext::new().await;
     let token = test.issue(APP, "company-c", "gusto", "user-a").await;
-    let mut events = test.event_tap().await;
-    let _worker = test.spawn_worker();
-    let channel = test.channel().await;
+    let (mut events, _worker, channel) = test.running().await;
     let properties = || {
         lapin::BasicProperties::default()
             .with_content_type(disconnect_worker::domain::request::CONTENT_TYPE.into())

@@ -132,6 +132,15 @@ impl TestContext {
         RunningWorker::spawn(self.run_settings())
     }
 
+    /// Where most end-to-end tests start: a tap on the events (declared
+    /// first, so no event is missed), a running worker, and a channel to
+    /// publish requests on.
+    pub async fn running(&self) -> (broker::EventTap, RunningWorker, lapin::Channel) {
+        let events = self.event_tap().await;
+        let worker = self.spawn_worker();
+        (events, worker, self.channel().await)
+    }
+
     /// The test's pool as the worker's components take it: with the
     /// default deadlines, and a health that never probes.
     pub fn bounded_pool(&self) -> BoundedPool {
