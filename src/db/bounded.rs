@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use deadpool::managed::Object;
 use diesel::QueryResult;
+use diesel_async::pooled_connection::deadpool::PoolError;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::AsyncPgConnection;
 
@@ -90,9 +91,19 @@ impl BoundedPool {
             checkout,
             transaction,
         } = self.deadlines;
-        let mut conn = metrics::within("database_checkout", checkout, self.pool.get())
-            .await
-            .map_err(|_| DbError::TimedOut(Wait::Checkout(checkout)))??;
+        let checkout_timed_out = || DbError::TimedOut(Wait::Checkout(checkout));
+        let mut conn = match metrics::within("database_checkout", checkout, self.pool.get()).await {
+            Ok(Ok(conn)) => conn,
+            Err(_) => return Err(checkout_timed_out()),
+            // The pool's own step timeouts are the same deadline: when one
+            // ends the checkout first (in the same timer tick), it is the
+            // checkout deadline all the same, and counted as it.
+            Ok(Err(PoolError::Timeout(_))) => {
+                metrics::timed_out("database_checkout");
+                return Err(checkout_timed_out());
+            }
+            Ok(Err(error)) => return Err(error.into()),
+        };
         match metrics::within("database_transaction", transaction, work(&mut conn)).await {
             Ok(result) => Ok(result?),
             Err(_) => {
