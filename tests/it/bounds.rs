@@ -348,3 +348,96 @@ async fn a_worker_stopped_while_its_broker_is_silent_exits_within_the_close_boun
     assert!(status.success(), "{status:?}");
     assert_eq!(log.count("stopped"), 1);
 }
+
+/// A broker that takes the TCP connection but never answers the AMQP
+/// handshake: each attempt to open a session ends at
+/// `AMQP_CONNECT_TIMEOUT_SECS` and is counted, the worker is not ready
+/// meanwhile and keeps trying, and once the broker answers it consumes
+/// again and the request waiting in the queue completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_never_answers_the_handshake_is_given_up_at_the_connect_bound() {
+    let test = TestContext::new().await;
+    let issued = test.issue("app-a", "C", "gusto", "user-a").await;
+    let proxy = Proxy::for_url(&test.amqp_url, 5672).await;
+    let through = proxy.url_through(&test.amqp_url);
+    let worker = Worker::start(
+        &test,
+        "broker-connect-timeout",
+        &[
+            ("AMQP_URL", &through),
+            ("AMQP_CONNECT_TIMEOUT_SECS", "1"),
+            ("RETRY_MAX_DELAY_MS", "1000"),
+        ],
+    )
+    .await;
+    // New connections get no byte from now on; the open one is cut, so
+    // the worker opens another.
+    proxy.freeze();
+    proxy.cut();
+    worker
+        .wait_for_metric(
+            "the connect bound reached twice",
+            "disconnect_worker_timeouts_total{operation=\"broker_connect\"}",
+            2.0,
+        )
+        .await;
+    assert!(
+        !matches!(worker.process.get("/readyz").await, Some((200, _))),
+        "not ready without a broker session"
+    );
+
+    let mut events = test.event_tap().await;
+    let channel = test.channel().await;
+    let request = test
+        .request_disconnect(&channel, Uuid::new_v4(), issued.token.expose())
+        .await;
+    proxy.thaw();
+    let event = events.event_for(request).await;
+    assert_eq!(event.routing_key, "connection.disconnected");
+}
+
+/// A database that stops answering while the pool must open a connection:
+/// the checkout ends at `DATABASE_POOL_TIMEOUT_SECS` and is counted (the
+/// connect bound, set long here, is out of the way), the batch goes back
+/// to the queue unattempted, and once the database answers the request
+/// completes, recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_past_its_deadline_hands_the_batch_back_unattempted() {
+    let test = TestContext::new().await;
+    let issued = test.issue("app-a", "C", "gusto", "user-a").await;
+    let proxy = Proxy::for_url(&test.database_url, 5432).await;
+    let through = proxy.url_through(&test.database_url);
+    let worker = Worker::start(
+        &test,
+        "checkout-timeout",
+        &[
+            ("DATABASE_URL", &through),
+            ("DATABASE_POOL_TIMEOUT_SECS", "1"),
+            ("DATABASE_CONNECT_TIMEOUT_SECS", "60"),
+        ],
+    )
+    .await;
+    // The pooled connections are cut, and a new one gets no byte.
+    proxy.freeze();
+    proxy.cut();
+
+    let mut events = test.event_tap().await;
+    let channel = test.channel().await;
+    let request = test
+        .request_disconnect(&channel, Uuid::new_v4(), issued.token.expose())
+        .await;
+    worker
+        .wait_for_metric(
+            "the checkout bound reached",
+            "disconnect_worker_timeouts_total{operation=\"database_checkout\"}",
+            1.0,
+        )
+        .await;
+    assert_eq!(worker.timeouts("database_connect").await, 0.0);
+    assert_eq!(test.outcome_of(request).await, None, "nothing attempted");
+
+    proxy.thaw();
+    let event = events.event_for(request).await;
+    assert_eq!(event.routing_key, "connection.disconnected");
+    assert_eq!(test.recorded_request_count().await, 1);
+}
