@@ -11,7 +11,7 @@
 //! database once (the outage log, and a probe that decides whether this
 //! replica should give its deliveries back), a success to end it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool::managed::Object;
 use diesel::QueryResult;
@@ -74,9 +74,10 @@ impl BoundedPool {
     where
         F: AsyncFnOnce(&mut AsyncPgConnection) -> QueryResult<T>,
     {
+        let started = Instant::now();
         let result = self.run_unreported(work).await;
         match &result {
-            Ok(_) => self.health.succeeded(),
+            Ok(_) => self.health.succeeded(started),
             Err(error) if error.class() == FailureClass::Unavailable => self.health.failed(error),
             Err(_) => {}
         }

@@ -21,6 +21,7 @@ use diesel_async::RunQueryDsl;
 use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::watch;
 
 use super::DatabaseUrl;
@@ -82,11 +83,12 @@ impl DatabaseHealth {
         self.start_probe();
     }
 
-    /// A call succeeded: the database answers. Called after every
-    /// transaction, so the common case (it was up) only reads the state.
-    pub fn succeeded(&self) {
-        self.inner.outage.recovered();
-        if self.is_down() {
+    /// A call that started at `attempt_started` succeeded: the database
+    /// answers, unless the call was already in flight when the outage began
+    /// (see [`Outage::recovered_since`]). Called after every transaction,
+    /// so the common case (it was up) only reads the state.
+    pub fn succeeded(&self, attempt_started: Instant) {
+        if self.inner.outage.recovered_since(attempt_started) && self.is_down() {
             self.set_down(false);
         }
     }
@@ -133,10 +135,11 @@ impl DatabaseHealth {
         let max_delay = probe.retry.max_delay;
         tokio::spawn(async move {
             loop {
+                let attempt_started = Instant::now();
                 match reachable(&url).await {
                     Ok(()) => {
                         if health.is_down() {
-                            health.succeeded();
+                            health.succeeded(attempt_started);
                         }
                         break;
                     }

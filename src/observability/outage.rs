@@ -68,23 +68,36 @@ impl Outage {
         }
     }
 
-    /// A call to the server succeeded.
+    /// A call to the server, made just now, succeeded.
     pub fn recovered(&self) {
+        self.recovered_since(Instant::now());
+    }
+
+    /// A call to the server that started at `attempt_started` succeeded.
+    /// It ends an outage only if it started after the outage did: a call
+    /// already in flight when the server went away may still finish, and
+    /// says nothing about the server now. Returns whether the server counts
+    /// as available.
+    pub fn recovered_since(&self, attempt_started: Instant) -> bool {
         if !self.ongoing.load(Ordering::Relaxed) {
-            return;
+            return true;
         }
-        if let Report::Ended {
-            failures,
-            after_secs,
-        } = self.record_success(Instant::now())
-        {
-            tracing::info!(
-                server = self.server,
-                outage.failures = failures,
-                outage.seconds = after_secs,
-                "{} available again",
-                self.server
-            );
+        match self.record_success(Instant::now(), attempt_started) {
+            Report::Ended {
+                failures,
+                after_secs,
+            } => {
+                tracing::info!(
+                    server = self.server,
+                    outage.failures = failures,
+                    outage.seconds = after_secs,
+                    "{} available again",
+                    self.server
+                );
+                true
+            }
+            Report::Nothing => false,
+            Report::Started | Report::Ongoing { .. } => true,
         }
     }
 
@@ -114,15 +127,22 @@ impl Outage {
         }
     }
 
-    fn record_success(&self, now: Instant) -> Report {
+    fn record_success(&self, now: Instant, attempt_started: Instant) -> Report {
         let mut state = self.lock();
-        self.ongoing.store(false, Ordering::Relaxed);
-        match state.take() {
-            None => Report::Nothing,
-            Some(outage) => Report::Ended {
-                failures: outage.failures,
-                after_secs: now.duration_since(outage.since).as_secs(),
-            },
+        match *state {
+            Some(outage) if attempt_started < outage.since => Report::Nothing,
+            Some(outage) => {
+                *state = None;
+                self.ongoing.store(false, Ordering::Relaxed);
+                Report::Ended {
+                    failures: outage.failures,
+                    after_secs: now.duration_since(outage.since).as_secs(),
+                }
+            }
+            None => {
+                self.ongoing.store(false, Ordering::Relaxed);
+                Report::Nothing
+            }
         }
     }
 
@@ -157,17 +177,43 @@ mod tests {
         );
         assert_eq!(outage.record_failure(at(45)), Report::Nothing);
         assert_eq!(
-            outage.record_success(at(50)),
+            outage.record_success(at(50), at(50)),
             Report::Ended {
                 failures: 32,
                 after_secs: 50
             }
         );
-        assert_eq!(outage.record_success(at(51)), Report::Nothing);
+        assert_eq!(outage.record_success(at(51), at(51)), Report::Nothing);
         assert_eq!(
             outage.record_failure(at(60)),
             Report::Started,
             "a new outage"
+        );
+    }
+
+    #[test]
+    fn a_call_in_flight_when_the_outage_started_does_not_end_it() {
+        let outage = Outage::new("database");
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+
+        assert_eq!(outage.record_failure(at(10)), Report::Started);
+        assert_eq!(
+            outage.record_success(at(11), at(9)),
+            Report::Nothing,
+            "started before the outage"
+        );
+        assert_eq!(
+            outage.record_failure(at(12)),
+            Report::Nothing,
+            "the same outage"
+        );
+        assert_eq!(
+            outage.record_success(at(13), at(13)),
+            Report::Ended {
+                failures: 2,
+                after_secs: 3
+            }
         );
     }
 }
