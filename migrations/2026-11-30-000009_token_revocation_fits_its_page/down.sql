@@ -1,0 +1,1 @@
+ALTER TABLE access_tokens SET (fillfactor = 50);
