@@ -206,6 +206,7 @@ pub async fn delete_disconnected_before(
          (SELECT c.id FROM connections AS c WHERE c.status = 'disconnected' \
           AND c.disconnected_at < $1 \
           AND NOT EXISTS (SELECT 1 FROM access_tokens AS t WHERE t.connection_id = c.id) \
+          AND NOT EXISTS (SELECT 1 FROM outbox_disconnections AS o WHERE o.connection_id = c.id) \
           LIMIT $2)",
         before,
         limit,

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::connections::ConnectionRow;
-use super::schema::{disconnect_fanouts, outbox_events};
+use super::schema::{disconnect_fanouts, outbox_disconnections, outbox_events};
 use crate::domain::{ConnectionId, ReasonCode, RequestId, Scope};
 
 /// A fan-out to start.
@@ -162,12 +162,18 @@ pub async fn unpublished_events(
     conn: &mut AsyncPgConnection,
     request_id: RequestId,
 ) -> QueryResult<i64> {
-    outbox_events::table
+    let whole: i64 = outbox_events::table
         .filter(outbox_events::request_id.eq(request_id))
         .filter(outbox_events::published_at.is_null())
         .count()
         .get_result(conn)
-        .await
+        .await?;
+    let by_reference: i64 = outbox_disconnections::table
+        .filter(outbox_disconnections::request_id.eq(request_id))
+        .count()
+        .get_result(conn)
+        .await?;
+    Ok(whole + by_reference)
 }
 
 /// Delete fan-outs finished before `before`, at most `limit`.

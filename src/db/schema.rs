@@ -80,6 +80,19 @@ diesel::table! {
 }
 
 diesel::table! {
+    outbox_disconnections (event_id) {
+        event_id -> Uuid,
+        request_id -> Uuid,
+        connection_id -> Uuid,
+        scope -> Text,
+        reason_code -> Nullable<Text>,
+        occurred_at -> Timestamptz,
+        traceparent -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     outbox_events (event_id) {
         id -> Int8,
         event_id -> Uuid,
@@ -104,5 +117,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     connections,
     disconnect_fanouts,
     disconnect_requests,
+    outbox_disconnections,
     outbox_events,
 );

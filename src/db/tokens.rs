@@ -264,7 +264,10 @@ pub async fn delete_revoked_before(
     super::delete_bounded(
         conn,
         "DELETE FROM access_tokens WHERE id IN \
-         (SELECT id FROM access_tokens WHERE revoked_at < $1 LIMIT $2)",
+         (SELECT t.id FROM access_tokens AS t WHERE t.revoked_at < $1 \
+          AND NOT EXISTS (SELECT 1 FROM outbox_disconnections AS o \
+                          WHERE o.request_id = t.revoked_by_request) \
+          LIMIT $2)",
         before,
         limit,
     )

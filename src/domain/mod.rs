@@ -15,7 +15,7 @@ pub mod token;
 
 pub use authorization::Authorizations;
 pub use entity::{EntityRef, EntityStatus};
-pub use event::{EventContext, OutcomeEvent};
+pub use event::{DisconnectionKey, EventContext, OutcomeEvent};
 pub use ids::{ConnectionId, EntityId, EventId, RequestId, TokenId};
 pub use outcome::{ConnectionRef, ConnectionStatus, Outcome, OutcomeKind};
 pub use rejection::{Rejection, RejectionCode};

@@ -79,7 +79,8 @@ impl TestContext {
         let step = fanout::step(&mut conn, chunk_size).await.expect("a step");
         if let Step::Publishing { .. } = step {
             self.execute(
-                "UPDATE outbox_events SET published_at = now() WHERE published_at IS NULL",
+                "UPDATE outbox_events SET published_at = now() WHERE published_at IS NULL; \
+                 DELETE FROM outbox_disconnections",
             )
             .await;
             return fanout::step(&mut conn, chunk_size).await.expect("a step");

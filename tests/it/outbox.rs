@@ -23,16 +23,33 @@ async fn an_event_left_unpublished_by_a_crash_is_published_when_the_worker_runs_
     assert!(matches!(processed, Processed::Recorded(_)));
     assert_eq!(test.unpublished_event_count().await, 1);
     let request_id = request.request_id.as_uuid();
-    let stored = test
-        .stored_event_payload_in("outbox_events", request_id)
-        .await;
+    let decided_event_id = test.audit_event_id(request_id).await;
 
     let mut events = test.event_tap().await;
     let _worker = test.spawn_worker();
     let event = events.event_for(request_id).await;
 
+    // Rebuilt from the rows the request wrote: the event decided, with the
+    // connection and the token it revoked.
     assert_eq!(event.routing_key, "connection.disconnected");
-    assert_eq!(event.raw, stored.into_bytes());
+    assert_eq!(event.json["event_id"], decided_event_id.to_string());
+    assert_eq!(event.json["connection_id"], token.connection_id.to_string());
+    assert_eq!(
+        event.json["revoked_token_ids"],
+        serde_json::json!([token.token_id.to_string()])
+    );
+    assert_eq!(
+        (
+            &event.json["client_id"],
+            &event.json["company_id"],
+            &event.json["provider_id"]
+        ),
+        (
+            &serde_json::json!("app"),
+            &serde_json::json!("company-c"),
+            &serde_json::json!("gusto")
+        )
+    );
     eventually("the event deleted once confirmed", || async {
         (test.unpublished_event_count().await == 0).then_some(())
     })
@@ -83,11 +100,17 @@ async fn leave_unpublished_events(test: &TestContext, companies: &[&str], age: &
             .expect("committed");
         request_ids.push(request.request_id.as_uuid());
     }
+    age_unpublished_events(test, age).await;
+    request_ids
+}
+
+/// Date every unpublished event `age` back, in both of the outbox's tables.
+async fn age_unpublished_events(test: &TestContext, age: &str) {
     test.execute(&format!(
-        "UPDATE outbox_events SET created_at = now() - interval '{age}'"
+        "UPDATE outbox_events SET created_at = now() - interval '{age}'; \
+         UPDATE outbox_disconnections SET created_at = now() - interval '{age}'"
     ))
     .await;
-    request_ids
 }
 
 /// An unpublished event younger than the relay delay belongs to the worker
@@ -113,8 +136,7 @@ async fn the_relay_publishes_an_unpublished_event_only_once_it_is_older_than_the
     );
     assert_eq!(test.unpublished_event_count().await, 1);
 
-    test.execute("UPDATE outbox_events SET created_at = now() - interval '61 minutes'")
-        .await;
+    age_unpublished_events(&test, "61 minutes").await;
     events.event_for(request_ids[0]).await;
     eventually("the event deleted once confirmed", || async {
         (test.unpublished_event_count().await == 0).then_some(())

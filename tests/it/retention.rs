@@ -43,8 +43,20 @@ async fn record(test: &TestContext, request: &DisconnectRequest) -> OutcomeKind 
         .kind()
 }
 
-/// Move everything a request did `days` into the past.
+/// Move everything a request did `days` into the past, its events
+/// published.
 async fn age_request(test: &TestContext, request: &DisconnectRequest, days: u32) {
+    age_request_unpublished(test, request, days).await;
+    test.execute(&format!(
+        "DELETE FROM outbox_disconnections WHERE request_id = '{}'",
+        request.request_id
+    ))
+    .await;
+}
+
+/// Move everything a request did `days` into the past; an event kept by
+/// reference stays unpublished.
+async fn age_request_unpublished(test: &TestContext, request: &DisconnectRequest, days: u32) {
     let id = request.request_id.as_uuid();
     test.execute(&format!(
         "UPDATE access_tokens SET revoked_at = now() - interval '{days} days' \
@@ -54,7 +66,21 @@ async fn age_request(test: &TestContext, request: &DisconnectRequest, days: u32)
              UPDATE disconnect_requests SET processed_at = now() - interval '{days} days' \
                WHERE request_id = '{id}'; \
              UPDATE outbox_events SET created_at = now() - interval '{days} days', \
-               published_at = now() - interval '{days} days' WHERE request_id = '{id}';"
+               published_at = now() - interval '{days} days' WHERE request_id = '{id}'; \
+             UPDATE outbox_disconnections SET created_at = now() - interval '{days} days' \
+               WHERE request_id = '{id}';"
+    ))
+    .await;
+}
+
+/// An event a version before 0.3.0 marked published `days` ago instead of
+/// deleting it.
+async fn leave_marked_event(test: &TestContext, days: u32) {
+    test.execute(&format!(
+        "INSERT INTO outbox_events (event_id, request_id, routing_key, payload, created_at, \
+           published_at) \
+         VALUES (gen_random_uuid(), gen_random_uuid(), 'connection.disconnected', '{{}}', \
+           now() - interval '{days} days', now() - interval '{days} days')"
     ))
     .await;
 }
@@ -82,7 +108,8 @@ async fn rows_past_their_retention_are_deleted_in_batches_and_nothing_else() {
     let old_request = DisconnectRequest::new(old.token.clone());
     record(&test, &old_request).await;
     age_request(&test, &old_request, 400).await;
-    // Disconnected ten days ago: everything stays but its published event.
+    leave_marked_event(&test, 400).await;
+    // Disconnected ten days ago: everything stays.
     let recent = test.issue("app", "company-recent", "gusto", "user-a").await;
     let recent_request = DisconnectRequest::new(recent.token.clone());
     record(&test, &recent_request).await;
@@ -118,7 +145,7 @@ async fn rows_past_their_retention_are_deleted_in_batches_and_nothing_else() {
         Purged {
             disconnect_requests: 1,
             disconnect_fanouts: 0,
-            outbox_events: 2,
+            outbox_events: 1,
             access_tokens: 3,
             connections: 1,
         }
@@ -161,6 +188,45 @@ async fn rows_past_their_retention_are_deleted_in_batches_and_nothing_else() {
         .await
         .expect("a pass");
     assert_eq!(again, Some(Purged::default()));
+}
+
+/// An event kept by reference and still unpublished past the retention (a
+/// broker away for longer than it) keeps the connection and token rows it
+/// is rebuilt from; it is published whole, and then they go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpublished_event_keeps_the_rows_it_is_rebuilt_from() {
+    let test = TestContext::new().await;
+    let old = test.issue("app", "company-old", "gusto", "user-a").await;
+    let request = DisconnectRequest::new(old.token.clone());
+    record(&test, &request).await;
+    age_request_unpublished(&test, &request, 400).await;
+    let connections = "SELECT count(*) FROM connections WHERE company_id = 'company-old'";
+
+    let purged = purge_once(&test.bounded_pool(), &settings(), Utc::now())
+        .await
+        .expect("a pass")
+        .expect("the lock was free");
+    assert_eq!((purged.access_tokens, purged.connections), (0, 0));
+    assert_eq!(count(&test, connections).await, 1);
+
+    let mut events = test.event_tap().await;
+    let worker = test.spawn_worker();
+    let event = events.event_for(request.request_id.as_uuid()).await;
+    assert_eq!(
+        event.json["revoked_token_ids"],
+        serde_json::json!([old.token_id.to_string()])
+    );
+    crate::support::eventually("the event deleted once confirmed", || async {
+        (test.unpublished_event_count().await == 0).then_some(())
+    })
+    .await;
+    drop(worker);
+    let purged = purge_once(&test.bounded_pool(), &settings(), Utc::now())
+        .await
+        .expect("a pass")
+        .expect("the lock was free");
+    assert_eq!((purged.access_tokens, purged.connections), (1, 1));
+    assert_eq!(count(&test, connections).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,8 +311,11 @@ async fn a_request_replayed_after_its_audit_row_is_purged_changes_nothing_active
                 break;
             }
             Step::Publishing { .. } => {
-                test.execute("UPDATE outbox_events SET published_at = now()")
-                    .await;
+                test.execute(
+                    "UPDATE outbox_events SET published_at = now(); \
+                     DELETE FROM outbox_disconnections",
+                )
+                .await;
             }
             Step::Chunk { .. } => panic!("the replay disconnected something"),
             Step::Idle => panic!("the replay has no fan-out"),

@@ -112,7 +112,8 @@ async fn no_token_or_password_reaches_logs_events_dead_letters_or_tables() {
         "SELECT concat_ws(' ', (SELECT string_agg(t::text, ' ') FROM connections t),
                                (SELECT string_agg(t::text, ' ') FROM access_tokens t),
                                (SELECT string_agg(t::text, ' ') FROM disconnect_requests t),
-                               (SELECT string_agg(t::text, ' ') FROM outbox_events t)) AS text",
+                               (SELECT string_agg(t::text, ' ') FROM outbox_events t),
+                               (SELECT string_agg(t::text, ' ') FROM outbox_disconnections t)) AS text",
     )
     .load(&mut conn)
     .await

@@ -19,12 +19,13 @@ use disconnect_worker::db::DbPool;
 use serde::Serialize;
 
 /// The tables the worker writes.
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 7] = [
     "access_tokens",
     "connections",
     "connection_entities",
     "disconnect_requests",
     "disconnect_fanouts",
+    "outbox_disconnections",
     "outbox_events",
 ];
 

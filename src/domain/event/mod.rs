@@ -8,7 +8,8 @@ pub mod payload;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::ids::{EventId, RequestId};
+use super::entity::EntityRef;
+use super::ids::{ConnectionId, EventId, RequestId, TokenId};
 use super::outcome::{ConnectionRef, Outcome};
 use super::scope::{ReasonCode, Scope};
 use payload::RejectionReason;
@@ -46,6 +47,20 @@ pub struct OutcomeEvent {
     /// When the request was published, if known: only in memory, for the
     /// latency from publish to event.
     pub request_published_at: Option<DateTime<Utc>>,
+    /// For a `connection.disconnected` event: what its bytes are rebuilt
+    /// from besides the rows its request wrote. The outbox keeps this
+    /// instead of the bytes.
+    pub rebuilt_from: Option<DisconnectionKey>,
+}
+
+/// What a `connection.disconnected` event says that the rows do not: with
+/// the connection's row and the token and entity rows its request revoked
+/// and ended, [`OutcomeEvent::connection_disconnected`] rebuilds its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisconnectionKey {
+    pub connection_id: ConnectionId,
+    pub scope: Scope,
+    pub reason_code: Option<ReasonCode>,
 }
 
 /// What every event of a request says about the request.
@@ -79,6 +94,7 @@ impl OutcomeEvent {
                 subject: outcome.connection_id().map(|id| id.to_string()),
                 traceparent: None,
                 request_published_at: None,
+                rebuilt_from: None,
             }
         };
         let rejected = |reason: RejectionReason| {
@@ -110,22 +126,20 @@ impl OutcomeEvent {
                 revoked_token_ids,
                 ended_entities,
             } => {
-                let event_id = EventId::generate();
-                let payload = serde_json::to_string(&payload::ConnectionDisconnected {
-                    event_id,
-                    event_type: DISCONNECTED,
-                    occurred_at: occurred_at.clone(),
-                    request_id: context.request_id,
-                    scope: context.scope,
+                let key = DisconnectionKey {
                     connection_id: connection.connection_id,
-                    client_id: &connection.client_id,
-                    company_id: &connection.company_id,
-                    provider_id: &connection.provider_id,
-                    revoked_token_ids,
-                    entities: ended_entities,
+                    scope: context.scope,
                     reason_code: context.reason_code,
-                });
-                vec![event(event_id, DISCONNECTED, payload)]
+                };
+                vec![Self::connection_disconnected(
+                    EventId::generate(),
+                    context.request_id,
+                    key,
+                    connection,
+                    revoked_token_ids,
+                    ended_entities,
+                    at,
+                )]
             }
             Outcome::EntitiesDisconnected {
                 connection,
@@ -207,6 +221,50 @@ impl OutcomeEvent {
                 rejected(RejectionReason::EntitiesAlreadyDisconnected)
             }
             Outcome::Accepted => Vec::new(),
+        }
+    }
+}
+
+impl OutcomeEvent {
+    /// A `connection.disconnected` event: when the outcome is decided, and
+    /// again, from the rows, when the outbox re-sends it. The same
+    /// arguments give the same bytes: `revoked_token_ids` and `entities`
+    /// sorted, `at` in whole microseconds (as Postgres keeps it; finer
+    /// digits are not printed).
+    pub fn connection_disconnected(
+        event_id: EventId,
+        request_id: RequestId,
+        key: DisconnectionKey,
+        connection: &ConnectionRef,
+        revoked_token_ids: &[TokenId],
+        entities: &[EntityRef],
+        at: DateTime<Utc>,
+    ) -> Self {
+        let payload = serde_json::to_string(&payload::ConnectionDisconnected {
+            event_id,
+            event_type: DISCONNECTED,
+            occurred_at: at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            request_id,
+            scope: key.scope,
+            connection_id: key.connection_id,
+            client_id: &connection.client_id,
+            company_id: &connection.company_id,
+            provider_id: &connection.provider_id,
+            revoked_token_ids,
+            entities,
+            reason_code: key.reason_code,
+        });
+        Self {
+            event_id,
+            request_id,
+            routing_key: DISCONNECTED.to_string(),
+            // As in `for_outcome`: a plain struct, serialising cannot fail.
+            payload: payload.unwrap_or_default(),
+            occurred_at: at,
+            subject: Some(key.connection_id.to_string()),
+            traceparent: None,
+            request_published_at: None,
+            rebuilt_from: Some(key),
         }
     }
 }

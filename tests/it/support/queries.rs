@@ -4,7 +4,7 @@ use diesel::dsl::count_star;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use disconnect_worker::db::schema::{
-    access_tokens, connections, disconnect_requests, outbox_events,
+    access_tokens, connections, disconnect_requests, outbox_disconnections, outbox_events,
 };
 use disconnect_worker::domain::{ConnectionId, TokenId};
 use uuid::Uuid;
@@ -110,30 +110,29 @@ impl TestContext {
 
     pub async fn unpublished_event_count(&self) -> i64 {
         let mut conn = self.pool.get().await.expect("db");
-        outbox_events::table
+        let whole: i64 = outbox_events::table
             .filter(outbox_events::published_at.is_null())
             .select(count_star())
             .first(&mut conn)
             .await
-            .expect("query")
+            .expect("query");
+        let by_reference: i64 = outbox_disconnections::table
+            .select(count_star())
+            .first(&mut conn)
+            .await
+            .expect("query");
+        whole + by_reference
     }
 
-    /// The stored payload of a request's event.
-    /// The payload of a request's event as a table of the outbox's shape
-    /// holds it (`outbox_events` itself while it is unpublished).
-    pub async fn stored_event_payload_in(&self, table: &str, request_id: Uuid) -> String {
-        #[derive(diesel::QueryableByName)]
-        struct Payload {
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            payload: String,
-        }
+    /// The event id a request's audit row names.
+    pub async fn audit_event_id(&self, request_id: Uuid) -> Uuid {
         let mut conn = self.pool.get().await.expect("db");
-        diesel::sql_query(format!("SELECT payload FROM {table} WHERE request_id = $1"))
-            .bind::<diesel::sql_types::Uuid, _>(request_id)
-            .get_result::<Payload>(&mut conn)
+        disconnect_requests::table
+            .find(request_id)
+            .select(disconnect_requests::event_id.assume_not_null())
+            .first::<Uuid>(&mut conn)
             .await
             .expect("query")
-            .payload
     }
 
     /// Run SQL statements on the test database (to install a fault, say).

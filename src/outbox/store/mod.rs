@@ -1,8 +1,13 @@
-//! The outbox's own SQL, on `outbox_events`: events written in the
-//! transaction of the state change they announce (by the service, through
-//! [`insert_many`]), claimed by the relay, and deleted once the broker has
-//! confirmed them. Rows with `published_at` set are those a version before
-//! 0.3.0 marked instead; retention deletes them.
+//! The outbox's own SQL: events written in the transaction of the state
+//! change they announce (by the service, through [`insert_many`]), claimed
+//! by the relay, and deleted once the broker has confirmed them. Two
+//! tables: `connection.disconnected` events, most of them, are kept by
+//! reference and rebuilt from the rows (`disconnections`); every other
+//! event keeps its bytes in `outbox_events`. Rows there with
+//! `published_at` set are those a version before 0.3.0 marked instead;
+//! retention deletes them.
+
+mod disconnections;
 
 use std::time::Duration;
 
@@ -12,14 +17,31 @@ use diesel::dsl::now;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::{Array, Interval, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Interval, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::db::schema::outbox_events;
 use crate::domain::{EventId, OutcomeEvent, RequestId};
 
-/// Write events to the outbox, in one statement.
-pub async fn insert_many(mut conn: &AsyncPgConnection, events: &[OutcomeEvent]) -> QueryResult<()> {
+/// Write events to the outbox: a statement for those kept by reference,
+/// one for the others (the two run pipelined on the connection).
+pub async fn insert_many(conn: &AsyncPgConnection, events: &[OutcomeEvent]) -> QueryResult<()> {
+    let (by_reference, whole): (Vec<_>, Vec<_>) = events
+        .iter()
+        .partition(|event| event.rebuilt_from.is_some());
+    let by_reference: Vec<_> = by_reference
+        .into_iter()
+        .filter_map(|event| event.rebuilt_from.map(|key| (event, key)))
+        .collect();
+    futures_util::try_join!(
+        disconnections::insert_many(conn, &by_reference),
+        insert_whole(conn, &whole),
+    )
+    .map(drop)
+}
+
+/// Write events with their bytes to `outbox_events`, in one statement.
+async fn insert_whole(mut conn: &AsyncPgConnection, events: &[&OutcomeEvent]) -> QueryResult<()> {
     if events.is_empty() {
         return Ok(());
     }
@@ -145,6 +167,7 @@ fn into_events(rows: Vec<EventRow>) -> Vec<OutcomeEvent> {
                 subject,
                 traceparent,
                 request_published_at: None,
+                rebuilt_from: None,
             },
         )
         .collect()
@@ -159,10 +182,11 @@ pub async fn claim_unpublished_older_than(
     delay: Duration,
     limit: i64,
 ) -> QueryResult<Vec<OutcomeEvent>> {
-    let delay = PgInterval::from_microseconds(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
-    outbox_events::table
+    let interval =
+        PgInterval::from_microseconds(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
+    let whole = outbox_events::table
         .filter(outbox_events::published_at.is_null())
-        .filter((outbox_events::created_at + delay.into_sql::<Interval>()).lt(now))
+        .filter((outbox_events::created_at + interval.into_sql::<Interval>()).lt(now))
         .order(outbox_events::event_id)
         .limit(limit)
         .select(EVENT_COLUMNS)
@@ -170,7 +194,20 @@ pub async fn claim_unpublished_older_than(
         .skip_locked()
         .load::<EventRow>(conn)
         .await
-        .map(into_events)
+        .map(into_events)?;
+    let by_reference = disconnections::claim_older_than(conn, delay, limit).await?;
+    // The oldest of both, up to the limit; the rest stay locked, unpublished,
+    // until this transaction ends, for the next claim.
+    let mut events = merged(whole, by_reference);
+    events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok(events)
+}
+
+/// Two claims' events, in event id (time) order.
+fn merged(mut whole: Vec<OutcomeEvent>, by_reference: Vec<OutcomeEvent>) -> Vec<OutcomeEvent> {
+    whole.extend(by_reference);
+    whole.sort_unstable_by_key(|event| event.event_id);
+    whole
 }
 
 /// Those of `event_ids` still unpublished, locked for this transaction.
@@ -178,7 +215,7 @@ pub async fn claim_unpublished_by_ids(
     conn: &mut AsyncPgConnection,
     event_ids: &[EventId],
 ) -> QueryResult<Vec<OutcomeEvent>> {
-    outbox_events::table
+    let whole = outbox_events::table
         .filter(outbox_events::published_at.is_null())
         .filter(outbox_events::event_id.eq_any(event_ids))
         .order(outbox_events::event_id)
@@ -187,7 +224,9 @@ pub async fn claim_unpublished_by_ids(
         .skip_locked()
         .load::<EventRow>(conn)
         .await
-        .map(into_events)
+        .map(into_events)?;
+    let by_reference = disconnections::claim_by_ids(conn, event_ids).await?;
+    Ok(merged(whole, by_reference))
 }
 
 /// Delete events the broker has confirmed: an event's row lives only until
@@ -197,21 +236,42 @@ pub async fn delete_confirmed(
     conn: &mut AsyncPgConnection,
     event_ids: &[EventId],
 ) -> QueryResult<usize> {
-    diesel::delete(outbox_events::table.filter(outbox_events::event_id.eq_any(event_ids)))
-        .execute(conn)
-        .await
+    // Both tables in one statement: one round trip, as before.
+    #[derive(QueryableByName)]
+    struct Deleted {
+        #[diesel(sql_type = BigInt)]
+        deleted: i64,
+    }
+    diesel::sql_query(
+        "WITH whole AS (DELETE FROM outbox_events WHERE event_id = ANY($1) RETURNING 1), \
+         by_reference AS (DELETE FROM outbox_disconnections WHERE event_id = ANY($1) RETURNING 1) \
+         SELECT (SELECT count(*) FROM whole) + (SELECT count(*) FROM by_reference) AS deleted",
+    )
+    .bind::<Array<SqlUuid>, _>(event_ids)
+    .get_result::<Deleted>(conn)
+    .await
+    .map(|row| usize::try_from(row.deleted).unwrap_or(usize::MAX))
 }
 
 /// How many events wait to be published, and when the oldest was written.
 pub async fn backlog(conn: &mut AsyncPgConnection) -> QueryResult<(i64, Option<DateTime<Utc>>)> {
-    outbox_events::table
-        .filter(outbox_events::published_at.is_null())
-        .select((
-            diesel::dsl::count_star(),
-            diesel::dsl::min(outbox_events::created_at),
-        ))
-        .first(conn)
-        .await
+    #[derive(QueryableByName)]
+    struct Backlog {
+        #[diesel(sql_type = BigInt)]
+        events: i64,
+        #[diesel(sql_type = Nullable<Timestamptz>)]
+        oldest: Option<DateTime<Utc>>,
+    }
+    diesel::sql_query(
+        "SELECT sum(events)::bigint AS events, min(oldest) AS oldest FROM ( \
+           SELECT count(*) AS events, min(created_at) AS oldest FROM outbox_events \
+            WHERE published_at IS NULL \
+           UNION ALL \
+           SELECT count(*), min(created_at) FROM outbox_disconnections) AS tables",
+    )
+    .get_result::<Backlog>(conn)
+    .await
+    .map(|backlog| (backlog.events, backlog.oldest))
 }
 
 /// Delete events marked published before `before` (by a version before
