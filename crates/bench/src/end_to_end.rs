@@ -123,6 +123,7 @@ pub async fn run(
     // outbox's last deletes are written, and its sessions report their rows.
     drop(worker);
     let measured = measured?;
+    writes::wait_for_worker_sessions_to_end(&bench.pool).await?;
     let after = writes::snapshot(&bench.pool).await?;
     let writes = writes::between(&bench.pool, &before, &after, requests.len()).await?;
     let steady = &samples[samples.len() / 4..];

@@ -104,6 +104,33 @@ pub async fn prepare(pool: &DbPool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Wait (up to 10 s) until the worker's backends have exited: a backend
+/// reports its row counts as it exits, which is after the worker process
+/// has (the server notices the closed socket), and a count reported after
+/// the second snapshot would land in the next run's figures.
+pub async fn wait_for_worker_sessions_to_end(pool: &DbPool) -> anyhow::Result<()> {
+    #[derive(QueryableByName)]
+    struct Sessions {
+        #[diesel(sql_type = BigInt)]
+        sessions: i64,
+    }
+    let mut conn = pool.get().await?;
+    for _ in 0..100 {
+        conn.batch_execute("SELECT pg_stat_clear_snapshot()").await?;
+        let open: Sessions = diesel::sql_query(
+            "SELECT count(*) AS sessions FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'disconnect-worker'",
+        )
+        .get_result(&mut conn)
+        .await?;
+        if open.sessions == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the worker's database sessions did not end within 10 s")
+}
+
 pub async fn snapshot(pool: &DbPool) -> anyhow::Result<Snapshot> {
     let mut conn = pool.get().await?;
     let lsn: Lsn = diesel::sql_query("SELECT pg_current_wal_flush_lsn()::text AS lsn")

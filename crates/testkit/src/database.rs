@@ -78,6 +78,19 @@ impl TestDatabase {
         db::connect(&self.settings(pool_size)).expect("building a pool never connects")
     }
 
+    /// A pool whose sessions carry this `application_name`, to tell them
+    /// from a worker's in `pg_stat_activity`.
+    pub fn pool_named(&self, pool_size: usize, application_name: &str) -> DbPool {
+        let mut url = Url::parse(&self.url).expect("a URL made from a valid one");
+        url.query_pairs_mut()
+            .append_pair("application_name", application_name);
+        let settings = DatabaseSettings {
+            url: DatabaseUrl::parse(url.as_str()).expect("a valid URL with one more parameter"),
+            ..self.settings(pool_size)
+        };
+        db::connect(&settings).expect("building a pool never connects")
+    }
+
     /// Drop the database, ending any session still on it.
     pub async fn drop_database(&self) {
         if let Ok(mut admin) = connect(&self.admin_url).await {
