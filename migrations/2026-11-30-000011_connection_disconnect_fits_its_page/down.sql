@@ -1,0 +1,1 @@
+ALTER TABLE connections RESET (fillfactor);

@@ -1,0 +1,20 @@
+-- Room on a connection's page for its one update, its disconnect, as
+-- migrations 3 and 9 leave for a token's revocation. The update is not
+-- HOT (`status` is in the predicate of the partial indexes), but when the
+-- new version fits on the old one's page Postgres writes it in one record,
+-- compressed against the old version, where a move to another page costs a
+-- larger record and a lock record besides. Disconnects come in runs over
+-- neighbouring rows (connections made together: a batch of requests, an
+-- application's fan-out), so a full page sent nearly every one away.
+--
+-- Write probe (`disconnect-bench --connections 2000
+-- --large-connection-tokens 1000`, docs/performance.md): lock records per
+-- disconnect 1.84 at the default fill (100), 1.68 at 80, 1.37 at 60, 1.02 at
+-- 45; WAL 1,507-1,528 bytes per disconnect at 100, 1,455-1,474 at 60,
+-- 1,429-1,457 at 45. 60 takes most of the gain for two thirds more space
+-- on the smallest of the large tables (about 120 bytes a connection, beside
+-- five or more tokens of about 300 bytes at fillfactor 45).
+--
+-- As with migration 9, only pages written from now on are filled to 60;
+-- nothing is rewritten, so this is instant on a large live table.
+ALTER TABLE connections SET (fillfactor = 60);
