@@ -179,3 +179,59 @@ async fn a_graceful_stop_publishes_pending_events_first() {
         events.event_for(request_id).await;
     }
 }
+
+/// Revert the newest `count` migrations of the test database; the first
+/// error, as text.
+async fn revert_migrations(test: &TestContext, count: usize) -> Result<(), String> {
+    use diesel_migrations::MigrationHarness;
+    let url = disconnect_worker::db::DatabaseUrl::parse(&test.database_url).expect("valid");
+    let conn = url.establish().await.expect("a session");
+    let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..count {
+            harness
+                .revert_last_migration(disconnect_worker::db::setup::MIGRATIONS)
+                .map_err(|error| error.to_string())?;
+        }
+        Ok(())
+    })
+    .await
+    .expect("the migration task")
+}
+
+/// The version before cannot publish the events kept by reference, so
+/// migration 10's down refuses while one is unpublished, and names how
+/// many; once they are published it drops the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverting_the_by_reference_outbox_refuses_while_an_event_waits_in_it() {
+    let test = TestContext::new().await;
+    leave_unpublished_events(&test, &["company-c", "company-d"], "1 second").await;
+
+    // Migration 11 (a fill factor) reverts; migration 10 refuses.
+    let refused = revert_migrations(&test, 2)
+        .await
+        .expect_err("refused while events wait");
+    assert!(
+        refused.contains("outbox_disconnections holds 2 unpublished"),
+        "{refused}"
+    );
+    assert_eq!(test.unpublished_event_count().await, 2, "nothing lost");
+
+    test.execute("DELETE FROM outbox_disconnections").await;
+    revert_migrations(&test, 1)
+        .await
+        .expect("reverted once empty");
+    #[derive(diesel::QueryableByName)]
+    struct Gone {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        gone: bool,
+    }
+    let mut conn = test.pool.get().await.expect("db");
+    let table = diesel_async::RunQueryDsl::get_result::<Gone>(
+        diesel::sql_query("SELECT to_regclass('outbox_disconnections') IS NULL AS gone"),
+        &mut conn,
+    )
+    .await
+    .expect("query");
+    assert!(table.gone, "the table is dropped");
+}
