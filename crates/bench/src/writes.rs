@@ -116,7 +116,8 @@ pub async fn wait_for_worker_sessions_to_end(pool: &DbPool) -> anyhow::Result<()
     }
     let mut conn = pool.get().await?;
     for _ in 0..100 {
-        conn.batch_execute("SELECT pg_stat_clear_snapshot()").await?;
+        conn.batch_execute("SELECT pg_stat_clear_snapshot()")
+            .await?;
         let open: Sessions = diesel::sql_query(
             "SELECT count(*) AS sessions FROM pg_stat_activity \
              WHERE datname = current_database() AND application_name = 'disconnect-worker'",
