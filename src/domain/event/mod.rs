@@ -314,6 +314,46 @@ mod tests {
         }
     }
 
+    /// The outbox rebuilds a `connection.disconnected` event from the time
+    /// Postgres kept, in whole microseconds: the first copy, built from the
+    /// worker's clock, must print the same.
+    #[test]
+    fn a_disconnection_rebuilt_from_microseconds_has_the_first_copy_s_bytes() {
+        let at = |nanos: u32| {
+            chrono::NaiveDate::from_ymd_opt(2026, 11, 30)
+                .and_then(|day| day.and_hms_nano_opt(10, 0, 0, nanos))
+                .expect("a valid time")
+                .and_utc()
+        };
+        let key = DisconnectionKey {
+            connection_id: ConnectionId::from_uuid(Uuid::new_v4()),
+            scope: Scope::Connection,
+            reason_code: Some(ReasonCode::Fraud),
+        };
+        let tokens = [TokenId::from_uuid(Uuid::new_v4())];
+        let event_id = EventId::generate();
+        let request_id = RequestId::from_uuid(Uuid::new_v4());
+        let build = |at| {
+            OutcomeEvent::connection_disconnected(
+                event_id,
+                request_id,
+                key,
+                &connection(key.connection_id),
+                &tokens,
+                &[],
+                at,
+            )
+        };
+
+        let first = build(at(123_456_789));
+        let rebuilt = build(at(123_456_000));
+        assert_eq!(first.payload, rebuilt.payload);
+        assert!(first
+            .payload
+            .contains("\"occurred_at\":\"2026-11-30T10:00:00.123456Z\""));
+        assert_eq!(rebuilt.rebuilt_from, Some(key));
+    }
+
     #[test]
     fn entities_disconnected_alone_get_one_event_each_naming_both_ids() {
         let connection_id = ConnectionId::generate();
