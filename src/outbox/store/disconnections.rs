@@ -97,33 +97,17 @@ impl QueryFragment<Pg> for InsertReferences<'_> {
 }
 
 /// A reference as stored.
-type ReferenceRow = (
-    EventId,
-    RequestId,
-    ConnectionId,
-    String,
-    Option<String>,
-    DateTime<Utc>,
-    Option<String>,
-);
-
-const REFERENCE_COLUMNS: (
-    outbox_disconnections::event_id,
-    outbox_disconnections::request_id,
-    outbox_disconnections::connection_id,
-    outbox_disconnections::scope,
-    outbox_disconnections::reason_code,
-    outbox_disconnections::occurred_at,
-    outbox_disconnections::traceparent,
-) = (
-    outbox_disconnections::event_id,
-    outbox_disconnections::request_id,
-    outbox_disconnections::connection_id,
-    outbox_disconnections::scope,
-    outbox_disconnections::reason_code,
-    outbox_disconnections::occurred_at,
-    outbox_disconnections::traceparent,
-);
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = outbox_disconnections, check_for_backend(Pg))]
+struct ReferenceRow {
+    event_id: EventId,
+    request_id: RequestId,
+    connection_id: ConnectionId,
+    scope: String,
+    reason_code: Option<String>,
+    occurred_at: DateTime<Utc>,
+    traceparent: Option<String>,
+}
 
 /// The oldest references older than `delay` (the database's clock), locked
 /// for this transaction, skipping those another replica holds; rebuilt.
@@ -137,7 +121,7 @@ pub(super) async fn claim_older_than(
         .filter((outbox_disconnections::created_at + delay.into_sql::<Interval>()).lt(now))
         .order(outbox_disconnections::event_id)
         .limit(limit)
-        .select(REFERENCE_COLUMNS)
+        .select(ReferenceRow::as_select())
         .for_update()
         .skip_locked()
         .load::<ReferenceRow>(conn)
@@ -154,7 +138,7 @@ pub(super) async fn claim_by_ids(
     let rows = outbox_disconnections::table
         .filter(outbox_disconnections::event_id.eq_any(event_ids))
         .order(outbox_disconnections::event_id)
-        .select(REFERENCE_COLUMNS)
+        .select(ReferenceRow::as_select())
         .for_update()
         .skip_locked()
         .load::<ReferenceRow>(conn)
@@ -173,8 +157,8 @@ async fn rebuild(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let connection_ids: Vec<ConnectionId> = rows.iter().map(|row| row.2).collect();
-    let request_ids: Vec<RequestId> = rows.iter().map(|row| row.1).collect();
+    let connection_ids: Vec<ConnectionId> = rows.iter().map(|row| row.connection_id).collect();
+    let request_ids: Vec<RequestId> = rows.iter().map(|row| row.request_id).collect();
     let connections: HashMap<ConnectionId, ConnectionRef> = connections::table
         .filter(connections::id.eq_any(&connection_ids))
         .select((
@@ -235,7 +219,15 @@ async fn rebuild(
             });
     }
     let mut events = Vec::with_capacity(rows.len());
-    for (event_id, request_id, connection_id, scope, reason_code, occurred_at, traceparent) in rows
+    for ReferenceRow {
+        event_id,
+        request_id,
+        connection_id,
+        scope,
+        reason_code,
+        occurred_at,
+        traceparent,
+    } in rows
     {
         let Some(connection) = connections.get(&connection_id) else {
             tracing::error!(event_id = %event_id, connection_id = %connection_id,
