@@ -56,6 +56,38 @@ async fn an_event_left_unpublished_by_a_crash_is_published_when_the_worker_runs_
     .await;
 }
 
+/// An event kept whole (here a token revoked alone) is published from its
+/// stored bytes, as they were written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_kept_whole_and_left_by_a_crash_is_published_as_stored() {
+    let test = TestContext::new().await;
+    let token = test.issue("app", "company-c", "gusto", "user-a").await;
+    test.issue("app", "company-c", "gusto", "user-b").await;
+    let request = disconnect_worker::domain::DisconnectRequest::for_target(
+        disconnect_worker::domain::Target::Token {
+            token: token.token.clone(),
+            client_id: None,
+        },
+    );
+    let mut conn = test.pool.get().await.expect("db");
+    record_disconnect(&mut conn, &request, &Policy::default())
+        .await
+        .expect("committed");
+    let request_id = request.request_id.as_uuid();
+    let stored = test.stored_event_payload(request_id).await;
+
+    let mut events = test.event_tap().await;
+    let _worker = test.spawn_worker();
+    let event = events.event_for(request_id).await;
+
+    assert_eq!(event.routing_key, "token.revoked");
+    assert_eq!(event.raw, stored.into_bytes());
+    eventually("the event deleted once confirmed", || async {
+        (test.unpublished_event_count().await == 0).then_some(())
+    })
+    .await;
+}
+
 /// The worker publishes a batch's events itself, right after the commit,
 /// and deletes them once confirmed: no relay sweep is involved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

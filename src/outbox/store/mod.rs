@@ -113,63 +113,34 @@ impl QueryFragment<Pg> for InsertEvents<'_> {
 }
 
 /// The columns an event is published from.
-type EventRow = (
-    EventId,
-    RequestId,
-    String,
-    String,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    Option<String>,
-    Option<String>,
-);
-
-const EVENT_COLUMNS: (
-    outbox_events::event_id,
-    outbox_events::request_id,
-    outbox_events::routing_key,
-    outbox_events::payload,
-    outbox_events::created_at,
-    outbox_events::occurred_at,
-    outbox_events::traceparent,
-    outbox_events::subject,
-) = (
-    outbox_events::event_id,
-    outbox_events::request_id,
-    outbox_events::routing_key,
-    outbox_events::payload,
-    outbox_events::created_at,
-    outbox_events::occurred_at,
-    outbox_events::traceparent,
-    outbox_events::subject,
-);
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = outbox_events, check_for_backend(Pg))]
+struct EventRow {
+    event_id: EventId,
+    request_id: RequestId,
+    routing_key: String,
+    payload: String,
+    created_at: DateTime<Utc>,
+    occurred_at: Option<DateTime<Utc>>,
+    traceparent: Option<String>,
+    subject: Option<String>,
+}
 
 fn into_events(rows: Vec<EventRow>) -> Vec<OutcomeEvent> {
     rows.into_iter()
-        .map(
-            |(
-                event_id,
-                request_id,
-                routing_key,
-                payload,
-                created_at,
-                occurred_at,
-                traceparent,
-                subject,
-            )| OutcomeEvent {
-                event_id,
-                request_id,
-                routing_key,
-                payload,
-                // Rows written before the column existed: written in the
-                // transaction that decided the outcome, the same second.
-                occurred_at: occurred_at.unwrap_or(created_at),
-                subject,
-                traceparent,
-                request_published_at: None,
-                rebuilt_from: None,
-            },
-        )
+        .map(|row| OutcomeEvent {
+            event_id: row.event_id,
+            request_id: row.request_id,
+            routing_key: row.routing_key,
+            payload: row.payload,
+            // Rows written before the column existed: written in the
+            // transaction that decided the outcome, the same second.
+            occurred_at: row.occurred_at.unwrap_or(row.created_at),
+            subject: row.subject,
+            traceparent: row.traceparent,
+            request_published_at: None,
+            rebuilt_from: None,
+        })
         .collect()
 }
 
@@ -189,7 +160,7 @@ pub async fn claim_unpublished_older_than(
         .filter((outbox_events::created_at + interval.into_sql::<Interval>()).lt(now))
         .order(outbox_events::event_id)
         .limit(limit)
-        .select(EVENT_COLUMNS)
+        .select(EventRow::as_select())
         .for_update()
         .skip_locked()
         .load::<EventRow>(conn)
@@ -219,7 +190,7 @@ pub async fn claim_unpublished_by_ids(
         .filter(outbox_events::published_at.is_null())
         .filter(outbox_events::event_id.eq_any(event_ids))
         .order(outbox_events::event_id)
-        .select(EVENT_COLUMNS)
+        .select(EventRow::as_select())
         .for_update()
         .skip_locked()
         .load::<EventRow>(conn)

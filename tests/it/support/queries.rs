@@ -135,6 +135,17 @@ impl TestContext {
             .expect("query")
     }
 
+    /// The stored bytes of a request's event kept whole in `outbox_events`.
+    pub async fn stored_event_payload(&self, request_id: Uuid) -> String {
+        let mut conn = self.pool.get().await.expect("db");
+        outbox_events::table
+            .filter(outbox_events::request_id.eq(request_id))
+            .select(outbox_events::payload)
+            .first::<String>(&mut conn)
+            .await
+            .expect("query")
+    }
+
     /// Run SQL statements on the test database (to install a fault, say).
     pub async fn execute(&self, sql: &str) {
         use diesel_async::SimpleAsyncConnection;
