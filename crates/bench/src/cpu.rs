@@ -3,6 +3,8 @@
 //! exit during the window are not counted; none of the measured ones do.
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::OnceLock;
 
 use serde::Serialize;
 
@@ -29,14 +31,41 @@ pub struct Snapshot {
     machine: f64,
 }
 
+/// The worker's command name in /proc, from the binary the benchmark runs
+/// (`--worker-binary` may name a copy called anything).
+static WORKER_COMM: OnceLock<String> = OnceLock::new();
+
+/// Count the processes of this binary as the worker. Call it once, before
+/// the first snapshot; without it, `disconnect-worker` is the worker.
+pub fn set_worker_binary(path: &Path) {
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let _ = WORKER_COMM.set(comm_of(&name));
+}
+
+/// What the kernel keeps of an executable's name as its command name: the
+/// first 15 bytes.
+fn comm_of(name: &str) -> String {
+    let mut end = name.len().min(15);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
+}
+
 fn group_of(pid: u32, comm: &str) -> Option<&'static str> {
+    let worker = WORKER_COMM
+        .get_or_init(|| comm_of("disconnect-worker"))
+        .as_str();
     if pid == std::process::id() {
         Some("bench")
     } else if comm == "postgres" {
         Some("postgres")
     } else if comm.starts_with("beam") {
         Some("rabbitmq")
-    } else if comm.starts_with("disconnect-work") {
+    } else if comm == worker {
         Some("worker")
     } else {
         None
@@ -123,6 +152,13 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+
+    #[test]
+    fn a_worker_binary_s_command_name_is_its_file_name_cut_to_15_bytes() {
+        assert_eq!(comm_of("disconnect-worker"), "disconnect-work");
+        assert_eq!(comm_of("worker-5876"), "worker-5876");
+        assert_eq!(comm_of("wörker-über-lång"), "wörker-über-l");
+    }
 
     #[test]
     fn a_stat_line_gives_the_name_and_user_plus_system_time() {

@@ -102,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    cpu::set_worker_binary(&end_to_end::worker_binary(&args)?);
     let env = seed::BenchEnv::create(&args)
         .await
         .context("preparing the benchmark database")?;
