@@ -17,10 +17,11 @@ use lapin::Channel;
 use tokio_util::sync::CancellationToken;
 
 use super::publish::publish_all;
-use super::{store, Shared};
+use super::store::{self, Claim};
+use super::Shared;
 use crate::broker::publish::PublishError;
 use crate::db::DbError;
-use crate::domain::{EventId, OutcomeEvent};
+use crate::domain::EventId;
 use crate::observability::metrics;
 
 /// Added to the confirm timeout for the relay's idle-in-transaction bound.
@@ -46,25 +47,6 @@ impl From<QueryError> for BatchError {
     }
 }
 
-/// Which unpublished events a sweep claims.
-enum Claim<'a> {
-    /// These, whatever their age.
-    Ids(&'a [EventId]),
-    /// The oldest, up to a limit, unpublished for longer than a delay.
-    OlderThan(Duration, i64),
-}
-
-impl Claim<'_> {
-    async fn load(&self, conn: &mut AsyncPgConnection) -> Result<Vec<OutcomeEvent>, QueryError> {
-        match self {
-            Self::Ids(ids) => store::claim_unpublished_by_ids(conn, ids).await,
-            Self::OlderThan(delay, limit) => {
-                store::claim_unpublished_older_than(conn, *delay, *limit).await
-            }
-        }
-    }
-}
-
 /// Publish the claimed events; returns how many were published. The rows
 /// stay locked (`SKIP LOCKED` for other replicas) until they are deleted, and
 /// a failed publish rolls the whole batch back to pending. The transaction
@@ -84,7 +66,7 @@ async fn publish_claimed(
             let batch = conn
                 .transaction::<_, BatchError, _>(async |conn| {
                     allow_idle_for(conn, confirm_timeout).await?;
-                    let events = claim.load(conn).await?;
+                    let events = store::claim(conn, &claim).await?;
                     if events.is_empty() {
                         return Ok(0);
                     }

@@ -8,17 +8,16 @@
 //! them is pending, so the rebuilt bytes are the bytes first published.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel::data_types::PgInterval;
 use diesel::dsl::now;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::{Array, Interval, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use super::{interval, Claim};
 use crate::db::schema::{access_tokens, connection_entities, connections, outbox_disconnections};
 use crate::domain::{
     ConnectionId, ConnectionRef, DisconnectionKey, EntityId, EntityRef, EventId, OutcomeEvent,
@@ -109,18 +108,16 @@ struct ReferenceRow {
     traceparent: Option<String>,
 }
 
-/// The oldest references older than `delay` (the database's clock), locked
-/// for this transaction, skipping those another replica holds; rebuilt.
-pub(super) async fn claim_older_than(
+/// The references `claim` takes, locked for this transaction, skipping
+/// those another replica holds; rebuilt.
+pub(super) async fn claim(
     conn: &mut AsyncPgConnection,
-    delay: Duration,
-    limit: i64,
+    claim: &Claim<'_>,
 ) -> QueryResult<Vec<OutcomeEvent>> {
-    let delay = PgInterval::from_microseconds(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
     let rows = outbox_disconnections::table
-        .filter((outbox_disconnections::created_at + delay.into_sql::<Interval>()).lt(now))
+        .filter(claimed(claim))
         .order(outbox_disconnections::event_id)
-        .limit(limit)
+        .limit(claim.limit())
         .select(ReferenceRow::as_select())
         .for_update()
         .skip_locked()
@@ -129,21 +126,18 @@ pub(super) async fn claim_older_than(
     rebuild(conn, rows).await
 }
 
-/// Those of `event_ids` still referenced, locked for this transaction;
-/// rebuilt.
-pub(super) async fn claim_by_ids(
-    conn: &mut AsyncPgConnection,
-    event_ids: &[EventId],
-) -> QueryResult<Vec<OutcomeEvent>> {
-    let rows = outbox_disconnections::table
-        .filter(outbox_disconnections::event_id.eq_any(event_ids))
-        .order(outbox_disconnections::event_id)
-        .select(ReferenceRow::as_select())
-        .for_update()
-        .skip_locked()
-        .load::<ReferenceRow>(conn)
-        .await?;
-    rebuild(conn, rows).await
+/// The references a claim names.
+fn claimed(
+    claim: &Claim<'_>,
+) -> Box<dyn BoxableExpression<outbox_disconnections::table, Pg, SqlType = Bool>> {
+    match *claim {
+        Claim::Ids(event_ids) => {
+            Box::new(outbox_disconnections::event_id.eq_any(event_ids.to_vec()))
+        }
+        Claim::OlderThan(delay, _) => {
+            Box::new((outbox_disconnections::created_at + interval(delay)).lt(now))
+        }
+    }
 }
 
 /// The events of `rows`, from the rows their requests wrote: three reads

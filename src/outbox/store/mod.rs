@@ -17,7 +17,9 @@ use diesel::dsl::now;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::{Array, BigInt, Interval, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{
+    Array, BigInt, Bool, Interval, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::db::schema::outbox_events;
@@ -144,60 +146,71 @@ fn into_events(rows: Vec<EventRow>) -> Vec<OutcomeEvent> {
         .collect()
 }
 
-/// The oldest events still unpublished `delay` after they were written,
-/// locked for this transaction. The age is measured on the database's clock,
-/// so the worker's clock does not matter. Rows another replica is publishing
-/// are skipped rather than waited for.
-pub async fn claim_unpublished_older_than(
+/// Which unpublished events a relay sweep claims.
+pub enum Claim<'a> {
+    /// These, whatever their age.
+    Ids(&'a [EventId]),
+    /// The oldest, up to a limit, unpublished for longer than a delay. The
+    /// age is measured on the database's clock, so the worker's clock does
+    /// not matter.
+    OlderThan(Duration, i64),
+}
+
+/// The events `claim` takes from both tables, locked for this transaction,
+/// in event id (time) order. Rows another replica is publishing are skipped
+/// rather than waited for. With a limit, the oldest of both up to it; the
+/// rest stay locked, unpublished, until this transaction ends, for the next
+/// claim.
+pub async fn claim(
     conn: &mut AsyncPgConnection,
-    delay: Duration,
-    limit: i64,
+    claim: &Claim<'_>,
 ) -> QueryResult<Vec<OutcomeEvent>> {
-    let interval =
-        PgInterval::from_microseconds(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
-    let whole = outbox_events::table
+    let rows = outbox_events::table
         .filter(outbox_events::published_at.is_null())
-        .filter((outbox_events::created_at + interval.into_sql::<Interval>()).lt(now))
+        .filter(whole_claimed(claim))
         .order(outbox_events::event_id)
-        .limit(limit)
+        .limit(claim.limit())
         .select(EventRow::as_select())
         .for_update()
         .skip_locked()
         .load::<EventRow>(conn)
-        .await
-        .map(into_events)?;
-    let by_reference = disconnections::claim_older_than(conn, delay, limit).await?;
-    // The oldest of both, up to the limit; the rest stay locked, unpublished,
-    // until this transaction ends, for the next claim.
-    let mut events = merged(whole, by_reference);
-    events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        .await?;
+    let mut events = into_events(rows);
+    events.extend(disconnections::claim(conn, claim).await?);
+    events.sort_unstable_by_key(|event| event.event_id);
+    if let Claim::OlderThan(_, limit) = *claim {
+        events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    }
     Ok(events)
 }
 
-/// Two claims' events, in event id (time) order.
-fn merged(mut whole: Vec<OutcomeEvent>, by_reference: Vec<OutcomeEvent>) -> Vec<OutcomeEvent> {
-    whole.extend(by_reference);
-    whole.sort_unstable_by_key(|event| event.event_id);
-    whole
+impl Claim<'_> {
+    /// How many rows a claim takes from each table: all of its ids, or its
+    /// limit.
+    fn limit(&self) -> i64 {
+        match *self {
+            Self::Ids(_) => i64::MAX,
+            Self::OlderThan(_, limit) => limit,
+        }
+    }
 }
 
-/// Those of `event_ids` still unpublished, locked for this transaction.
-pub async fn claim_unpublished_by_ids(
-    conn: &mut AsyncPgConnection,
-    event_ids: &[EventId],
-) -> QueryResult<Vec<OutcomeEvent>> {
-    let whole = outbox_events::table
-        .filter(outbox_events::published_at.is_null())
-        .filter(outbox_events::event_id.eq_any(event_ids))
-        .order(outbox_events::event_id)
-        .select(EventRow::as_select())
-        .for_update()
-        .skip_locked()
-        .load::<EventRow>(conn)
-        .await
-        .map(into_events)?;
-    let by_reference = disconnections::claim_by_ids(conn, event_ids).await?;
-    Ok(merged(whole, by_reference))
+/// `delay` as an SQL interval.
+fn interval(delay: Duration) -> diesel::dsl::AsExprOf<PgInterval, Interval> {
+    PgInterval::from_microseconds(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX))
+        .into_sql::<Interval>()
+}
+
+/// The rows of `outbox_events` a claim names.
+fn whole_claimed(
+    claim: &Claim<'_>,
+) -> Box<dyn BoxableExpression<outbox_events::table, Pg, SqlType = Bool>> {
+    match *claim {
+        Claim::Ids(event_ids) => Box::new(outbox_events::event_id.eq_any(event_ids.to_vec())),
+        Claim::OlderThan(delay, _) => {
+            Box::new((outbox_events::created_at + interval(delay)).lt(now))
+        }
+    }
 }
 
 /// Delete events the broker has confirmed: an event's row lives only until
