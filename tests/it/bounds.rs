@@ -58,6 +58,21 @@ impl Worker {
         }
     }
 
+    /// A worker whose broker link runs through a proxy the test can freeze:
+    /// `AMQP_URL` through it, besides `settings`.
+    async fn start_through_broker_proxy(
+        test: &TestContext,
+        name: &str,
+        settings: &[(&str, &str)],
+    ) -> (Proxy, Self) {
+        let proxy = Proxy::for_url(&test.amqp_url, 5672).await;
+        let through = proxy.url_through(&test.amqp_url);
+        let mut env = vec![("AMQP_URL", through.as_str())];
+        env.extend_from_slice(settings);
+        let worker = Self::start(test, name, &env).await;
+        (proxy, worker)
+    }
+
     async fn metric(&self, series: &str) -> f64 {
         scraped(&self.process, series).await
     }
@@ -270,13 +285,10 @@ async fn a_transaction_past_its_deadline_is_abandoned_and_its_request_retried() 
 async fn a_confirm_past_its_deadline_fails_the_publish_and_the_relay_sends_it_later() {
     let test = TestContext::new().await;
     let issued = test.issue("app-a", "C", "gusto", "user-a").await;
-    let proxy = Proxy::for_url(&test.amqp_url, 5672).await;
-    let through = proxy.url_through(&test.amqp_url);
-    let worker = Worker::start(
+    let (proxy, worker) = Worker::start_through_broker_proxy(
         &test,
         "confirm-timeout",
         &[
-            ("AMQP_URL", &through),
             ("AMQP_HEARTBEAT_SECS", "120"),
             ("AMQP_CONFIRM_TIMEOUT_SECS", "1"),
         ],
@@ -325,12 +337,10 @@ async fn a_confirm_past_its_deadline_fails_the_publish_and_the_relay_sends_it_la
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stopped_while_its_broker_is_silent_exits_within_the_close_bound() {
     let test = TestContext::new().await;
-    let proxy = Proxy::for_url(&test.amqp_url, 5672).await;
-    let through = proxy.url_through(&test.amqp_url);
-    let worker = Worker::start(
+    let (proxy, worker) = Worker::start_through_broker_proxy(
         &test,
         "silent-close",
-        &[("AMQP_URL", &through), ("AMQP_HEARTBEAT_SECS", "120")],
+        &[("AMQP_HEARTBEAT_SECS", "120")],
     )
     .await;
     proxy.freeze();
@@ -358,13 +368,10 @@ async fn a_worker_stopped_while_its_broker_is_silent_exits_within_the_close_boun
 async fn a_broker_that_never_answers_the_handshake_is_given_up_at_the_connect_bound() {
     let test = TestContext::new().await;
     let issued = test.issue("app-a", "C", "gusto", "user-a").await;
-    let proxy = Proxy::for_url(&test.amqp_url, 5672).await;
-    let through = proxy.url_through(&test.amqp_url);
-    let worker = Worker::start(
+    let (proxy, worker) = Worker::start_through_broker_proxy(
         &test,
         "broker-connect-timeout",
         &[
-            ("AMQP_URL", &through),
             ("AMQP_CONNECT_TIMEOUT_SECS", "1"),
             ("RETRY_MAX_DELAY_MS", "1000"),
         ],
