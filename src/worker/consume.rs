@@ -1,5 +1,6 @@
 //! The consume loop of one broker session.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
@@ -8,6 +9,7 @@ use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use lapin::Consumer;
 
+use super::acks::CoalescedAcks;
 use super::handle::{handle_batch, Received};
 use super::settings::ConsumeSettings;
 use super::Worker;
@@ -114,6 +116,9 @@ impl Worker {
             Ok(consumer) => consumer,
             Err(error) => return SessionEnd::Lost(format!("could not start consuming: {error}")),
         };
+        // Every delivery taken from this consumer is registered here, in
+        // order, before its batch starts: what makes a coalesced ack safe.
+        let acks = Arc::new(CoalescedAcks::new(session.consume_channel.clone()));
         self.readiness.consuming();
         tracing::info!(queue = %queue, "consuming requests");
         let mut health_check = tokio::time::interval(HEALTH_CHECK_INTERVAL);
@@ -136,9 +141,11 @@ impl Worker {
                     let busy = !self.in_flight.is_empty();
                     let (batch, end) =
                         collect_batch(first, &mut consumer, &self.settings.consume, busy).await;
+                    acks.received(batch.iter().map(|received| received.delivery.delivery_tag));
                     self.in_flight.spawn(handle_batch(
                         self.handlers.clone(),
                         session.publish_channel.clone(),
+                        acks.clone(),
                         batch,
                     ));
                     if let Some(end) = end {

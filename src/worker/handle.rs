@@ -13,10 +13,11 @@ use lapin::Channel;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::acks::{CoalescedAcks, DeliveryTag};
 use super::dead_letter::DeadLettering;
 use super::process::{BatchProcessor, Decoded};
 use super::records::PgRecords;
-use super::settle::settle;
+use super::settle::settle_alone;
 use super::settlement::Settlement;
 use crate::domain::DisconnectRequest;
 use crate::observability::metrics;
@@ -43,7 +44,12 @@ struct Traced {
     traceparent: Option<String>,
 }
 
-pub async fn handle_batch(context: Arc<HandlerContext>, channel: Channel, batch: Vec<Received>) {
+pub async fn handle_batch(
+    context: Arc<HandlerContext>,
+    channel: Channel,
+    acks: Arc<CoalescedAcks>,
+    batch: Vec<Received>,
+) {
     let _in_flight = metrics::InFlight::start(batch.len());
     let batch_span = batch_span(&context.queue, &batch);
     let traced: Vec<Traced> = batch
@@ -63,24 +69,59 @@ pub async fn handle_batch(context: Arc<HandlerContext>, channel: Channel, batch:
     let settlements = context
         .processor
         .settle(decoded)
-        .instrument(batch_span)
+        .instrument(batch_span.clone())
         .await;
-    for ((received, traced), settlement) in batch.iter().zip(traced).zip(&settlements) {
-        async {
-            log_settlement(settlement);
-            let done = settle(
-                &channel,
-                &context.dead_letters,
-                &received.delivery,
-                settlement,
-                traced.traceparent.as_deref(),
-            )
-            .await;
-            record_metrics(settlement, done, received.at);
+
+    // The rare settlements first, each on its own; then the acks together,
+    // so a dead letter's own ack is not held behind the batch's.
+    let mut acked = Vec::with_capacity(batch.len());
+    for ((received, traced), settlement) in batch.iter().zip(&traced).zip(&settlements) {
+        traced.span.in_scope(|| log_settlement(settlement));
+        let tag = received.delivery.delivery_tag;
+        if matches!(settlement, Settlement::Ack(_)) {
+            acked.push((tag, settlement, received.at));
+            continue;
         }
-        .instrument(traced.span)
+        let settled = settle_alone(
+            &channel,
+            &context.dead_letters,
+            &received.delivery,
+            settlement,
+            traced.traceparent.as_deref(),
+        )
+        .instrument(traced.span.clone())
         .await;
+        if settled.sent {
+            acks.settled_alone(tag);
+        }
+        record_metrics(settlement, settled.done, received.at);
     }
+    if acked.is_empty() {
+        return;
+    }
+    let done = ack(&acks, &acked).instrument(batch_span).await;
+    for (_, settlement, received_at) in acked {
+        record_metrics(settlement, done.unwrap_or(settlement.label()), received_at);
+    }
+}
+
+/// Acknowledge the batch's committed deliveries; `released` for the metrics
+/// if the channel is gone (the broker redelivers them, and they are found
+/// done when they come back).
+async fn ack(
+    acks: &CoalescedAcks,
+    acked: &[(DeliveryTag, &Settlement, Instant)],
+) -> Option<&'static str> {
+    if !acks.connected() {
+        tracing::debug!("the session is closed; the broker redelivers the requests");
+        return Some(Settlement::Release.label());
+    }
+    let tags: Vec<DeliveryTag> = acked.iter().map(|(tag, _, _)| *tag).collect();
+    if let Err(error) = acks.ack(&tags).await {
+        tracing::warn!(error = %error, batch.size = tags.len(),
+            "could not acknowledge a batch; the broker will redeliver it");
+    }
+    None
 }
 
 /// The batch's span (OpenTelemetry messaging conventions): a consumer

@@ -2,8 +2,10 @@
 //! settles each delivery, and shuts down gracefully. The path of a request:
 //! `consume` (deliveries into batches) → `handle` (decode, one span each) →
 //! `process` (the settlement rules and the retry policy) → `records` (the
-//! transaction, then the events to the outbox) → `settle` (the AMQP call).
+//! transaction, then the events to the outbox) → `settle` (the AMQP call for
+//! a delivery settled on its own) and `acks` (the batch's acks, coalesced).
 
+mod acks;
 mod consume;
 mod dead_letter;
 mod fanout;

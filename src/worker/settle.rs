@@ -1,4 +1,5 @@
-//! The one place a [`Settlement`] becomes an AMQP method on a delivery.
+//! The one place a [`Settlement`] other than an ack becomes an AMQP method
+//! on a delivery. Acks go out per batch, coalesced: see `acks`.
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
@@ -7,21 +8,34 @@ use lapin::Channel;
 use super::dead_letter::{self, DeadLettering};
 use super::settlement::Settlement;
 
-/// What was done with a delivery, for the metrics: the settlement's own
-/// label, or `released` when a dead letter could not be published.
-pub async fn settle(
+/// What was done with a delivery settled on its own.
+pub struct SettledAlone {
+    /// For the metrics: the settlement's own label, or `released` when a
+    /// dead letter could not be published.
+    pub done: &'static str,
+    /// Whether the delivery's settling frame was sent. Until it is, an ack
+    /// of a later delivery must not be coalesced past it.
+    pub sent: bool,
+}
+
+/// Settle a delivery whose settlement is not a plain ack (those go out per
+/// batch, through `CoalescedAcks`).
+pub async fn settle_alone(
     channel: &Channel,
     dead_letters: &DeadLettering,
     delivery: &Delivery,
     settlement: &Settlement,
     traceparent: Option<&str>,
-) -> &'static str {
+) -> SettledAlone {
     if !channel.status().connected() {
         // The session is gone (lost, or closed because the database cannot
         // be reached): the broker has requeued the delivery already, and a
         // processed request is found done when it comes back.
         tracing::debug!("the session is closed; the broker redelivers the request");
-        return Settlement::Release.label();
+        return SettledAlone {
+            done: Settlement::Release.label(),
+            sent: false,
+        };
     }
     let (done, result) = match settlement {
         Settlement::Ack(_) => (
@@ -55,12 +69,15 @@ pub async fn settle(
         ),
         Settlement::Release => (settlement.label(), release(delivery).await),
     };
-    if let Err(error) = result {
+    if let Err(error) = &result {
         // The channel is gone; the broker returns the delivery to the queue
         // itself, and a processed request is found done when it comes back.
         tracing::warn!(error = %error, "could not settle a delivery; the broker will redeliver it");
     }
-    done
+    SettledAlone {
+        done,
+        sent: matches!(result, Ok(true)),
+    }
 }
 
 /// Back to the queue without counting a failed delivery: see

@@ -6,7 +6,6 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use diesel_async::pooled_connection::deadpool::Object;
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use disconnect_testkit::process::Logs;
 use disconnect_testkit::WorkerProcess;
@@ -97,19 +96,6 @@ impl Worker {
     }
 }
 
-/// A transaction of the test's that holds a connection's row lock, as
-/// another replica's would, until it is rolled back.
-async fn hold_row_lock(test: &TestContext, connection: ConnectionId) -> Object<AsyncPgConnection> {
-    let mut holder = test.pool.get().await.expect("db");
-    holder
-        .batch_execute(&format!(
-            "BEGIN; SELECT id FROM connections WHERE id = '{connection}' FOR UPDATE"
-        ))
-        .await
-        .expect("locking the connection");
-    holder
-}
-
 /// The server-side bounds arrive with every session the worker opens (in
 /// the startup packet), and its sockets probe an idle peer: the waits that
 /// only the server or the kernel can end are set where they run.
@@ -191,7 +177,7 @@ async fn a_lock_wait_past_the_statement_timeout_is_cancelled_and_the_request_ret
     .await;
     let mut events = test.event_tap().await;
     let channel = test.channel().await;
-    let mut holder = hold_row_lock(&test, issued.connection_id).await;
+    let mut holder = test.hold_row_lock(issued.connection_id).await;
 
     let request = test
         .request_disconnect(&channel, Uuid::new_v4(), issued.token.expose())
@@ -239,7 +225,7 @@ async fn a_transaction_past_its_deadline_is_abandoned_and_its_request_retried() 
     .await;
     let mut events = test.event_tap().await;
     let channel = test.channel().await;
-    let mut holder = hold_row_lock(&test, issued.connection_id).await;
+    let mut holder = test.hold_row_lock(issued.connection_id).await;
 
     let request = test
         .request_disconnect(&channel, Uuid::new_v4(), issued.token.expose())

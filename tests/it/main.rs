@@ -1,6 +1,7 @@
 //! Integration tests, one binary (one module per area), against real Postgres
 //! and RabbitMQ: see support/services.rs for how they are found.
 
+mod acks;
 mod addresses;
 mod bad_input;
 mod batching;

@@ -13,6 +13,8 @@ pub mod workload;
 use std::future::Future;
 use std::time::Duration;
 
+use diesel_async::pooled_connection::deadpool::Object;
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use disconnect_testkit::broker::{delete_topology, unique_topology};
 use disconnect_testkit::process::worker_env;
 use disconnect_testkit::{services, TestDatabase};
@@ -20,7 +22,7 @@ use disconnect_worker::broker::{BrokerUrls, Topology};
 use disconnect_worker::db::{
     BoundedPool, DatabaseHealth, DatabaseUrl, DbPool, Deadlines, SessionBounds,
 };
-use disconnect_worker::domain::{AccessToken, Authorizations, IssuedToken};
+use disconnect_worker::domain::{AccessToken, Authorizations, ConnectionId, IssuedToken};
 use disconnect_worker::outbox::OutboxSettings;
 use disconnect_worker::retention::RetentionSettings;
 use disconnect_worker::retry::RetrySettings;
@@ -184,6 +186,19 @@ impl TestContext {
 
     pub async fn is_active(&self, token: &IssuedToken) -> bool {
         self.introspect(&token.token).await.active
+    }
+
+    /// A transaction of the test's that holds a connection's row lock, as
+    /// another replica's would, until it is rolled back.
+    pub async fn hold_row_lock(&self, connection: ConnectionId) -> Object<AsyncPgConnection> {
+        let mut holder = self.pool.get().await.expect("db");
+        holder
+            .batch_execute(&format!(
+                "BEGIN; SELECT id FROM connections WHERE id = '{connection}' FOR UPDATE"
+            ))
+            .await
+            .expect("locking the connection");
+        holder
     }
 
     /// Environment for running the `disconnect-worker` binary against this
