@@ -72,8 +72,9 @@ pub async fn handle_batch(
         .instrument(batch_span.clone())
         .await;
 
-    // The rare settlements first, each on its own; then the acks together,
-    // so a dead letter's own ack is not held behind the batch's.
+    // The rare settlements first, each on its own, then the acks together:
+    // a delivery still waiting for its own frame stops a `multiple` ack, so
+    // settled first it lets the batch's ack reach past it in one frame.
     let mut acked = Vec::with_capacity(batch.len());
     for ((received, traced), settlement) in batch.iter().zip(&traced).zip(&settlements) {
         traced.span.in_scope(|| log_settlement(settlement));
@@ -105,9 +106,9 @@ pub async fn handle_batch(
     }
 }
 
-/// Acknowledge the batch's committed deliveries; `released` for the metrics
-/// if the channel is gone (the broker redelivers them, and they are found
-/// done when they come back).
+/// Acknowledge the batch's committed deliveries. Returns the metrics label
+/// that replaces their own: `released` if the channel is gone (the broker
+/// redelivers them, and they are found done when they come back).
 async fn ack(
     acks: &CoalescedAcks,
     acked: &[(DeliveryTag, &Settlement, Instant)],
