@@ -23,8 +23,7 @@ async fn a_batch_committed_first_does_not_acknowledge_an_earlier_one_still_at_wo
     let held_request = test
         .request_disconnect(&channel, Uuid::new_v4(), held.token.expose())
         .await;
-    let free_request = test
-        .request_disconnect(&channel, Uuid::new_v4(), free.token.expose())
+    test.request_disconnect(&channel, Uuid::new_v4(), free.token.expose())
         .await;
 
     // Counted once its ack has been sent.

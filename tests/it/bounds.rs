@@ -6,11 +6,10 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::SimpleAsyncConnection;
 use disconnect_testkit::process::Logs;
 use disconnect_testkit::WorkerProcess;
 use disconnect_worker::db::{DatabaseUrl, SessionBounds};
-use disconnect_worker::domain::ConnectionId;
 use uuid::Uuid;
 
 use crate::support::process::{json_log_lines, message};
