@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     pub batch_size: u16,
     /// Worker BATCH_LINGER_MS.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 10)]
     pub batch_linger_ms: u64,
     /// Worker DATABASE_POOL_SIZE.
     #[arg(long, default_value_t = 8)]
