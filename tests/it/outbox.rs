@@ -8,6 +8,18 @@ use uuid::Uuid;
 use crate::support::broker::decoded_request;
 use crate::support::{eventually, TestContext};
 
+/// Record `request` as a worker would, and publish nothing: the state a
+/// worker leaves when it crashes between its commit and its publish.
+async fn committed_and_not_published(
+    test: &TestContext,
+    request: &disconnect_worker::domain::DisconnectRequest,
+) -> Processed {
+    let mut conn = test.pool.get().await.expect("db");
+    record_disconnect(&mut conn, request, &Policy::default())
+        .await
+        .expect("committed")
+}
+
 /// A worker that crashed after committing and before publishing leaves
 /// exactly this state: the outcome and its outbox row committed, nothing
 /// published. The next worker publishes it.
@@ -16,10 +28,7 @@ async fn an_event_left_unpublished_by_a_crash_is_published_when_the_worker_runs_
     let test = TestContext::new().await;
     let token = test.issue("app", "company-c", "gusto", "user-a").await;
     let request = decoded_request(Uuid::new_v4(), token.token.expose());
-    let mut conn = test.pool.get().await.expect("db");
-    let processed = record_disconnect(&mut conn, &request, &Policy::default())
-        .await
-        .expect("committed");
+    let processed = committed_and_not_published(&test, &request).await;
     assert!(matches!(processed, Processed::Recorded(_)));
     assert_eq!(test.unpublished_event_count().await, 1);
     let request_id = request.request_id.as_uuid();
@@ -69,10 +78,7 @@ async fn an_event_kept_whole_and_left_by_a_crash_is_published_as_stored() {
             client_id: None,
         },
     );
-    let mut conn = test.pool.get().await.expect("db");
-    record_disconnect(&mut conn, &request, &Policy::default())
-        .await
-        .expect("committed");
+    committed_and_not_published(&test, &request).await;
     let request_id = request.request_id.as_uuid();
     let stored = test.stored_event_payload(request_id).await;
 
@@ -123,13 +129,10 @@ async fn events_are_published_and_deleted_right_after_commit_without_the_relay()
 /// committed, unpublished, and written `age` ago.
 async fn leave_unpublished_events(test: &TestContext, companies: &[&str], age: &str) -> Vec<Uuid> {
     let mut request_ids = Vec::new();
-    let mut conn = test.pool.get().await.expect("db");
     for company in companies {
         let token = test.issue("app", company, "gusto", "user-a").await;
         let request = decoded_request(Uuid::new_v4(), token.token.expose());
-        record_disconnect(&mut conn, &request, &Policy::default())
-            .await
-            .expect("committed");
+        committed_and_not_published(test, &request).await;
         request_ids.push(request.request_id.as_uuid());
     }
     age_unpublished_events(test, age).await;

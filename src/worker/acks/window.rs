@@ -89,6 +89,13 @@ impl AckWindow {
 mod tests {
     use super::*;
 
+    fn frames(multiple_up_to: Option<DeliveryTag>, single: &[DeliveryTag]) -> AckFrames {
+        AckFrames {
+            multiple_up_to,
+            single: single.to_vec(),
+        }
+    }
+
     fn window(tags: std::ops::RangeInclusive<DeliveryTag>) -> AckWindow {
         let mut window = AckWindow::default();
         window.received(tags);
@@ -98,20 +105,8 @@ mod tests {
     #[test]
     fn batches_committed_in_order_are_acknowledged_with_one_frame_each() {
         let mut window = window(1..=6);
-        assert_eq!(
-            window.ready(&[1, 2, 3]),
-            AckFrames {
-                multiple_up_to: Some(3),
-                single: vec![]
-            }
-        );
-        assert_eq!(
-            window.ready(&[4, 5, 6]),
-            AckFrames {
-                multiple_up_to: Some(6),
-                single: vec![]
-            }
-        );
+        assert_eq!(window.ready(&[1, 2, 3]), frames(Some(3), &[]));
+        assert_eq!(window.ready(&[4, 5, 6]), frames(Some(6), &[]));
         assert_eq!(window.len(), 0);
     }
 
@@ -120,20 +115,8 @@ mod tests {
         let mut window = window(1..=6);
         // Deliveries 1 to 3 are still being worked on: a multiple ack up to
         // 6 would acknowledge them uncommitted.
-        assert_eq!(
-            window.ready(&[4, 5, 6]),
-            AckFrames {
-                multiple_up_to: None,
-                single: vec![4, 5, 6]
-            }
-        );
-        assert_eq!(
-            window.ready(&[1, 2, 3]),
-            AckFrames {
-                multiple_up_to: Some(3),
-                single: vec![]
-            }
-        );
+        assert_eq!(window.ready(&[4, 5, 6]), frames(None, &[4, 5, 6]));
+        assert_eq!(window.ready(&[1, 2, 3]), frames(Some(3), &[]));
         assert_eq!(window.len(), 0);
     }
 
@@ -141,14 +124,7 @@ mod tests {
     fn a_multiple_ack_stops_before_a_delivery_being_settled_alone() {
         let mut window = window(1..=4);
         // 2 is being dead-lettered: its ack is its own, sent later.
-        let frames = window.ready(&[1, 3, 4]);
-        assert_eq!(
-            frames,
-            AckFrames {
-                multiple_up_to: Some(1),
-                single: vec![3, 4]
-            }
-        );
+        assert_eq!(window.ready(&[1, 3, 4]), frames(Some(1), &[3, 4]));
         window.settled_alone(2);
         assert!(window.ready(&[]).is_empty());
         assert_eq!(window.len(), 0);
@@ -159,26 +135,14 @@ mod tests {
         let mut window = window(1..=4);
         window.settled_alone(1);
         window.settled_alone(2);
-        assert_eq!(
-            window.ready(&[3, 4]),
-            AckFrames {
-                multiple_up_to: Some(4),
-                single: vec![]
-            }
-        );
+        assert_eq!(window.ready(&[3, 4]), frames(Some(4), &[]));
     }
 
     #[test]
     fn a_multiple_ack_never_covers_a_delivery_received_later() {
         let mut window = window(1..=2);
         window.received(3..=4);
-        assert_eq!(
-            window.ready(&[1, 2]),
-            AckFrames {
-                multiple_up_to: Some(2),
-                single: vec![]
-            }
-        );
+        assert_eq!(window.ready(&[1, 2]), frames(Some(2), &[]));
         assert_eq!(window.len(), 2);
     }
 
