@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sum auto_explain's statement durations per statement, from a Postgres
 log read on stdin (for example `tail -n +N postgresql-15-main.log`, from
-the line count before a `batch_postgres_cpu --explain` run)."""
+the line count before a `disconnect-bench --batch-path-only --explain` run)."""
 import collections
 import re
 import sys

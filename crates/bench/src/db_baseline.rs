@@ -4,9 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use diesel_async::pooled_connection::deadpool::Object;
+use diesel_async::AsyncPgConnection;
 use diesel_async::RunQueryDsl;
 use disconnect_worker::domain::{AccessToken, DisconnectRequest, Outcome, OutcomeKind};
-use disconnect_worker::service::{record_disconnect, Policy, Processed};
+use disconnect_worker::service::{record_disconnect, record_disconnects, Policy, Processed};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
@@ -30,45 +32,33 @@ pub fn request_for(token: &str) -> anyhow::Result<DisconnectRequest> {
     })
 }
 
-pub async fn run(args: &Args, env: &BenchEnv) -> anyhow::Result<DbBaseline> {
-    let tokens = env
-        .seed_connections("db", args.connections, args.tokens_per_connection)
-        .await?;
-    let requests = tokens
+/// Seed `--connections` connections of the application `client` and make
+/// one request for each, naming one of its tokens.
+pub async fn seed_requests(
+    args: &Args,
+    env: &BenchEnv,
+    client: &str,
+) -> anyhow::Result<Vec<DisconnectRequest>> {
+    env.seed_connections(client, args.connections, args.tokens_per_connection)
+        .await?
         .iter()
         .map(|token| request_for(token))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let queue = Arc::new(Mutex::new(requests));
+        .collect()
+}
+
+pub async fn run(args: &Args, env: &BenchEnv) -> anyhow::Result<DbBaseline> {
+    let requests = seed_requests(args, env, "db").await?;
+    let count = requests.len();
+    let mut sessions = Vec::with_capacity(args.db_concurrency);
+    for _ in 0..args.db_concurrency {
+        sessions.push(env.pool.get().await?);
+    }
+    let batches = requests.into_iter().map(|request| vec![request]).collect();
     let cpu_before = cpu::snapshot();
     let started = Instant::now();
-    let workers: Vec<_> = (0..args.db_concurrency)
-        .map(|_| {
-            let queue = queue.clone();
-            let pool = env.pool.clone();
-            tokio::spawn(async move {
-                let mut disconnected = 0usize;
-                loop {
-                    let Some(request) = queue.lock().await.pop() else {
-                        return Ok::<_, anyhow::Error>(disconnected);
-                    };
-                    let mut conn = pool.get().await?;
-                    if record_disconnect(&mut conn, &request, &Policy::default())
-                        .await?
-                        .kind()
-                        == OutcomeKind::Disconnected
-                    {
-                        disconnected += 1;
-                    }
-                }
-            })
-        })
-        .collect();
-    let mut disconnected = 0;
-    for worker in workers {
-        disconnected += worker.await??;
-    }
+    let disconnected = drain(sessions, batches).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = cpu_before.per_thousand(&cpu::snapshot(), tokens.len());
+    let cpu = cpu_before.per_thousand(&cpu::snapshot(), count);
     // The baseline has no publisher: delete its events, or the workers of
     // the later phases would publish them during their runs.
     let mut conn = env.pool.get().await?;
@@ -86,16 +76,52 @@ pub async fn run(args: &Args, env: &BenchEnv) -> anyhow::Result<DbBaseline> {
     // which would put the baseline's rows into the next run's figures.
     env.pool.retain(|_, _| false);
     anyhow::ensure!(
-        disconnected == tokens.len(),
+        disconnected == count,
         "only {disconnected} of {} disconnected",
-        tokens.len()
+        count
     );
     Ok(DbBaseline {
         cpu,
-        requests: tokens.len(),
+        requests: count,
         seconds,
-        requests_per_second: tokens.len() as f64 / seconds,
+        requests_per_second: count as f64 / seconds,
     })
+}
+
+/// Process `batches`, each in one transaction, from `sessions` at once:
+/// each session takes the next batch when it is done. Returns how many
+/// requests disconnected their connection.
+pub async fn drain(
+    sessions: Vec<Object<AsyncPgConnection>>,
+    batches: Vec<Vec<DisconnectRequest>>,
+) -> anyhow::Result<usize> {
+    let queue = Arc::new(Mutex::new(batches));
+    let workers: Vec<_> = sessions
+        .into_iter()
+        .map(|mut conn| {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let mut disconnected = 0usize;
+                loop {
+                    let Some(batch) = queue.lock().await.pop() else {
+                        return Ok::<_, anyhow::Error>(disconnected);
+                    };
+                    let committed =
+                        record_disconnects(&mut conn, &batch, &Policy::default()).await?;
+                    disconnected += committed
+                        .processed
+                        .iter()
+                        .filter(|processed| processed.kind() == OutcomeKind::Disconnected)
+                        .count();
+                }
+            })
+        })
+        .collect();
+    let mut disconnected = 0;
+    for worker in workers {
+        disconnected += worker.await??;
+    }
+    Ok(disconnected)
 }
 
 #[derive(Debug, Clone, Serialize)]

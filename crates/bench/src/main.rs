@@ -5,6 +5,7 @@
 //!   cargo run --release --bin disconnect-bench -- --connections 5000 --json bench.json
 
 mod amqp;
+mod batch_path;
 mod broker_baseline;
 mod cpu;
 mod db_baseline;
@@ -70,9 +71,15 @@ pub struct Args {
     /// Rate of the paced run, requests/s; default: half the saturating rate.
     #[arg(long)]
     pub paced_rate: Option<f64>,
-    /// Print EXPLAIN ANALYZE of the revocation statements.
+    /// Print EXPLAIN ANALYZE of the revocation statements; with
+    /// `--batch-path-only`, log each batch statement's duration through
+    /// auto_explain instead.
     #[arg(long)]
     pub explain: bool,
+    /// Measure only Postgres's CPU per request on the batch path: batches of
+    /// `--batch-size` from `--pool-size` sessions, no broker.
+    #[arg(long)]
+    pub batch_path_only: bool,
     /// Also run the worker saturated while it exports every span (the
     /// default sampler) to an OTLP receiver in this process, to measure what
     /// tracing costs.
@@ -111,18 +118,26 @@ async fn main() -> anyhow::Result<()> {
         env.drop_database().await;
         let result = result?;
         fanout::print(&result);
-        if let Some(path) = &args.json {
-            std::fs::write(path, serde_json::to_string_pretty(&result)?)
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        return Ok(());
+        return write_json(&args, &result);
+    }
+    if args.batch_path_only {
+        let result = batch_path::run(&args, &env).await;
+        env.drop_database().await;
+        let result = result?;
+        batch_path::print(&result);
+        return write_json(&args, &result);
     }
     let result = run(&args, &env).await;
     env.drop_database().await;
     let results = result?;
     report::print(&args, &results);
+    write_json(&args, &results)
+}
+
+/// Write the results as JSON to `--json`, if given.
+fn write_json(args: &Args, results: &impl serde::Serialize) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&results)?)
+        std::fs::write(path, serde_json::to_string_pretty(results)?)
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("results written to {}", path.display());
     }
