@@ -27,7 +27,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(commands::dispatch(cli.command));
+    // The command runs as a task, on the runtime's worker threads, not on
+    // this one: the consume loop polled from `block_on` woke this thread for
+    // every delivery and handed each batch to another thread
+    // (docs/performance.md, "The consume loop on a worker thread").
+    let result = runtime.block_on(async {
+        tokio::spawn(commands::dispatch(cli.command))
+            .await
+            .unwrap_or_else(|failed| Err(anyhow::anyhow!("the command's task failed: {failed}")))
+    });
     drop(runtime);
     // After the runtime: the exporter's HTTP client blocks.
     telemetry.shutdown();
