@@ -27,15 +27,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The command runs as a task, on the runtime's worker threads, not on
-    // this one: the consume loop polled from `block_on` woke this thread for
-    // every delivery and handed each batch to another thread
-    // (docs/performance.md, "The consume loop on a worker thread").
-    let result = runtime.block_on(async {
-        tokio::spawn(commands::dispatch(cli.command))
-            .await
-            .unwrap_or_else(|failed| Err(anyhow::anyhow!("the command's task failed: {failed}")))
-    });
+    // The command (and so the consume loop) runs on this thread, beside the
+    // runtime's workers. Spawning it onto them saved switches and CPU when
+    // saturated, but deliveries then waited behind batch work: p50 at half
+    // rate rose (docs/performance.md, "The consume loop on the main thread").
+    let result = runtime.block_on(commands::dispatch(cli.command));
     drop(runtime);
     // After the runtime: the exporter's HTTP client blocks.
     telemetry.shutdown();
