@@ -24,12 +24,8 @@ def main() -> int:
     worker = subprocess.Popen([binary] + sys.argv[1:])
     for forwarded in (signal.SIGTERM, signal.SIGINT):
         signal.signal(forwarded, lambda number, _frame: worker.send_signal(number))
-    while True:
-        try:
-            _, status, usage = os.wait4(worker.pid, 0)
-            break
-        except InterruptedError:
-            continue
+    # A signal handled meanwhile does not end the wait: Python retries it.
+    _, status, usage = os.wait4(worker.pid, 0)
     with open(out, "a", encoding="utf-8") as file:
         record = {
             "binary": binary,

@@ -38,7 +38,9 @@ struct BackendPid {
     pid: i32,
 }
 
-/// Nanoseconds a process has run on a CPU.
+/// Nanoseconds a process has run on a CPU. Not `cpu.rs`'s clock ticks: the
+/// measured backends use about a second of CPU in all, and whole 10 ms ticks
+/// per backend would move this figure by several per cent.
 fn cpu_ns(pid: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
         .ok()
