@@ -27,7 +27,6 @@ pub mod store;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
 use lapin::Channel;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -176,9 +175,13 @@ impl Outbox {
 
     /// The graceful stop, after the last handler has finished: wait for the
     /// publishes after commit, stop the tasks, delete what was confirmed, and
-    /// publish what is left to the relay on the current session. Events
-    /// younger than the relay delay written by another replica are its own.
-    pub async fn shutdown(&self) -> anyhow::Result<()> {
+    /// publish what is left to the relay on the current session, starting
+    /// no relay batch after `deadline`. Events younger than the relay delay
+    /// written by another replica are its own. Returns whether every event
+    /// left to this replica was published. What is not stays committed in the
+    /// outbox for the relay of another replica or of the next start: nothing
+    /// is lost, so it is a warning here, never a failed stop.
+    pub async fn shutdown(&self, deadline: tokio::time::Instant) -> bool {
         self.after_commit.close();
         self.after_commit.wait().await;
         self.stop.cancel();
@@ -186,18 +189,34 @@ impl Outbox {
         for task in tasks {
             let _ = task.await;
         }
-        confirmed::flush(&self.shared)
-            .await
-            .context("deleting the last confirmed events")?;
-        match self.shared.current_channel() {
-            Some(channel) => relay::drain(&self.shared, &channel)
-                .await
-                .context("publishing the last pending events")?,
-            None => tracing::warn!(
-                "no broker session at shutdown: pending events are left to the next relay"
-            ),
+        if let Err(error) = confirmed::flush(&self.shared).await {
+            // Confirmed, so only published again by a relay: consumers
+            // deduplicate by event id.
+            tracing::warn!(error = %error,
+                "could not delete the last confirmed events; a relay will publish them again");
         }
-        Ok(())
+        let Some(channel) = self.shared.current_channel() else {
+            tracing::warn!(
+                "no broker session at shutdown: pending events are left to the next relay"
+            );
+            return false;
+        };
+        match relay::drain(&self.shared, &channel, deadline).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!(
+                    "the shutdown grace ended before every pending event was published; \
+                     they stay in the outbox for another replica's relay or the next start"
+                );
+                false
+            }
+            Err(error) => {
+                tracing::warn!(error = %error,
+                    "publishing the last pending events failed; they stay in the outbox for \
+                     another replica's relay or the next start");
+                false
+            }
+        }
     }
 }
 

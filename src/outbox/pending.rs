@@ -30,6 +30,18 @@ impl EventIds {
         std::mem::take(&mut *self.lock())
     }
 
+    /// Take the oldest `limit` ids held, at most; give back with
+    /// [`EventIds::push`] what could not be handled.
+    pub fn take_up_to(&self, limit: usize) -> Vec<EventId> {
+        let mut held = self.lock();
+        let taken = limit.min(held.len());
+        held.drain(..taken).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<EventId>> {
         // A panic while holding the lock cannot leave the list half-changed
         // in a way that matters: every id in it is still a valid id.
@@ -50,6 +62,18 @@ mod tests {
         ids.push([first]);
         assert_eq!(ids.take(), vec![first]);
         assert!(ids.take().is_empty());
+    }
+
+    #[test]
+    fn taking_up_to_a_limit_takes_the_oldest_and_leaves_the_rest() {
+        let ids = EventIds::default();
+        let all: Vec<EventId> = (0..5).map(|_| EventId::generate()).collect();
+        ids.push(all.iter().copied());
+        assert_eq!(ids.take_up_to(3), all[..3]);
+        assert!(!ids.is_empty());
+        assert_eq!(ids.take_up_to(3), all[3..]);
+        assert!(ids.is_empty());
+        assert!(ids.take_up_to(3).is_empty());
     }
 
     #[test]

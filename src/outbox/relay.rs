@@ -109,36 +109,53 @@ async fn allow_idle_for(
     .map(drop)
 }
 
-/// Publish the events whose publish after commit failed; on failure they
-/// stay listed for the next sweep.
-async fn publish_unsent(shared: &Shared, channel: &Channel) -> Result<usize, RelayError> {
-    let ids = shared.unsent.take();
+/// Publish the oldest batch of the events whose publish after commit
+/// failed (at most the relay's batch size: each batch is confirmed before
+/// the next is claimed, so a missed confirm sends again at most one batch).
+/// On failure the batch stays listed for the next sweep. Returns whether
+/// more are listed.
+async fn publish_unsent(shared: &Shared, channel: &Channel) -> Result<bool, RelayError> {
+    let limit = usize::try_from(shared.settings.batch_size).unwrap_or(usize::MAX);
+    let ids = shared.unsent.take_up_to(limit);
     if ids.is_empty() {
-        return Ok(0);
+        return Ok(false);
     }
     let result = publish_claimed(shared, channel, Claim::Ids(&ids)).await;
     if result.is_err() {
         shared.unsent.push(ids);
     }
-    result
+    result.map(|_| !shared.unsent.is_empty())
 }
 
-/// One sweep: the unsent events, then one batch of those older than the
-/// relay delay. Returns whether that batch was full (more may be waiting).
+/// One sweep: a batch of the unsent events, then a batch of those older
+/// than the relay delay, each its own transaction. The second runs whatever
+/// the first did, so events another replica left are never held up behind
+/// this one's. Returns whether more may be waiting, or the first failure.
 async fn sweep(shared: &Shared, channel: &Channel) -> Result<bool, RelayError> {
-    publish_unsent(shared, channel).await?;
+    let unsent = publish_unsent(shared, channel).await;
     let batch_size = shared.settings.batch_size;
     let claim = Claim::OlderThan(shared.settings.relay_delay, batch_size);
-    let count = publish_claimed(shared, channel, claim).await?;
-    Ok(count as i64 == batch_size)
+    let older = publish_claimed(shared, channel, claim).await;
+    Ok(unsent? | (older? as i64 == batch_size))
 }
 
-/// Publish until nothing is left to the relay: the unsent events, and every
-/// event older than the relay delay. Events younger than that belong to a
-/// worker (here or on another replica) that is publishing them.
-pub(super) async fn drain(shared: &Shared, channel: &Channel) -> Result<(), RelayError> {
-    while sweep(shared, channel).await? {}
-    Ok(())
+/// Publish until nothing is left to the relay (the unsent events, and every
+/// event older than the relay delay), starting no sweep after `deadline`.
+/// Events younger than the delay belong to a worker (here or on another
+/// replica) that is publishing them. Returns whether everything was
+/// published; what is not stays in the outbox for the relays of the
+/// replicas still running, or of the next start.
+pub(super) async fn drain(
+    shared: &Shared,
+    channel: &Channel,
+    deadline: tokio::time::Instant,
+) -> Result<bool, RelayError> {
+    while sweep(shared, channel).await? {
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Sweep every poll interval, at once when a publish after commit fails, and

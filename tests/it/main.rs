@@ -13,6 +13,7 @@ mod database_outage;
 mod dead_letters;
 mod entities;
 mod fanout;
+mod fanout_outage;
 mod faults;
 mod idempotency;
 mod isolation;
