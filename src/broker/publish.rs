@@ -23,6 +23,39 @@ pub enum PublishError {
     Nacked,
     #[error("no publisher confirm within {0:?}")]
     NotConfirmed(Duration),
+    /// Published `mandatory`, and RabbitMQ found no queue to put it in: it
+    /// returned the message, and then confirmed it (a confirm alone does
+    /// not say a message reached a queue).
+    #[error("no queue took the message: RabbitMQ returned it ({reply}) from exchange `{exchange}` with routing key `{routing_key}`")]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+        reply: String,
+    },
+}
+
+impl PublishError {
+    /// The `reason` label of a failed publish in the metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Amqp(_) => "broker",
+            Self::Nacked => "refused",
+            Self::NotConfirmed(_) => "unconfirmed",
+            Self::Unroutable { .. } => "unroutable",
+        }
+    }
+}
+
+/// What a publish needs of the broker's routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// Events: an exchange with no queue bound to a key has no consumer
+    /// that wants the event; RabbitMQ drops it, and the publish succeeded.
+    AnyQueues,
+    /// Requests and dead letters, which only exist in a queue: published
+    /// `mandatory`, and a copy that reaches no queue (a queue deleted, a
+    /// binding removed) is a failed publish, so the original is kept.
+    AtLeastOneQueue,
 }
 
 /// Publish persistent JSON and wait, at most `confirm_timeout`, for the
@@ -31,13 +64,14 @@ pub async fn publish_confirmed(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
+    routing: Routing,
     body: &[u8],
     properties: BasicProperties,
     confirm_timeout: Duration,
 ) -> Result<(), PublishError> {
     within_confirm_timeout(
         confirm_timeout,
-        publish_and_confirm(channel, exchange, routing_key, body, properties),
+        publish_and_confirm(channel, exchange, routing_key, routing, body, properties),
     )
     .await
 }
@@ -49,14 +83,19 @@ pub async fn publish_and_confirm(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
+    routing: Routing,
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<(), PublishError> {
+    let options = BasicPublishOptions {
+        mandatory: routing == Routing::AtLeastOneQueue,
+        ..BasicPublishOptions::default()
+    };
     let confirm = channel
         .basic_publish(
             exchange.into(),
             routing_key.into(),
-            BasicPublishOptions::default(),
+            options,
             body,
             properties.with_delivery_mode(PERSISTENT),
         )
@@ -64,6 +103,15 @@ pub async fn publish_and_confirm(
         .await?;
     if confirm.is_nack() {
         return Err(PublishError::Nacked);
+    }
+    // The returned message is dropped here: only its reply is kept, never
+    // its body.
+    if let Some(returned) = confirm.take_message() {
+        return Err(PublishError::Unroutable {
+            exchange: exchange.to_string(),
+            routing_key: routing_key.to_string(),
+            reply: format!("{} {}", returned.reply_code, returned.reply_text),
+        });
     }
     Ok(())
 }

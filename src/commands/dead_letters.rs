@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::ConfigError;
 use crate::broker::dead_letters::{self, DeadLetterInfo, Taken};
-use crate::broker::publish::{copy_properties, publish_confirmed, set_header};
+use crate::broker::publish::{copy_properties, publish_confirmed, set_header, Routing};
 use crate::broker::topology::inspect_queue;
 use crate::broker::{BrokerUrls, Topology};
 use crate::cli::{DeadLetterFilter, DeadLetterListArgs, DeadLetterRequeueArgs};
@@ -174,6 +174,7 @@ pub async fn requeue(args: &DeadLetterRequeueArgs) -> anyhow::Result<()> {
             &channel,
             &topology.request_exchange,
             &topology.request_routing_key,
+            Routing::AtLeastOneQueue,
             &next.delivery.data,
             properties,
             confirm_timeout,

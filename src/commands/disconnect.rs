@@ -13,7 +13,7 @@ use lapin::{ConnectionProperties, Consumer};
 use tracing::Instrument;
 
 use super::{with_database, ConfigError};
-use crate::broker::publish::{json_properties, publish_confirmed};
+use crate::broker::publish::{json_properties, publish_confirmed, Routing};
 use crate::broker::subscribe::{subscribe, Acks};
 use crate::cli::DisconnectArgs;
 use crate::domain::contract::REQUEST_TYPE;
@@ -156,6 +156,7 @@ pub async fn disconnect(args: &DisconnectArgs) -> anyhow::Result<()> {
         &channel,
         &topology.request_exchange,
         &topology.request_routing_key,
+        Routing::AtLeastOneQueue,
         &request.encode(),
         properties,
         args.broker.confirm_timeout(),

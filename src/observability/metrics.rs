@@ -18,6 +18,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const REQUESTS: &str = "disconnect_worker_requests_total";
 /// Dead-lettered requests by rejection code.
 pub const DEAD_LETTERS: &str = "disconnect_worker_dead_letters_total";
+/// Bad requests whose dead letter could not be published, by reason
+/// (`unroutable`: no queue took it; `refused`, `unconfirmed`, `broker`):
+/// each went back to the request queue.
+pub const DEAD_LETTER_FAILURES: &str = "disconnect_worker_dead_letter_failures_total";
 pub const TOKENS_REVOKED: &str = "disconnect_worker_tokens_revoked_total";
 /// Entities disconnected: alone, or with their connection.
 pub const ENTITIES_DISCONNECTED: &str = "disconnect_worker_entities_disconnected_total";
@@ -118,6 +122,9 @@ fn start_at_zero() {
     for code in crate::domain::RejectionCode::ALL {
         counter!(DEAD_LETTERS, "code" => code.as_str()).absolute(0);
     }
+    for reason in PUBLISH_FAILURES {
+        counter!(DEAD_LETTER_FAILURES, "reason" => reason).absolute(0);
+    }
     for operation in ["process", "relay", "connect", "migrate", "fanout"] {
         counter!(RETRIES, "operation" => operation).absolute(0);
     }
@@ -131,6 +138,9 @@ fn start_at_zero() {
     counter!(ENTITIES_DISCONNECTED).absolute(0);
     counter!(BROKER_RECONNECTS).absolute(0);
 }
+
+/// Why a publish failed, as the `reason` label: `PublishError::reason`.
+pub const PUBLISH_FAILURES: [&str; 4] = ["unroutable", "refused", "unconfirmed", "broker"];
 
 /// The tables retention deletes from, as the `table` label.
 pub const RETENTION_TABLES: [&str; 5] = [
@@ -147,6 +157,10 @@ fn describe() {
     describe_counter!(
         DEAD_LETTERS,
         "Bad requests dead-lettered, by rejection code."
+    );
+    describe_counter!(
+        DEAD_LETTER_FAILURES,
+        "Dead letters that could not be published (the request went back to its queue), by reason."
     );
     describe_counter!(TOKENS_REVOKED, "Access tokens revoked.");
     describe_counter!(
@@ -239,6 +253,10 @@ pub fn retention_deleted(table: &'static str, rows: usize) {
 
 pub fn dead_lettered(code: &'static str) {
     counter!(DEAD_LETTERS, "code" => code).increment(1);
+}
+
+pub fn dead_letter_failed(reason: &'static str) {
+    counter!(DEAD_LETTER_FAILURES, "reason" => reason).increment(1);
 }
 
 pub fn tokens_revoked(count: usize) {

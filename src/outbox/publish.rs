@@ -7,7 +7,7 @@ use chrono::SecondsFormat;
 use lapin::{BasicProperties, Channel};
 
 use crate::broker::publish::{
-    json_properties, publish_and_confirm, set_header, within_confirm_timeout, PublishError,
+    json_properties, publish_and_confirm, set_header, within_confirm_timeout, PublishError, Routing,
 };
 use crate::domain::OutcomeEvent;
 
@@ -28,6 +28,7 @@ pub async fn publish_all(
             channel,
             exchange,
             &event.routing_key,
+            Routing::AnyQueues,
             event.payload.as_bytes(),
             event_properties(event),
         )

@@ -14,7 +14,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
 
 use crate::broker::publish::{
-    copy_properties, publish_confirmed, set_header, PublishError, APP_ID,
+    copy_properties, publish_confirmed, set_header, PublishError, Routing, APP_ID,
 };
 use crate::domain::contract::REQUEST_TYPE;
 use crate::domain::Rejection;
@@ -84,6 +84,7 @@ pub async fn publish(
         channel,
         &target.exchange,
         delivery.routing_key.as_str(),
+        Routing::AtLeastOneQueue,
         &delivery.data,
         dead_letter_properties(&delivery.properties, headers),
         target.confirm_timeout,

@@ -7,6 +7,8 @@ use lapin::Channel;
 
 use super::dead_letter::{self, DeadLettering};
 use super::settlement::Settlement;
+use crate::broker::publish::PublishError;
+use crate::observability::metrics;
 
 /// What was done with a delivery settled on its own.
 pub struct SettledAlone {
@@ -51,22 +53,34 @@ pub async fn settle_alone(
                     delivery.acker.ack(BasicAckOptions::default()).await,
                 ),
                 Err(error) => {
-                    // Broker trouble, not the request's: it was not
-                    // dead-lettered, so it goes back uncounted.
-                    tracing::error!(error = %error,
-                        "could not dead-letter a bad request; returning it to the queue");
-                    (Settlement::Release.label(), release(delivery).await)
+                    metrics::dead_letter_failed(error.reason());
+                    match error {
+                        // No queue took the copy (the dead-letter queue or
+                        // its binding is gone): that lasts until an operator
+                        // fixes it, so the request goes back counted, and
+                        // at its delivery limit RabbitMQ's own
+                        // dead-lettering (at-least-once) holds it in the
+                        // queue until the route exists again, rather than
+                        // this worker taking it back at once, forever.
+                        PublishError::Unroutable { .. } => {
+                            tracing::error!(error = %error,
+                                "could not dead-letter a bad request: no queue took its copy; \
+                                 returning it to the queue, counted against its delivery limit");
+                            (Settlement::Retry.label(), reject(delivery).await)
+                        }
+                        // Broker trouble, not the request's: it was not
+                        // dead-lettered, so it goes back uncounted.
+                        _ => {
+                            tracing::error!(error = %error,
+                                "could not dead-letter a bad request; returning it to the queue");
+                            (Settlement::Release.label(), release(delivery).await)
+                        }
+                    }
                 }
             }
         }
         // Counts against the delivery limit: see `Settlement::Retry`.
-        Settlement::Retry => (
-            settlement.label(),
-            delivery
-                .acker
-                .reject(BasicRejectOptions { requeue: true })
-                .await,
-        ),
+        Settlement::Retry => (settlement.label(), reject(delivery).await),
         Settlement::Release => (settlement.label(), release(delivery).await),
     };
     if let Err(error) = &result {
@@ -78,6 +92,15 @@ pub async fn settle_alone(
         done,
         sent: matches!(result, Ok(true)),
     }
+}
+
+/// Back to the queue, counted against the delivery limit: see
+/// `Settlement::Retry`.
+async fn reject(delivery: &Delivery) -> lapin::Result<bool> {
+    delivery
+        .acker
+        .reject(BasicRejectOptions { requeue: true })
+        .await
 }
 
 /// Back to the queue without counting a failed delivery: see

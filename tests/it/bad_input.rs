@@ -170,3 +170,83 @@ async fn a_dead_letter_keeps_no_expiration_and_stays_in_the_dead_letter_queue() 
     );
     assert_eq!(letters[0].code.as_deref(), Some("not_json"));
 }
+
+/// A bad request whose dead letter reaches no queue (the dead-letter queue's
+/// binding removed while the worker runs): RabbitMQ confirms a message it
+/// routes nowhere, so the worker publishes dead letters `mandatory`, takes
+/// a returned one for a failed publish, counts it, and returns the request
+/// to its queue. Nothing is lost: once the binding is back, the next
+/// delivery is dead-lettered with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_that_reaches_no_queue_leaves_its_request_in_the_queue() {
+    use lapin::options::QueueDeleteOptions;
+
+    let mut test = TestContext::new().await;
+    let channel = test.channel().await;
+    // Room for many returns before RabbitMQ's own dead-lettering (at the
+    // delivery limit, at-least-once) takes over, which retries an unroutable
+    // dead letter only every few minutes.
+    channel
+        .queue_delete(
+            test.topology.request_queue.as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .expect("deleting the request queue");
+    test.topology.delivery_limit = 1000;
+    test.topology.declare(&channel).await.expect("declaring");
+    let worker = test.spawn_worker_process(&[]);
+    crate::support::eventually("the worker to be ready", || async {
+        matches!(worker.get("/readyz").await, Some((200, _))).then_some(())
+    })
+    .await;
+    bind_dead_letter_queue(&test, &channel, false).await;
+
+    test.publish_raw(&channel, b"not json", json()).await;
+    let series = "disconnect_worker_dead_letter_failures_total{reason=\"unroutable\"}";
+    crate::support::eventually("an unroutable dead letter counted", || async {
+        (crate::support::scraped(&worker, series).await >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        test.ready_messages(&channel, &test.topology.dead_letter_queue)
+            .await,
+        0
+    );
+
+    bind_dead_letter_queue(&test, &channel, true).await;
+    let letters = test.wait_for_dead_letters(1).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].code.as_deref(), Some("not_json"));
+    assert_eq!(letters[0].body, b"not json");
+}
+
+/// Bind the dead-letter queue to its exchange, or remove that binding.
+async fn bind_dead_letter_queue(test: &TestContext, channel: &lapin::Channel, bound: bool) {
+    use lapin::options::QueueBindOptions;
+    use lapin::types::FieldTable;
+
+    let queue = test.topology.dead_letter_queue.as_str();
+    let exchange = test.topology.dead_letter_exchange.as_str();
+    let done = if bound {
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    } else {
+        channel
+            .queue_unbind(
+                queue.into(),
+                exchange.into(),
+                "".into(),
+                FieldTable::default(),
+            )
+            .await
+    };
+    done.expect("binding the dead-letter queue");
+}

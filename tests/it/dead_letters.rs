@@ -378,3 +378,64 @@ async fn a_requeue_sends_each_dead_letter_once_when_the_worker_rejects_it_again(
         .collect();
     assert_eq!(counts, BTreeSet::from([1]), "each sent back exactly once");
 }
+
+/// A requeue while the request queue is deleted (what the topology-conflict
+/// error tells operators to do, to let the worker declare it anew): RabbitMQ
+/// confirms a message it could route nowhere, so each copy is published
+/// `mandatory` and a returned one fails the requeue. The command says why,
+/// and every dead letter stays; once the queue is back the same command
+/// sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requeue_while_the_request_queue_is_gone_keeps_every_dead_letter_and_says_why() {
+    use lapin::options::QueueDeleteOptions;
+
+    let test = TestContext::new().await;
+    let channel = test.channel().await;
+    for _ in 0..2 {
+        let token = AccessToken::generate();
+        test.dead_letter(
+            &channel,
+            &request_body(Uuid::new_v4(), token.expose()),
+            broker_dead_letter(None),
+        )
+        .await;
+    }
+    channel
+        .queue_delete(
+            test.topology.request_queue.as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .expect("deleting the request queue");
+
+    let output = test.dead_letters_command(&["requeue", "--all"]);
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("no queue took the message"), "{stderr}");
+    assert!(
+        stderr.contains(&test.topology.request_exchange),
+        "names the exchange: {stderr}"
+    );
+    eventually("both dead letters back in their queue", || async {
+        (test.dead_letter_count().await == 2).then_some(())
+    })
+    .await;
+
+    test.topology
+        .declare(&channel)
+        .await
+        .expect("declaring the request queue again");
+    let output = test.dead_letters_command(&["requeue", "--all"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(test.dead_letter_count().await, 0);
+    assert_eq!(
+        test.ready_messages(&channel, &test.topology.request_queue)
+            .await,
+        2
+    );
+}

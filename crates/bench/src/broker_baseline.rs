@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::amqp::{self, Measured};
 use super::Args;
 use disconnect_testkit::broker::{connect, unique_topology};
-use disconnect_worker::broker::publish::publish_confirmed;
+use disconnect_worker::broker::publish::{publish_confirmed, Routing};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BrokerBaseline {
@@ -71,6 +71,8 @@ pub async fn run(args: &Args, rate: Option<f64>) -> anyhow::Result<BrokerBaselin
                     &channel,
                     &exchange,
                     "connection.disconnected",
+                    // As the worker publishes its events.
+                    Routing::AnyQueues,
                     body.as_bytes(),
                     properties,
                     // As bounded as the worker's publishes.

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use disconnect_worker::broker::publish::Routing;
 use disconnect_worker::broker::subscribe::{subscribe, Acks};
 use disconnect_worker::broker::topology::inspect_queue;
 use disconnect_worker::domain::event::EVENT_TYPES;
@@ -55,6 +56,8 @@ pub async fn publish_confirmed(
         channel,
         exchange,
         routing_key,
+        // A test's message that reaches no queue is a broken test.
+        Routing::AtLeastOneQueue,
         body,
         properties,
     )
