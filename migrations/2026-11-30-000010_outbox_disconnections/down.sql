@@ -1,6 +1,8 @@
 -- The previous version cannot publish these events: refuse rather than
 -- lose them. Start this version until its outbox is empty (the graceful
--- stop publishes what is left), then migrate down.
+-- stop publishes what is left), then migrate down. The lock comes first:
+-- a replica still running cannot add a row between the count and the drop.
+LOCK TABLE outbox_disconnections IN ACCESS EXCLUSIVE MODE;
 DO $$
 DECLARE
     pending bigint;

@@ -68,11 +68,17 @@ pub async fn insert_many(
         .map(drop)
 }
 
-/// The oldest unfinished fan-out, locked for this transaction; one another
-/// replica is working on is skipped.
+/// The scopes this release works through. A fan-out of another scope was
+/// accepted by a newer release (the contract may grow a scope): it is left
+/// to that release's replicas, never taken for one of these.
+pub const FANOUT_SCOPES: [Scope; 2] = [Scope::Company, Scope::Client];
+
+/// The oldest unfinished fan-out of a scope this release knows, locked for
+/// this transaction; one another replica is working on is skipped.
 pub async fn claim_next(conn: &mut AsyncPgConnection) -> QueryResult<Option<Fanout>> {
     disconnect_fanouts::table
         .filter(disconnect_fanouts::finished_at.is_null())
+        .filter(disconnect_fanouts::scope.eq_any(FANOUT_SCOPES.map(Scope::as_str)))
         .order(disconnect_fanouts::accepted_at)
         .select((
             disconnect_fanouts::request_id,
@@ -157,7 +163,10 @@ pub async fn finish(
 }
 
 /// How many events of this request are not published yet: its completion
-/// waits for none to be left, so it is published after all of them.
+/// waits for none to be left, so it is published after all of them. Its
+/// events are kept whole; builds before migration 12 kept them by
+/// reference, with the fan-out's scope (both probes are index scans:
+/// `outbox_events_by_request`, `outbox_disconnections_of_fanouts`).
 pub async fn unpublished_events(
     conn: &mut AsyncPgConnection,
     request_id: RequestId,
@@ -170,6 +179,11 @@ pub async fn unpublished_events(
         .await?;
     let by_reference: i64 = outbox_disconnections::table
         .filter(outbox_disconnections::request_id.eq(request_id))
+        // Written out, so the partial index's predicate is seen in every
+        // plan, generic ones included.
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "scope IN ('company', 'client')",
+        ))
         .count()
         .get_result(conn)
         .await?;

@@ -89,6 +89,7 @@ diesel::table! {
         occurred_at -> Timestamptz,
         traceparent -> Nullable<Text>,
         created_at -> Timestamptz,
+        payload_digest -> Nullable<Int8>,
     }
 }
 
@@ -107,6 +108,30 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    outbox_set_aside (event_id) {
+        event_id -> Uuid,
+        request_id -> Uuid,
+        connection_id -> Uuid,
+        scope -> Text,
+        reason_code -> Nullable<Text>,
+        occurred_at -> Timestamptz,
+        traceparent -> Nullable<Text>,
+        payload_digest -> Nullable<Int8>,
+        created_at -> Timestamptz,
+        set_aside_at -> Timestamptz,
+        problem -> Text,
+    }
+}
+
+diesel::table! {
+    shared_settings (name) {
+        name -> Text,
+        value -> Text,
+        changed_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(access_tokens -> connections (connection_id));
 diesel::joinable!(connection_entities -> connections (connection_id));
 diesel::joinable!(outbox_events -> disconnect_requests (request_id));
@@ -119,4 +144,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     disconnect_requests,
     outbox_disconnections,
     outbox_events,
+    outbox_set_aside,
+    shared_settings,
 );

@@ -1,6 +1,7 @@
 //! Creating the database, the pool and the schema.
 
 use anyhow::Context;
+use diesel::migration::MigrationSource;
 use diesel::sql_types::Text;
 use diesel::ConnectionError;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
@@ -10,6 +11,7 @@ use futures_util::FutureExt;
 
 use super::connect::{ConnectError, DatabaseUrl};
 use super::{DbPool, Deadlines};
+use crate::outbox::OutboxFormat;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -156,7 +158,10 @@ fn created_concurrently(error: &diesel::result::Error) -> bool {
 const MIGRATION_LOCK_KEY: i64 = 0x0064_772d_6d69_6772;
 
 /// Apply every pending embedded migration. Replicas starting together queue on
-/// an advisory lock, so each migration is applied once.
+/// an advisory lock, so each migration is applied once. A database that had
+/// none (this release creates it: no older release has run on it) gets the
+/// `by_reference` outbox format; one upgraded keeps migration 12's `whole`
+/// (see `outbox::format`).
 pub async fn migrate(url: &DatabaseUrl) -> Result<Vec<String>, SetupError> {
     // Index builds take as long as the table needs, and the lock is waited
     // for while another replica migrates: no statement timeout.
@@ -167,13 +172,28 @@ pub async fn migrate(url: &DatabaseUrl) -> Result<Vec<String>, SetupError> {
         .execute(&mut lock_holder)
         .await
         .context("taking the migration lock")?;
-    let applied = run_pending_migrations(url).await;
+    let applied = match run_pending_migrations(url).await {
+        Ok(applied) if applied.len() == all_migrations()? => {
+            crate::outbox::format::store(&mut lock_holder, OutboxFormat::ByReference)
+                .await
+                .context("setting the outbox format of a new database")?;
+            Ok(applied)
+        }
+        other => other,
+    };
     // Closing the session releases the lock even if this fails.
     let _ = diesel::sql_query("SELECT pg_advisory_unlock($1)")
         .bind::<diesel::sql_types::BigInt, _>(MIGRATION_LOCK_KEY)
         .execute(&mut lock_holder)
         .await;
     applied
+}
+
+/// How many migrations this release has.
+fn all_migrations() -> Result<usize, SetupError> {
+    MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+        .map(|migrations| migrations.len())
+        .map_err(|error| anyhow::anyhow!("reading the embedded migrations: {error}").into())
 }
 
 async fn run_pending_migrations(url: &DatabaseUrl) -> Result<Vec<String>, SetupError> {

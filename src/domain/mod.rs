@@ -10,6 +10,7 @@ pub mod outcome;
 pub mod rejection;
 pub mod request;
 pub mod scope;
+pub mod stored_label;
 mod text_column;
 pub mod token;
 
@@ -21,4 +22,5 @@ pub use outcome::{ConnectionRef, ConnectionStatus, Outcome, OutcomeKind};
 pub use rejection::{Rejection, RejectionCode};
 pub use request::{DisconnectRequest, Provenance};
 pub use scope::{ClientId, CompanyId, ReasonCode, Scope, Target};
+pub use stored_label::StoredLabel;
 pub use token::{AccessToken, IssuedToken, TokenHash};

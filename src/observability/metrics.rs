@@ -33,6 +33,11 @@ pub const BROKER_RECONNECTS: &str = "disconnect_worker_broker_reconnects_total";
 pub const EVENTS_PUBLISHED: &str = "disconnect_worker_events_published_total";
 pub const OUTBOX_PENDING: &str = "disconnect_worker_outbox_pending_events";
 pub const OUTBOX_OLDEST_AGE: &str = "disconnect_worker_outbox_oldest_pending_age_seconds";
+/// Events set aside because they cannot be published (`outbox set-aside
+/// list`): sampled from the table, so every replica reports the same.
+pub const OUTBOX_SET_ASIDE: &str = "disconnect_worker_outbox_set_aside_events";
+/// Events this replica set aside.
+pub const EVENTS_SET_ASIDE: &str = "disconnect_worker_events_set_aside_total";
 pub const IN_FLIGHT: &str = "disconnect_worker_in_flight_requests";
 /// Seconds from a request's publication (its AMQP `timestamp`, in whole
 /// seconds) to the broker's confirm of its outcome event.
@@ -135,6 +140,7 @@ fn start_at_zero() {
         counter!(TIMEOUTS, "operation" => operation).absolute(0);
     }
     counter!(TOKENS_REVOKED).absolute(0);
+    counter!(EVENTS_SET_ASIDE).absolute(0);
     counter!(ENTITIES_DISCONNECTED).absolute(0);
     counter!(BROKER_RECONNECTS).absolute(0);
 }
@@ -186,6 +192,14 @@ fn describe() {
         OUTBOX_OLDEST_AGE,
         Unit::Seconds,
         "Age of the oldest unpublished event."
+    );
+    describe_gauge!(
+        OUTBOX_SET_ASIDE,
+        "Events set aside because they cannot be published (outbox set-aside list)."
+    );
+    describe_counter!(
+        EVENTS_SET_ASIDE,
+        "Events this replica set aside because they cannot be published."
     );
     describe_gauge!(IN_FLIGHT, "Requests being processed now.");
     describe_histogram!(
@@ -299,9 +313,14 @@ pub fn events_published(path: &'static str, count: usize) {
     counter!(EVENTS_PUBLISHED, "path" => path).increment(count as u64);
 }
 
-pub fn outbox_backlog(pending: i64, oldest_age: Duration) {
+pub fn outbox_backlog(pending: i64, oldest_age: Duration, set_aside: i64) {
     gauge!(OUTBOX_PENDING).set(pending as f64);
     gauge!(OUTBOX_OLDEST_AGE).set(oldest_age.as_secs_f64());
+    gauge!(OUTBOX_SET_ASIDE).set(set_aside as f64);
+}
+
+pub fn events_set_aside(count: usize) {
+    counter!(EVENTS_SET_ASIDE).increment(count as u64);
 }
 
 /// Counts requests in flight for as long as it lives.

@@ -15,11 +15,12 @@ const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
 pub(super) async fn sample(pool: BoundedPool, stop: CancellationToken) {
     loop {
-        if let Ok((pending, oldest)) = pool.run(async |conn| store::backlog(conn).await).await {
-            let age = oldest
+        if let Ok(backlog) = pool.run(async |conn| store::backlog(conn).await).await {
+            let age = backlog
+                .oldest
                 .and_then(|created| (Utc::now() - created).to_std().ok())
                 .unwrap_or_default();
-            metrics::outbox_backlog(pending, age);
+            metrics::outbox_backlog(backlog.pending, age, backlog.set_aside);
         }
         tokio::select! {
             () = stop.cancelled() => return,

@@ -19,6 +19,7 @@
 
 mod backlog;
 mod confirmed;
+pub mod format;
 mod pending;
 mod publish;
 mod relay;
@@ -40,6 +41,7 @@ use crate::observability::metrics;
 use crate::retry::RetrySettings;
 use pending::EventIds;
 
+pub use format::{CurrentFormat, OutboxFormat};
 pub use publish::CLOUD_EVENTS_SOURCE;
 
 /// How the outbox publishes and relays.
@@ -63,6 +65,8 @@ pub struct OutboxSettings {
 struct Shared {
     pool: BoundedPool,
     settings: OutboxSettings,
+    /// The format this replica writes, refreshed from the database.
+    format: CurrentFormat,
     /// The publish channel of the current broker session (confirm mode);
     /// `None` before the first.
     channel: watch::Sender<Option<Channel>>,
@@ -101,13 +105,14 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Start deleting confirmed events, relaying (once given a channel) and
-    /// sampling.
+    /// Start deleting confirmed events, relaying (once given a channel),
+    /// sampling, and following the format (read at start by the caller).
     /// Call it once the database is migrated.
-    pub fn spawn(pool: BoundedPool, settings: OutboxSettings) -> Self {
+    pub fn spawn(pool: BoundedPool, settings: OutboxSettings, format: OutboxFormat) -> Self {
         let shared = Arc::new(Shared {
             pool,
             settings,
+            format: CurrentFormat::new(format),
             channel: watch::Sender::new(None),
             published: EventIds::default(),
             unsent: EventIds::default(),
@@ -118,6 +123,12 @@ impl Outbox {
             tokio::spawn(confirmed::run(shared.clone(), stop.clone())),
             tokio::spawn(relay::run(shared.clone(), stop.clone())),
             tokio::spawn(backlog::sample(shared.pool.clone(), stop.clone())),
+            tokio::spawn(
+                shared
+                    .format
+                    .clone()
+                    .refresh(shared.pool.clone(), stop.clone()),
+            ),
         ];
         Self {
             shared,
@@ -125,6 +136,11 @@ impl Outbox {
             stop,
             tasks: Mutex::new(tasks),
         }
+    }
+
+    /// The format a transaction writes its events in now.
+    pub fn format(&self) -> OutboxFormat {
+        self.shared.format.get()
     }
 
     /// A broker session opened: publish on its channel from now on, and let

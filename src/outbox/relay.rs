@@ -17,7 +17,7 @@ use lapin::Channel;
 use tokio_util::sync::CancellationToken;
 
 use super::publish::publish_all;
-use super::store::{self, Claim};
+use super::store::{self, Claim, Claimed};
 use super::Shared;
 use crate::broker::publish::PublishError;
 use crate::db::DbError;
@@ -52,7 +52,8 @@ impl From<QueryError> for BatchError {
 /// a failed publish rolls the whole batch back to pending. The transaction
 /// waits for the broker's confirms, so it lets the server wait that long
 /// for its next statement (the session's own idle-in-transaction timeout is
-/// shorter); the confirm timeout bounds that wait.
+/// shorter); the confirm timeout bounds that wait. References the claim set
+/// aside are reported once the transaction that moved them commits.
 async fn publish_claimed(
     shared: &Shared,
     channel: &Channel,
@@ -66,31 +67,38 @@ async fn publish_claimed(
             let batch = conn
                 .transaction::<_, BatchError, _>(async |conn| {
                     allow_idle_for(conn, confirm_timeout).await?;
-                    let events = store::claim(conn, &claim).await?;
-                    if events.is_empty() {
-                        return Ok(0);
+                    let Claimed { events, set_aside } = store::claim(conn, &claim).await?;
+                    if !events.is_empty() {
+                        publish_all(channel, exchange, &events, confirm_timeout)
+                            .await
+                            .map_err(BatchError::Publish)?;
+                        let ids: Vec<EventId> = events.iter().map(|event| event.event_id).collect();
+                        store::delete_confirmed(conn, &ids).await?;
                     }
-                    publish_all(channel, exchange, &events, confirm_timeout)
-                        .await
-                        .map_err(BatchError::Publish)?;
-                    let ids: Vec<EventId> = events.iter().map(|event| event.event_id).collect();
-                    store::delete_confirmed(conn, &ids).await?;
-                    Ok(events.len())
+                    Ok((events.len(), set_aside))
                 })
                 .await;
             // The query error is the pool's to classify; the publish error
             // comes back as the work's result.
             match batch {
-                Ok(count) => Ok(Ok(count)),
+                Ok(done) => Ok(Ok(done)),
                 Err(BatchError::Query(error)) => Err(error),
                 Err(BatchError::Publish(error)) => Ok(Err(error)),
             }
         })
         .await
         .map_err(RelayError::Db)?;
-    let count = published?;
+    let (count, set_aside) = published?;
     metrics::events_published("relay", count);
-    Ok(count)
+    for one in &set_aside {
+        // Ids only: never a token (none is stored), never the event's body.
+        tracing::error!(event.id = %one.event_id, request.id = %one.request_id,
+            connection.id = %one.connection_id, problem = %one.problem,
+            "set aside an outbox event that cannot be published; see `disconnect-worker outbox set-aside list`");
+    }
+    metrics::events_set_aside(set_aside.len());
+    // Claimed rows count towards a full batch: more may be waiting.
+    Ok(count + set_aside.len())
 }
 
 /// `SET LOCAL idle_in_transaction_session_timeout` to what the transaction

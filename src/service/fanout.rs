@@ -26,10 +26,10 @@ use crate::db::entities;
 use crate::db::fanouts::{self, Fanout};
 use crate::db::{connections, requests, tokens, Disconnection};
 use crate::domain::{
-    ConnectionStatus, EntityStatus, EventContext, Outcome, OutcomeEvent, ReasonCode, RequestId,
-    Scope,
+    ConnectionStatus, EntityStatus, EventContext, Outcome, OutcomeEvent, RequestId, Scope,
+    StoredLabel,
 };
-use crate::outbox;
+use crate::outbox::{self, OutboxFormat};
 use crate::service::disconnect::plan::{by_connection, end_entities};
 
 /// What one step did.
@@ -96,7 +96,7 @@ async fn disconnect_chunk(
             request_id: fanout.request_id,
         })
         .collect();
-    let context = context(fanout);
+    let context = context(fanout)?;
     let mut events = Vec::with_capacity(chunk.len());
     let mut expected_revoked = 0;
     let last = ids[ids.len() - 1];
@@ -152,7 +152,9 @@ async fn disconnect_chunk(
         ));
     }
     connections::mark_disconnected(&*conn, &disconnections, now).await?;
-    outbox::store::insert_many(&*conn, &events).await?;
+    // Whole, whatever the format: a 0.3.x replica's fan-out waits only for
+    // `outbox_events` before its terminal event (see `outbox::format`).
+    outbox::store::insert_many(&*conn, &events, OutboxFormat::Whole).await?;
     fanouts::advance(
         conn,
         fanout.request_id,
@@ -184,7 +186,7 @@ async fn complete(conn: &mut AsyncPgConnection, fanout: &Fanout) -> Result<Step,
             tokens: u64::try_from(fanout.tokens).unwrap_or_default(),
         }
     };
-    let Some(event) = OutcomeEvent::for_outcome(&context(fanout), &outcome, now)
+    let Some(event) = OutcomeEvent::for_outcome(&context(fanout)?, &outcome, now)
         .into_iter()
         .next()
     else {
@@ -196,7 +198,7 @@ async fn complete(conn: &mut AsyncPgConnection, fanout: &Fanout) -> Result<Step,
         traceparent: fanout.traceparent.clone(),
         ..event
     };
-    outbox::store::insert_many(&*conn, std::slice::from_ref(&event)).await?;
+    outbox::store::insert_many(&*conn, std::slice::from_ref(&event), OutboxFormat::Whole).await?;
     requests::finish(
         conn,
         fanout.request_id,
@@ -213,12 +215,24 @@ async fn complete(conn: &mut AsyncPgConnection, fanout: &Fanout) -> Result<Step,
     })
 }
 
-fn context(fanout: &Fanout) -> EventContext<'_> {
-    EventContext {
+/// What the fan-out's events say about its request. Its scope is one this
+/// release knows (`claim_next` takes no other); its reason code may be a
+/// newer release's, carried as stored.
+fn context(fanout: &Fanout) -> Result<EventContext<'_>, QueryError> {
+    let scope = Scope::parse(&fanout.scope).ok_or_else(|| {
+        QueryError::QueryBuilderError(
+            format!(
+                "a fan-out of scope `{}` this release does not know",
+                fanout.scope
+            )
+            .into(),
+        )
+    })?;
+    Ok(EventContext {
         request_id: fanout.request_id,
-        scope: Scope::parse(&fanout.scope).unwrap_or(Scope::Client),
-        reason_code: fanout.reason_code.as_deref().and_then(ReasonCode::parse),
+        scope,
+        reason_code: fanout.reason_code.as_deref().map(StoredLabel::read),
         client_id: Some(&fanout.client_id),
         company_id: fanout.company_id.as_deref(),
-    }
+    })
 }

@@ -68,8 +68,8 @@ pub async fn run(
         None => None,
     };
     let result = match startup::prepare_database(&settings, health.outage(), &shutdown).await {
-        Ok(true) => {
-            let outbox = Arc::new(Outbox::spawn(pool.clone(), settings.outbox.clone()));
+        Ok(Some(format)) => {
+            let outbox = Arc::new(Outbox::spawn(pool.clone(), settings.outbox.clone(), format));
             let fanout_wakeup = Arc::new(Notify::new());
             let background = Background::spawn(&settings, &pool, &outbox, &fanout_wakeup);
             let processor = BatchProcessor::new(
@@ -113,7 +113,7 @@ pub async fn run(
             .run(&outbox)
             .await
         }
-        Ok(false) => Ok(()),
+        Ok(None) => Ok(()),
         Err(error) => Err(error),
     };
     if let Some(http) = http {

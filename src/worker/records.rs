@@ -37,7 +37,10 @@ impl RecordDisconnects for PgRecords {
         );
         let committed = self
             .pool
-            .run(async |conn| service::record_disconnects(conn, requests, &self.policy).await)
+            .run(async |conn| {
+                let format = self.outbox.format();
+                service::record_disconnects(conn, requests, &self.policy, format).await
+            })
             .instrument(span)
             .await?;
         if committed.fanouts_started > 0 {

@@ -8,26 +8,33 @@ use super::Settings;
 use crate::broker::{BrokerSession, TopologyError, TopologyMode};
 use crate::db::setup::{self, SetupError};
 use crate::observability::{metrics, Outage};
+use crate::outbox::{format, OutboxFormat};
 
 /// Make sure the database can be used: create and migrate it if asked, or
-/// else open one connection. `false` if the worker was stopped first. A
-/// server that cannot be reached is waited for; anything else (a TLS setting
-/// that does not match the server, a migration that fails, no right to
-/// create the database) stops start-up, since waiting would not fix it.
+/// else open one connection, and read the outbox format every replica
+/// writes in. `None` if the worker was stopped first. A server that cannot
+/// be reached is waited for; anything else (a TLS setting that does not
+/// match the server, a migration that fails, no right to create the
+/// database, an outbox format a newer release set) stops start-up, since
+/// waiting would not fix it.
 pub async fn prepare_database(
     settings: &Settings,
     database: &Outage,
     shutdown: &CancellationToken,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Option<OutboxFormat>> {
     let url = &settings.database.url;
     let prepare = || async {
-        if settings.run_migrations {
+        let applied = if settings.run_migrations {
             setup::create_database_if_missing(url).await?;
-            setup::migrate(url).await.map(|applied| applied.len())
+            setup::migrate(url).await?.len()
         } else {
-            url.establish().await.map_err(SetupError::from)?;
-            Ok(0)
-        }
+            0
+        };
+        let mut conn = url.establish().await.map_err(SetupError::from)?;
+        let format = format::stored(&mut conn)
+            .await
+            .map_err(|error| SetupError::Failed(anyhow::Error::new(error)))?;
+        Ok::<_, SetupError>((applied, format))
     };
     let attempt = prepare
         .retry(settings.retry.until_recovered())
@@ -36,17 +43,19 @@ pub async fn prepare_database(
             metrics::retried("migrate");
             database.failed(error);
         });
-    let applied = tokio::select! {
-        () = shutdown.cancelled() => return Ok(false),
-        applied = attempt => applied?,
+    let (applied, format) = tokio::select! {
+        () = shutdown.cancelled() => return Ok(None),
+        prepared = attempt => prepared?,
     };
     database.recovered();
+    let format = OutboxFormat::parse(&format).ok_or_else(|| format::unknown(&format))?;
     tracing::info!(
         migrations.applied = applied,
         tls = url.ssl_mode().as_str(),
+        outbox.format = format.as_str(),
         "database ready"
     );
-    Ok(true)
+    Ok(Some(format))
 }
 
 /// Open a broker session on the first address that answers, starting at

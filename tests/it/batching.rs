@@ -1,6 +1,7 @@
 //! Several requests per transaction keep every guarantee of one request per
 //! transaction.
 
+use disconnect_worker::outbox::OutboxFormat;
 use std::time::Duration;
 
 use disconnect_worker::domain::{AccessToken, Outcome, OutcomeKind};
@@ -50,10 +51,15 @@ async fn one_batch_decides_exactly_what_sequential_processing_would() {
         decoded_request(repeat, a2.token.expose()),
     ];
     let mut conn = test.pool.get().await.expect("db");
-    let processed = record_disconnects(&mut conn, &batch, &Policy::default())
-        .await
-        .expect("committed")
-        .processed;
+    let processed = record_disconnects(
+        &mut conn,
+        &batch,
+        &Policy::default(),
+        OutboxFormat::ByReference,
+    )
+    .await
+    .expect("committed")
+    .processed;
 
     let kinds: Vec<OutcomeKind> = processed.iter().map(Processed::kind).collect();
     assert_eq!(
@@ -97,10 +103,15 @@ async fn one_batch_decides_exactly_what_sequential_processing_would() {
     );
 
     // The same batch again changes nothing.
-    let again = record_disconnects(&mut conn, &batch, &Policy::default())
-        .await
-        .expect("committed")
-        .processed;
+    let again = record_disconnects(
+        &mut conn,
+        &batch,
+        &Policy::default(),
+        OutboxFormat::ByReference,
+    )
+    .await
+    .expect("committed")
+    .processed;
     assert!(again
         .iter()
         .all(|processed| matches!(processed, Processed::AlreadyProcessed(_))));

@@ -8,6 +8,7 @@
 use disconnect_worker::domain::{
     DisconnectRequest, EntityId, IssuedToken, Outcome, OutcomeKind, ReasonCode,
 };
+use disconnect_worker::outbox::OutboxFormat;
 use disconnect_worker::service::{self, Policy, Processed};
 use lapin::BasicProperties;
 use uuid::Uuid;
@@ -452,9 +453,14 @@ async fn entity_requests_racing_each_other_and_a_full_disconnect_have_exact_outc
             async move {
                 let mut conn = pool.get().await.expect("db");
                 outcome(
-                    service::record_disconnect(&mut conn, &request, &policy)
-                        .await
-                        .expect("recorded"),
+                    service::record_disconnect(
+                        &mut conn,
+                        &request,
+                        &policy,
+                        OutboxFormat::ByReference,
+                    )
+                    .await
+                    .expect("recorded"),
                 )
             }
         };
@@ -513,6 +519,7 @@ async fn an_entity_request_racing_a_re_authentication_has_an_exact_outcome() {
             &mut conn,
             &entities_of_token(&issued.token, &entities[..1]),
             &policy,
+            OutboxFormat::ByReference,
         )
         .await
         .expect("recorded");
@@ -526,9 +533,14 @@ async fn an_entity_request_racing_a_re_authentication_has_an_exact_outcome() {
             async move {
                 let mut conn = pool.get().await.expect("db");
                 outcome(
-                    service::record_disconnect(&mut conn, &request, &policy)
-                        .await
-                        .expect("recorded"),
+                    service::record_disconnect(
+                        &mut conn,
+                        &request,
+                        &policy,
+                        OutboxFormat::ByReference,
+                    )
+                    .await
+                    .expect("recorded"),
                 )
             },
             test.issue_with_entities(APP, &company, "gusto", "user-b", &["e1"]),

@@ -2,6 +2,7 @@
 //! single requests for the same connections arrive in the middle, and a
 //! worker killed in the middle of a fan-out whose successor resumes it.
 
+use disconnect_worker::outbox::OutboxFormat;
 use std::collections::HashMap;
 
 use diesel::prelude::*;
@@ -66,7 +67,7 @@ impl TestContext {
 
     async fn record(&self, request: &DisconnectRequest) -> Processed {
         let mut conn = self.pool.get().await.expect("db");
-        record_disconnect(&mut conn, request, &policy())
+        record_disconnect(&mut conn, request, &policy(), OutboxFormat::ByReference)
             .await
             .expect("committed")
     }

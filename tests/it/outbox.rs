@@ -1,5 +1,6 @@
 //! Events are written with the state change and published at least once.
 
+use disconnect_worker::outbox::OutboxFormat;
 use disconnect_worker::service::{record_disconnect, Policy, Processed};
 use std::time::Duration;
 
@@ -15,9 +16,14 @@ async fn committed_and_not_published(
     request: &disconnect_worker::domain::DisconnectRequest,
 ) -> Processed {
     let mut conn = test.pool.get().await.expect("db");
-    record_disconnect(&mut conn, request, &Policy::default())
-        .await
-        .expect("committed")
+    record_disconnect(
+        &mut conn,
+        request,
+        &Policy::default(),
+        OutboxFormat::ByReference,
+    )
+    .await
+    .expect("committed")
 }
 
 /// A worker that crashed after committing and before publishing leaves
@@ -242,8 +248,9 @@ async fn reverting_the_by_reference_outbox_refuses_while_an_event_waits_in_it() 
     let test = TestContext::new().await;
     leave_unpublished_events(&test, &["company-c", "company-d"], "1 second").await;
 
-    // Migration 11 (a fill factor) reverts; migration 10 refuses.
-    let refused = revert_migrations(&test, 2)
+    // Migrations 12 (nothing set aside) and 11 (a fill factor) revert;
+    // migration 10 refuses.
+    let refused = revert_migrations(&test, 3)
         .await
         .expect_err("refused while events wait");
     assert!(

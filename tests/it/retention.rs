@@ -2,6 +2,7 @@
 //! replica at a time, and a request replayed after its audit row is gone
 //! changes nothing that is active.
 
+use disconnect_worker::outbox::OutboxFormat;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -37,7 +38,7 @@ fn policy() -> Policy {
 
 async fn record(test: &TestContext, request: &DisconnectRequest) -> OutcomeKind {
     let mut conn = test.pool.get().await.expect("db");
-    record_disconnect(&mut conn, request, &policy())
+    record_disconnect(&mut conn, request, &policy(), OutboxFormat::ByReference)
         .await
         .expect("committed")
         .kind()

@@ -11,6 +11,7 @@
 //! `auto_explain` logging each statement's duration instead (superuser
 //! only; `scripts/explain-durations.py` sums the server log per statement).
 
+use disconnect_worker::outbox::OutboxFormat;
 use std::time::Instant;
 
 use diesel::sql_types::Integer;
@@ -55,7 +56,13 @@ pub async fn run(args: &Args, env: &BenchEnv) -> anyhow::Result<Option<BatchPath
     let (warm_up, measured) = requests.split_at(requests.len() / 4);
     let mut conn = env.pool.get().await?;
     for batch in warm_up.chunks(batch_size) {
-        record_disconnects(&mut conn, batch, &Policy::default()).await?;
+        record_disconnects(
+            &mut conn,
+            batch,
+            &Policy::default(),
+            OutboxFormat::ByReference,
+        )
+        .await?;
     }
     conn.batch_execute("VACUUM ANALYZE").await?;
     drop(conn);
@@ -80,7 +87,13 @@ pub async fn run(args: &Args, env: &BenchEnv) -> anyhow::Result<Option<BatchPath
             )
             .await?;
         for batch in measured.chunks(batch_size).take(100) {
-            record_disconnects(session, batch, &Policy::default()).await?;
+            record_disconnects(
+                session,
+                batch,
+                &Policy::default(),
+                OutboxFormat::ByReference,
+            )
+            .await?;
         }
         return Ok(None);
     }

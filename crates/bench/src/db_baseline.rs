@@ -1,6 +1,7 @@
 //! The database baseline: the worker's revocation work, one transaction per
 //! request, from a pool of concurrent connections, no broker.
 
+use disconnect_worker::outbox::OutboxFormat;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,8 +107,13 @@ pub async fn drain(
                     let Some(batch) = queue.lock().await.pop() else {
                         return Ok::<_, anyhow::Error>(disconnected);
                     };
-                    let committed =
-                        record_disconnects(&mut conn, &batch, &Policy::default()).await?;
+                    let committed = record_disconnects(
+                        &mut conn,
+                        &batch,
+                        &Policy::default(),
+                        OutboxFormat::ByReference,
+                    )
+                    .await?;
                     disconnected += committed
                         .processed
                         .iter()
@@ -141,7 +147,13 @@ pub async fn revoke_large_connection(
     let request = request_for(&tokens[0])?;
     let mut conn = env.pool.get().await?;
     let started = Instant::now();
-    let processed = record_disconnect(&mut conn, &request, &Policy::default()).await?;
+    let processed = record_disconnect(
+        &mut conn,
+        &request,
+        &Policy::default(),
+        OutboxFormat::ByReference,
+    )
+    .await?;
     let elapsed: Duration = started.elapsed();
     let Processed::Recorded(Outcome::Disconnected {
         revoked_token_ids, ..

@@ -12,6 +12,7 @@ use super::entity::EntityRef;
 use super::ids::{ConnectionId, EventId, RequestId, TokenId};
 use super::outcome::{ConnectionRef, Outcome};
 use super::scope::{ReasonCode, Scope};
+use super::stored_label::StoredLabel;
 use payload::RejectionReason;
 
 pub const DISCONNECTED: &str = "connection.disconnected";
@@ -56,19 +57,22 @@ pub struct OutcomeEvent {
 /// What a `connection.disconnected` event says that the rows do not: with
 /// the connection's row and the token and entity rows its request revoked
 /// and ended, [`OutcomeEvent::connection_disconnected`] rebuilds its bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Its labels are carried as stored: a newer release's are published as
+/// that release wrote them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisconnectionKey {
     pub connection_id: ConnectionId,
-    pub scope: Scope,
-    pub reason_code: Option<ReasonCode>,
+    pub scope: StoredLabel<Scope>,
+    pub reason_code: Option<StoredLabel<ReasonCode>>,
 }
 
 /// What every event of a request says about the request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EventContext<'a> {
     pub request_id: RequestId,
     pub scope: Scope,
-    pub reason_code: Option<ReasonCode>,
+    /// A fan-out's, read back from its row, may be a newer release's.
+    pub reason_code: Option<StoredLabel<ReasonCode>>,
     /// The application and company a company or client request is for.
     pub client_id: Option<&'a str>,
     pub company_id: Option<&'a str>,
@@ -116,7 +120,7 @@ impl OutcomeEvent {
                 connection_id: outcome.connection_id(),
                 token_id: outcome.token_id(),
                 entity_ids,
-                reason_code: context.reason_code,
+                reason_code: context.reason_code.clone(),
             });
             vec![event(event_id, DISCONNECT_REJECTED, payload)]
         };
@@ -128,8 +132,8 @@ impl OutcomeEvent {
             } => {
                 let key = DisconnectionKey {
                     connection_id: connection.connection_id,
-                    scope: context.scope,
-                    reason_code: context.reason_code,
+                    scope: context.scope.into(),
+                    reason_code: context.reason_code.clone(),
                 };
                 vec![Self::connection_disconnected(
                     EventId::generate(),
@@ -163,7 +167,7 @@ impl OutcomeEvent {
                         provider_entity_id: &entity.provider_entity_id,
                         disconnected_entities: entities.len() as u64,
                         already_disconnected_entity_ids: already_disconnected,
-                        reason_code: context.reason_code,
+                        reason_code: context.reason_code.clone(),
                     });
                     event(event_id, ENTITY_DISCONNECTED, payload)
                 })
@@ -183,7 +187,7 @@ impl OutcomeEvent {
                     client_id: &connection.client_id,
                     company_id: &connection.company_id,
                     provider_id: &connection.provider_id,
-                    reason_code: context.reason_code,
+                    reason_code: context.reason_code.clone(),
                 });
                 vec![event(event_id, TOKEN_REVOKED, payload)]
             }
@@ -202,7 +206,7 @@ impl OutcomeEvent {
                     company_id: context.company_id,
                     connections: *connections,
                     tokens: *tokens,
-                    reason_code: context.reason_code,
+                    reason_code: context.reason_code.clone(),
                 });
                 vec![event(event_id, DISCONNECT_COMPLETED, payload)]
             }
@@ -245,14 +249,14 @@ impl OutcomeEvent {
             event_type: DISCONNECTED,
             occurred_at: at.to_rfc3339_opts(SecondsFormat::Micros, true),
             request_id,
-            scope: key.scope,
+            scope: key.scope.clone(),
             connection_id: key.connection_id,
             client_id: &connection.client_id,
             company_id: &connection.company_id,
             provider_id: &connection.provider_id,
             revoked_token_ids,
             entities,
-            reason_code: key.reason_code,
+            reason_code: key.reason_code.clone(),
         });
         Self {
             event_id,
@@ -267,6 +271,18 @@ impl OutcomeEvent {
             rebuilt_from: Some(key),
         }
     }
+}
+
+/// What a reference keeps of its event's bytes: the first 8 bytes of their
+/// SHA-256, big-endian. A rebuilt event whose digest differs is not the
+/// event first built (nothing adversarial here: a collision by accident is
+/// one in 2^64).
+pub fn payload_digest(payload: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(payload.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
 }
 
 /// The connection of a disconnected or revoked outcome, for tests and
@@ -290,7 +306,7 @@ mod tests {
         EventContext {
             request_id: RequestId::from_uuid(Uuid::new_v4()),
             scope,
-            reason_code: Some(ReasonCode::Fraud),
+            reason_code: Some(ReasonCode::Fraud.into()),
             client_id: Some("app"),
             company_id: None,
         }
@@ -327,8 +343,8 @@ mod tests {
         };
         let key = DisconnectionKey {
             connection_id: ConnectionId::from_uuid(Uuid::new_v4()),
-            scope: Scope::Connection,
-            reason_code: Some(ReasonCode::Fraud),
+            scope: Scope::Connection.into(),
+            reason_code: Some(ReasonCode::Fraud.into()),
         };
         let tokens = [TokenId::from_uuid(Uuid::new_v4())];
         let event_id = EventId::generate();
@@ -337,7 +353,7 @@ mod tests {
             OutcomeEvent::connection_disconnected(
                 event_id,
                 request_id,
-                key,
+                key.clone(),
                 &connection(key.connection_id),
                 &tokens,
                 &[],

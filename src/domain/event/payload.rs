@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::domain::entity::EntityRef;
 use crate::domain::ids::{ConnectionId, EntityId, EventId, RequestId, TokenId};
 use crate::domain::scope::{ReasonCode, Scope};
+use crate::domain::stored_label::StoredLabel;
 
 /// `connection.disconnected`: this request disconnected this connection and
 /// revoked these tokens (all of its active ones).
@@ -25,7 +26,7 @@ pub struct ConnectionDisconnected<'a> {
     pub request_id: RequestId,
     /// The request's scope: `connection`, or `company` / `client` for each
     /// connection of a fan-out.
-    pub scope: Scope,
+    pub scope: StoredLabel<Scope>,
     pub connection_id: ConnectionId,
     pub client_id: &'a str,
     pub company_id: &'a str,
@@ -37,7 +38,7 @@ pub struct ConnectionDisconnected<'a> {
     #[schemars(default)]
     pub entities: &'a [EntityRef],
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason_code: Option<ReasonCode>,
+    pub reason_code: Option<StoredLabel<ReasonCode>>,
 }
 
 /// `connection.entity_disconnected`: this entity of the connection was
@@ -69,7 +70,7 @@ pub struct EntityDisconnected<'a> {
     #[schemars(default)]
     pub already_disconnected_entity_ids: &'a [EntityId],
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason_code: Option<ReasonCode>,
+    pub reason_code: Option<StoredLabel<ReasonCode>>,
 }
 
 /// `token.revoked`: this token alone was revoked; its connection stays.
@@ -88,7 +89,7 @@ pub struct TokenRevoked<'a> {
     pub company_id: &'a str,
     pub provider_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason_code: Option<ReasonCode>,
+    pub reason_code: Option<StoredLabel<ReasonCode>>,
 }
 
 /// Why a request changed nothing.
@@ -134,7 +135,7 @@ pub struct DisconnectRejected<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entity_ids: Option<&'a [EntityId]>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason_code: Option<ReasonCode>,
+    pub reason_code: Option<StoredLabel<ReasonCode>>,
 }
 
 /// `disconnect.completed`: a company or client request is done; published
@@ -157,5 +158,5 @@ pub struct DisconnectCompleted<'a> {
     /// Tokens it revoked.
     pub tokens: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason_code: Option<ReasonCode>,
+    pub reason_code: Option<StoredLabel<ReasonCode>>,
 }

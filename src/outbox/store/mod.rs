@@ -1,13 +1,16 @@
 //! The outbox's own SQL: events written in the transaction of the state
 //! change they announce (by the service, through [`insert_many`]), claimed
 //! by the relay, and deleted once the broker has confirmed them. Two
-//! tables: `connection.disconnected` events, most of them, are kept by
-//! reference and rebuilt from the rows (`disconnections`); every other
-//! event keeps its bytes in `outbox_events`. Rows there with
-//! `published_at` set are those a version before 0.3.0 marked instead;
-//! retention deletes them.
+//! tables: with the `by_reference` format, the `connection.disconnected`
+//! events of single requests (most events) are kept by reference and
+//! rebuilt from the rows (`disconnections`, `rebuild`), and those that
+//! cannot be are set aside (`set_aside`); every other event keeps its bytes
+//! in `outbox_events`. Rows there with `published_at` set are those a
+//! version before 0.3.0 marked instead; retention deletes them.
 
 mod disconnections;
+mod rebuild;
+pub mod set_aside;
 
 use std::time::Duration;
 
@@ -24,16 +27,24 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::db::schema::outbox_events;
 use crate::domain::{EventId, OutcomeEvent, RequestId};
+use crate::outbox::OutboxFormat;
+use set_aside::SetAside;
 
-/// Write events to the outbox: a statement for those kept by reference,
-/// one for the others (the two run pipelined on the connection).
-pub async fn insert_many(conn: &AsyncPgConnection, events: &[OutcomeEvent]) -> QueryResult<()> {
+/// Write events to the outbox: in the `by_reference` format, a statement
+/// for those that can be kept by reference and one for the others (the two
+/// run pipelined on the connection); in the `whole` format, every event
+/// with its bytes.
+pub async fn insert_many(
+    conn: &AsyncPgConnection,
+    events: &[OutcomeEvent],
+    format: OutboxFormat,
+) -> QueryResult<()> {
     let (by_reference, whole): (Vec<_>, Vec<_>) = events
         .iter()
-        .partition(|event| event.rebuilt_from.is_some());
+        .partition(|event| format == OutboxFormat::ByReference && event.rebuilt_from.is_some());
     let by_reference: Vec<_> = by_reference
         .into_iter()
-        .filter_map(|event| event.rebuilt_from.map(|key| (event, key)))
+        .filter_map(|event| event.rebuilt_from.as_ref().map(|key| (event, key)))
         .collect();
     futures_util::try_join!(
         disconnections::insert_many(conn, &by_reference),
@@ -156,15 +167,20 @@ pub enum Claim<'a> {
     OlderThan(Duration, i64),
 }
 
+/// What a claim took: the events to publish, in event id (time) order, and
+/// the references it set aside instead.
+pub struct Claimed {
+    pub events: Vec<OutcomeEvent>,
+    pub set_aside: Vec<SetAside>,
+}
+
 /// The events `claim` takes from both tables, locked for this transaction,
 /// in event id (time) order. Rows another replica is publishing are skipped
 /// rather than waited for. With a limit, the oldest of both up to it; the
 /// rest stay locked, unpublished, until this transaction ends, for the next
-/// claim.
-pub async fn claim(
-    conn: &mut AsyncPgConnection,
-    claim: &Claim<'_>,
-) -> QueryResult<Vec<OutcomeEvent>> {
+/// claim. References that cannot be published are set aside in this
+/// transaction.
+pub async fn claim(conn: &mut AsyncPgConnection, claim: &Claim<'_>) -> QueryResult<Claimed> {
     let rows = outbox_events::table
         .filter(outbox_events::published_at.is_null())
         .filter(whole_claimed(claim))
@@ -176,20 +192,21 @@ pub async fn claim(
         .load::<EventRow>(conn)
         .await?;
     let mut events = into_events(rows);
-    events.extend(disconnections::claim(conn, claim).await?);
+    let (rebuilt, set_aside) = disconnections::claim(conn, claim).await?;
+    events.extend(rebuilt);
     events.sort_unstable_by_key(|event| event.event_id);
     if let Claim::OlderThan(_, limit) = *claim {
         events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     }
-    Ok(events)
+    Ok(Claimed { events, set_aside })
 }
 
 impl Claim<'_> {
-    /// How many rows a claim takes from each table: all of its ids, or its
-    /// limit.
+    /// How many rows a claim takes from each table: its ids (the relay
+    /// names at most a batch), or its limit.
     fn limit(&self) -> i64 {
         match *self {
-            Self::Ids(_) => i64::MAX,
+            Self::Ids(ids) => i64::try_from(ids.len()).unwrap_or(i64::MAX),
             Self::OlderThan(_, limit) => limit,
         }
     }
@@ -237,17 +254,25 @@ pub async fn delete_confirmed(
     .map(|row| usize::try_from(row.deleted).unwrap_or(usize::MAX))
 }
 
-/// How many events wait to be published, and when the oldest was written.
-pub async fn backlog(conn: &mut AsyncPgConnection) -> QueryResult<(i64, Option<DateTime<Utc>>)> {
-    #[derive(QueryableByName)]
-    struct Backlog {
-        #[diesel(sql_type = BigInt)]
-        events: i64,
-        #[diesel(sql_type = Nullable<Timestamptz>)]
-        oldest: Option<DateTime<Utc>>,
-    }
+/// What waits in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub struct Backlog {
+    /// Events waiting to be published.
+    #[diesel(sql_type = BigInt)]
+    pub pending: i64,
+    /// When the oldest of them was written.
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub oldest: Option<DateTime<Utc>>,
+    /// References set aside: never published until an operator acts.
+    #[diesel(sql_type = BigInt)]
+    pub set_aside: i64,
+}
+
+/// What waits in the outbox, in one statement.
+pub async fn backlog(conn: &mut AsyncPgConnection) -> QueryResult<Backlog> {
     diesel::sql_query(
-        "SELECT sum(events)::bigint AS events, min(oldest) AS oldest FROM ( \
+        "SELECT sum(events)::bigint AS pending, min(oldest) AS oldest, \
+                (SELECT count(*) FROM outbox_set_aside) AS set_aside FROM ( \
            SELECT count(*) AS events, min(created_at) AS oldest FROM outbox_events \
             WHERE published_at IS NULL \
            UNION ALL \
@@ -255,7 +280,6 @@ pub async fn backlog(conn: &mut AsyncPgConnection) -> QueryResult<(i64, Option<D
     )
     .get_result::<Backlog>(conn)
     .await
-    .map(|backlog| (backlog.events, backlog.oldest))
 }
 
 /// Delete events marked published before `before` (by a version before

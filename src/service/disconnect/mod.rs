@@ -23,7 +23,7 @@ use crate::domain::{
     AccessToken, ConnectionId, DisconnectRequest, Outcome, OutcomeEvent, OutcomeKind, RequestId,
     TokenHash,
 };
-use crate::outbox;
+use crate::outbox::{self, OutboxFormat};
 use plan::{plan, records, Plan, Snapshot};
 
 pub use plan::Policy;
@@ -63,28 +63,35 @@ pub async fn record_disconnect(
     conn: &mut AsyncPgConnection,
     request: &DisconnectRequest,
     policy: &Policy,
+    format: OutboxFormat,
 ) -> Result<Processed, QueryError> {
-    let mut committed = record_disconnects(conn, std::slice::from_ref(request), policy).await?;
+    let mut committed =
+        record_disconnects(conn, std::slice::from_ref(request), policy, format).await?;
     Ok(committed.processed.remove(0))
 }
 
 /// Process requests in one transaction; exactly what processing them one by
 /// one in that order would do. One attempt: a failure rolls back everything
 /// and is the caller's to retry (a lost race on a request id included: the
-/// next attempt finds that request processed).
+/// next attempt finds that request processed). Events are written to the
+/// outbox in `format`.
 pub async fn record_disconnects(
     conn: &mut AsyncPgConnection,
     requests: &[DisconnectRequest],
     policy: &Policy,
+    format: OutboxFormat,
 ) -> Result<Committed, QueryError> {
-    conn.transaction::<_, QueryError, _>(async |conn| apply_batch(conn, requests, policy).await)
-        .await
+    conn.transaction::<_, QueryError, _>(async |conn| {
+        apply_batch(conn, requests, policy, format).await
+    })
+    .await
 }
 
 async fn apply_batch(
     conn: &mut AsyncPgConnection,
     requests: &[DisconnectRequest],
     policy: &Policy,
+    format: OutboxFormat,
 ) -> Result<Committed, QueryError> {
     let conn: &AsyncPgConnection = conn;
     let request_ids: Vec<RequestId> = requests.iter().map(|request| request.request_id).collect();
@@ -161,7 +168,7 @@ async fn apply_batch(
         mark,
         end_entities,
         requests::insert_many(conn, &records.rows, now),
-        outbox::store::insert_many(conn, &records.events),
+        outbox::store::insert_many(conn, &records.events, format),
         fanouts::insert_many(conn, &records.fanouts),
     );
     let revoked = revoked_alone? + revoked?;

@@ -16,8 +16,8 @@ use crate::db::tokens::{ActiveToken, FoundToken, TokenRevocation};
 use crate::db::Disconnection;
 use crate::domain::{
     Authorizations, ConnectionId, ConnectionStatus, DisconnectRequest, EntityId, EntityRef,
-    EntityStatus, EventContext, Outcome, OutcomeEvent, OutcomeKind, RequestId, Target, TokenHash,
-    TokenId,
+    EntityStatus, EventContext, Outcome, OutcomeEvent, OutcomeKind, RequestId, StoredLabel, Target,
+    TokenHash, TokenId,
 };
 
 /// The rules a batch is decided by besides the data.
@@ -511,7 +511,7 @@ pub fn records(
         let context = EventContext {
             request_id: request.request_id,
             scope: target.scope(),
-            reason_code: request.reason_code,
+            reason_code: request.reason_code.map(StoredLabel::from),
             client_id,
             company_id,
         };
