@@ -1,4 +1,5 @@
-//! The command line: `run`, `migrate`, `token issue|introspect`, `disconnect`.
+//! The command line: `run`, `migrate`, `token issue|introspect`, `disconnect`,
+//! `dead-letters list|requeue`, `outbox format|set-aside`.
 
 use clap::{Args, Parser, Subcommand};
 
@@ -46,6 +47,102 @@ pub enum Command {
         #[command(subcommand)]
         command: DeadLetterCommand,
     },
+    /// The outbox's format (which releases can publish its events) and the
+    /// events set aside because they cannot be published.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Show or set the outbox format every replica writes in.
+    Format {
+        #[command(subcommand)]
+        command: FormatCommand,
+    },
+    /// Events set aside because they cannot be published: their rows were
+    /// changed or deleted by hand or by another release.
+    SetAside {
+        #[command(subcommand)]
+        command: SetAsideCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FormatCommand {
+    /// Print the format, and how many events wait in each outbox table.
+    Show {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Set the format. `whole` before a rolling upgrade from, or a
+    /// rollback to, 0.3.x; `by-reference` once no such replica can run.
+    /// Setting `whole` waits until every event kept by reference is
+    /// published, so a release that cannot publish them finds none.
+    Set(FormatSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FormatSetArgs {
+    #[arg(value_enum)]
+    pub format: FormatChoice,
+    /// Return once the format is stored, without waiting for the events
+    /// kept by reference to be published.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Seconds to wait for them.
+    #[arg(long, default_value_t = 300)]
+    pub wait_secs: u64,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// An outbox format, as the command line names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatChoice {
+    /// Every event with its bytes: every release publishes them.
+    Whole,
+    /// A single request's connection.disconnected by reference: this
+    /// release and later ones only.
+    #[value(alias = "by_reference")]
+    ByReference,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetAsideCommand {
+    /// List them: event, request and connection ids, when, and the
+    /// problem; never a token (none is stored).
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Put them back in the outbox, for the relay to rebuild and publish
+    /// (after their rows were restored, or where a release that builds them
+    /// runs); one that still cannot be published is set aside again.
+    Retry(SetAsideChoice),
+    /// Delete them, once handled by other means: they are never published.
+    Discard(SetAsideChoice),
+}
+
+#[derive(Debug, Args)]
+pub struct SetAsideChoice {
+    /// This one; repeatable.
+    #[arg(
+        long = "event-id",
+        value_name = "EVENT_ID",
+        required_unless_present = "all"
+    )]
+    pub event_ids: Vec<String>,
+    /// Every one.
+    #[arg(long, conflicts_with = "event_ids")]
+    pub all: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,6 +3,7 @@
 pub mod dead_letters;
 pub mod disconnect;
 pub mod migrate;
+pub mod outbox;
 pub mod run;
 pub mod token;
 
@@ -10,7 +11,9 @@ use anyhow::Context;
 use diesel::QueryResult;
 use diesel_async::AsyncPgConnection;
 
-use crate::cli::{Command, DeadLetterCommand, TokenCommand};
+use crate::cli::{
+    Command, DeadLetterCommand, FormatCommand, OutboxCommand, SetAsideCommand, TokenCommand,
+};
 use crate::db::DatabaseSettings;
 
 /// A setting that failed validation: reported without a backtrace, exit 2.
@@ -39,6 +42,23 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::DeadLetters {
             command: DeadLetterCommand::Requeue(args),
         } => dead_letters::requeue(&args).await,
+        Command::Outbox { command } => match command {
+            OutboxCommand::Format {
+                command: FormatCommand::Show { database },
+            } => outbox::show_format(&database).await,
+            OutboxCommand::Format {
+                command: FormatCommand::Set(args),
+            } => outbox::set_format(&args).await,
+            OutboxCommand::SetAside {
+                command: SetAsideCommand::List { json, database },
+            } => outbox::list_set_aside(json, &database).await,
+            OutboxCommand::SetAside {
+                command: SetAsideCommand::Retry(args),
+            } => outbox::retry_set_aside(&args).await,
+            OutboxCommand::SetAside {
+                command: SetAsideCommand::Discard(args),
+            } => outbox::discard_set_aside(&args).await,
+        },
     }
 }
 

@@ -1,30 +1,13 @@
 //! Events are written with the state change and published at least once.
 
 use disconnect_worker::outbox::OutboxFormat;
-use disconnect_worker::service::{record_disconnect, Policy, Processed};
+use disconnect_worker::service::Processed;
 use std::time::Duration;
 
 use uuid::Uuid;
 
 use crate::support::broker::decoded_request;
 use crate::support::{eventually, TestContext};
-
-/// Record `request` as a worker would, and publish nothing: the state a
-/// worker leaves when it crashes between its commit and its publish.
-async fn committed_and_not_published(
-    test: &TestContext,
-    request: &disconnect_worker::domain::DisconnectRequest,
-) -> Processed {
-    let mut conn = test.pool.get().await.expect("db");
-    record_disconnect(
-        &mut conn,
-        request,
-        &Policy::default(),
-        OutboxFormat::ByReference,
-    )
-    .await
-    .expect("committed")
-}
 
 /// A worker that crashed after committing and before publishing leaves
 /// exactly this state: the outcome and its outbox row committed, nothing
@@ -34,7 +17,9 @@ async fn an_event_left_unpublished_by_a_crash_is_published_when_the_worker_runs_
     let test = TestContext::new().await;
     let token = test.issue("app", "company-c", "gusto", "user-a").await;
     let request = decoded_request(Uuid::new_v4(), token.token.expose());
-    let processed = committed_and_not_published(&test, &request).await;
+    let processed = test
+        .committed_and_not_published(&request, OutboxFormat::ByReference)
+        .await;
     assert!(matches!(processed, Processed::Recorded(_)));
     assert_eq!(test.unpublished_event_count().await, 1);
     let request_id = request.request_id.as_uuid();
@@ -84,7 +69,8 @@ async fn an_event_kept_whole_and_left_by_a_crash_is_published_as_stored() {
             client_id: None,
         },
     );
-    committed_and_not_published(&test, &request).await;
+    test.committed_and_not_published(&request, OutboxFormat::ByReference)
+        .await;
     let request_id = request.request_id.as_uuid();
     let stored = test.stored_event_payload(request_id).await;
 
@@ -131,29 +117,6 @@ async fn events_are_published_and_deleted_right_after_commit_without_the_relay()
     .await;
 }
 
-/// Write events as a worker that crashed after its commit would leave them:
-/// committed, unpublished, and written `age` ago.
-async fn leave_unpublished_events(test: &TestContext, companies: &[&str], age: &str) -> Vec<Uuid> {
-    let mut request_ids = Vec::new();
-    for company in companies {
-        let token = test.issue("app", company, "gusto", "user-a").await;
-        let request = decoded_request(Uuid::new_v4(), token.token.expose());
-        committed_and_not_published(test, &request).await;
-        request_ids.push(request.request_id.as_uuid());
-    }
-    age_unpublished_events(test, age).await;
-    request_ids
-}
-
-/// Date every unpublished event `age` back, in both of the outbox's tables.
-async fn age_unpublished_events(test: &TestContext, age: &str) {
-    test.execute(&format!(
-        "UPDATE outbox_events SET created_at = now() - interval '{age}'; \
-         UPDATE outbox_disconnections SET created_at = now() - interval '{age}'"
-    ))
-    .await;
-}
-
 /// An unpublished event younger than the relay delay belongs to the worker
 /// that wrote it, which is publishing it: the relay leaves it alone, so it is
 /// not published twice. Once older, the relay publishes it.
@@ -164,7 +127,9 @@ async fn the_relay_publishes_an_unpublished_event_only_once_it_is_older_than_the
     settings.outbox.poll_interval = Duration::from_millis(20);
     settings.outbox.relay_delay = Duration::from_secs(3600);
     let _worker = crate::support::RunningWorker::spawn(settings);
-    let request_ids = leave_unpublished_events(&test, &["company-c"], "59 minutes").await;
+    let request_ids = test
+        .leave_unpublished_events(&["company-c"], "59 minutes")
+        .await;
     let mut events = test.event_tap().await;
 
     // Many sweeps pass (one every 20 ms); none may take the event.
@@ -177,7 +142,7 @@ async fn the_relay_publishes_an_unpublished_event_only_once_it_is_older_than_the
     );
     assert_eq!(test.unpublished_event_count().await, 1);
 
-    age_unpublished_events(&test, "61 minutes").await;
+    test.age_unpublished_events("61 minutes").await;
     events.event_for(request_ids[0]).await;
     eventually("the event deleted once confirmed", || async {
         (test.unpublished_event_count().await == 0).then_some(())
@@ -209,8 +174,9 @@ async fn a_graceful_stop_publishes_pending_events_first() {
         (test.unpublished_event_count().await == 0).then_some(())
     })
     .await;
-    let request_ids =
-        leave_unpublished_events(&test, &["company-c", "company-d", "company-e"], "1 hour").await;
+    let request_ids = test
+        .leave_unpublished_events(&["company-c", "company-d", "company-e"], "1 hour")
+        .await;
     assert_eq!(test.unpublished_event_count().await, 3);
 
     worker.stop().await.expect("a clean stop");
@@ -246,7 +212,8 @@ async fn revert_migrations(test: &TestContext, count: usize) -> Result<(), Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reverting_the_by_reference_outbox_refuses_while_an_event_waits_in_it() {
     let test = TestContext::new().await;
-    leave_unpublished_events(&test, &["company-c", "company-d"], "1 second").await;
+    test.leave_unpublished_events(&["company-c", "company-d"], "1 second")
+        .await;
 
     // Migrations 12 (nothing set aside) and 11 (a fill factor) revert;
     // migration 10 refuses.

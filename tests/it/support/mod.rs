@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod entities;
+pub mod outbox;
 pub mod process;
 pub mod proxy;
 pub mod queries;
