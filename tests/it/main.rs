@@ -19,6 +19,7 @@ mod idempotency;
 mod isolation;
 mod observability;
 mod outbox;
+mod outbox_format;
 mod outbox_rows;
 mod partition;
 mod reconnect;

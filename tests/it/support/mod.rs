@@ -8,6 +8,7 @@ pub mod outbox;
 pub mod process;
 pub mod proxy;
 pub mod queries;
+pub mod releases;
 pub mod scopes;
 pub mod workload;
 
