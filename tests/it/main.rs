@@ -17,6 +17,7 @@ mod fanout_outage;
 mod faults;
 mod idempotency;
 mod isolation;
+mod mixed_releases;
 mod observability;
 mod outbox;
 mod outbox_format;

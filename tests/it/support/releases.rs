@@ -29,3 +29,27 @@ pub async fn database_of_0_3() -> TestDatabase {
     .expect("the migration task");
     database
 }
+
+/// The binary of 0.3.0, built once by `scripts/build-previous-release`
+/// (`scripts/check` runs it before the tests; a test that needs it first
+/// builds it, which takes minutes), or `PREVIOUS_RELEASE_BINARY`.
+pub async fn binary_of_0_3() -> std::path::PathBuf {
+    static BUILT: tokio::sync::OnceCell<std::path::PathBuf> = tokio::sync::OnceCell::const_new();
+    BUILT
+        .get_or_init(|| async {
+            if let Some(binary) = std::env::var_os("PREVIOUS_RELEASE_BINARY") {
+                return binary.into();
+            }
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            let script = root.join("scripts/build-previous-release");
+            let status =
+                tokio::task::spawn_blocking(move || std::process::Command::new(script).status())
+                    .await
+                    .expect("join")
+                    .expect("running scripts/build-previous-release");
+            assert!(status.success(), "building 0.3.0 failed: {status:?}");
+            root.join("target/previous-release/0.3.0/disconnect-worker")
+        })
+        .await
+        .clone()
+}
