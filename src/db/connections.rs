@@ -200,13 +200,14 @@ pub async fn delete_disconnected_before(
     before: DateTime<Utc>,
     limit: i64,
 ) -> QueryResult<usize> {
-    super::delete_bounded(
+    super::delete_bounded_keeping_references(
         conn,
         "DELETE FROM connections WHERE id IN \
          (SELECT c.id FROM connections AS c WHERE c.status = 'disconnected' \
           AND c.disconnected_at < $1 \
           AND NOT EXISTS (SELECT 1 FROM access_tokens AS t WHERE t.connection_id = c.id) \
-          AND NOT EXISTS (SELECT 1 FROM outbox_disconnections AS o WHERE o.connection_id = c.id) \
+          AND NOT EXISTS (SELECT 1 FROM outbox_disconnections AS o \
+                          WHERE o.event_id < $3 AND o.connection_id = c.id) \
           LIMIT $2)",
         before,
         limit,

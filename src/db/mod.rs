@@ -44,6 +44,31 @@ pub async fn delete_bounded(
         .await
 }
 
+/// As [`delete_bounded`], for the rows an unpublished event kept by
+/// reference is rebuilt from: `$3` is the smallest event id generated a day
+/// after `before`. A reference is written in the transaction of the
+/// disconnect it announces, so only references older than that can point to
+/// a row disconnected or revoked before `before` (the day is room for the
+/// clocks of two replicas); the statement probes those alone, an index
+/// range of the primary key that is empty unless events were left
+/// unpublished for the whole retention, instead of the whole table.
+pub async fn delete_bounded_keeping_references(
+    conn: &mut diesel_async::AsyncPgConnection,
+    statement: &'static str,
+    before: chrono::DateTime<chrono::Utc>,
+    limit: i64,
+) -> diesel::QueryResult<usize> {
+    use diesel::sql_types::{BigInt, Timestamptz, Uuid as SqlUuid};
+    use diesel_async::RunQueryDsl;
+    let references_from = crate::domain::EventId::first_at(before + chrono::Duration::days(1));
+    diesel::sql_query(statement)
+        .bind::<Timestamptz, _>(before)
+        .bind::<BigInt, _>(limit)
+        .bind::<SqlUuid, _>(references_from)
+        .execute(conn)
+        .await
+}
+
 /// A connection disconnected by a request: what the revocation and the
 /// connection update of one batch are made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

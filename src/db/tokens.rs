@@ -261,12 +261,12 @@ pub async fn delete_revoked_before(
     before: DateTime<Utc>,
     limit: i64,
 ) -> QueryResult<usize> {
-    super::delete_bounded(
+    super::delete_bounded_keeping_references(
         conn,
         "DELETE FROM access_tokens WHERE id IN \
          (SELECT t.id FROM access_tokens AS t WHERE t.revoked_at < $1 \
           AND NOT EXISTS (SELECT 1 FROM outbox_disconnections AS o \
-                          WHERE o.request_id = t.revoked_by_request) \
+                          WHERE o.event_id < $3 AND o.request_id = t.revoked_by_request) \
           LIMIT $2)",
         before,
         limit,

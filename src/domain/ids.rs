@@ -82,6 +82,20 @@ uuid_id!(
     /// One outcome event; consumers deduplicate on it.
     EventId
 );
+impl EventId {
+    /// The smallest id [`EventId::generate`] can give at `at` or later (a
+    /// UUIDv7 starts with its millisecond): ids below it were generated
+    /// before `at`. Uuids compare byte by byte in Postgres, as here.
+    pub fn first_at(at: chrono::DateTime<chrono::Utc>) -> Self {
+        let millis = u64::try_from(at.timestamp_millis()).unwrap_or_default();
+        let mut bytes = [0u8; 16];
+        bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+        bytes[6] = 0x70; // version 7
+        bytes[8] = 0x80; // RFC 4122 variant
+        Self(Uuid::from_bytes(bytes))
+    }
+}
+
 uuid_id!(
     /// One entity of a connection (a legal entity, an EIN, a division),
     /// assigned by the platform when it is first connected.
@@ -103,6 +117,17 @@ mod tests {
         );
         let back: ConnectionId = serde_json::from_str(&format!("\"{uuid}\"")).expect("json");
         assert_eq!(back, id);
+    }
+
+    #[test]
+    fn the_first_id_at_a_time_sorts_between_ids_generated_before_and_after_it() {
+        let before = EventId::generate();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let bound = EventId::first_at(chrono::Utc::now());
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let after = EventId::generate();
+        assert!(before < bound && bound < after, "{before} {bound} {after}");
+        assert_eq!(bound.as_uuid().get_version_num(), 7);
     }
 
     #[test]

@@ -200,10 +200,11 @@ async fn an_unpublished_event_keeps_the_rows_it_is_rebuilt_from() {
     let old = test.issue("app", "company-old", "gusto", "user-a").await;
     let request = DisconnectRequest::new(old.token.clone());
     record(&test, &request).await;
-    age_request_unpublished(&test, &request, 400).await;
+    // Retention runs 400 days on: the event has waited that long.
+    let later = Utc::now() + chrono::Duration::days(400);
     let connections = "SELECT count(*) FROM connections WHERE company_id = 'company-old'";
 
-    let purged = purge_once(&test.bounded_pool(), &settings(), Utc::now())
+    let purged = purge_once(&test.bounded_pool(), &settings(), later)
         .await
         .expect("a pass")
         .expect("the lock was free");
@@ -222,7 +223,7 @@ async fn an_unpublished_event_keeps_the_rows_it_is_rebuilt_from() {
     })
     .await;
     drop(worker);
-    let purged = purge_once(&test.bounded_pool(), &settings(), Utc::now())
+    let purged = purge_once(&test.bounded_pool(), &settings(), later)
         .await
         .expect("a pass")
         .expect("the lock was free");
