@@ -96,11 +96,14 @@ COUNTERS = {
     "disconnect_worker_fanouts_finished_total",
     "disconnect_worker_retention_deleted_rows_total",
     "disconnect_worker_timeouts_total",
+    "disconnect_worker_dead_letter_failures_total",
+    "disconnect_worker_events_set_aside_total",
     "process_cpu_seconds_total",
 }
 GAUGES = {
     "disconnect_worker_outbox_pending_events",
     "disconnect_worker_outbox_oldest_pending_age_seconds",
+    "disconnect_worker_outbox_set_aside_events",
     "disconnect_worker_in_flight_requests",
     "disconnect_worker_build_info",
     "disconnect_worker_database_pool_size",

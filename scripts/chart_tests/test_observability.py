@@ -144,6 +144,12 @@ ALERTS = {
     "DisconnectWorkerOutboxStuck": (
         f"max by (namespace, job) (disconnect_worker_outbox_oldest_pending_age_seconds"
         f"{{{THIS_RELEASE}}}) > 60", "5m", "critical"),
+    "DisconnectWorkerEventsSetAside": (
+        f"max by (namespace, job) (disconnect_worker_outbox_set_aside_events"
+        f"{{{THIS_RELEASE}}}) > 0", "0s", "critical"),
+    "DisconnectWorkerDeadLettersUnroutable": (
+        f"sum by (namespace, job) (increase(disconnect_worker_dead_letter_failures_total"
+        f'{{reason="unroutable", {THIS_RELEASE}}}[15m])) > 0', "0s", "critical"),
     "DisconnectWorkerSaturated": (
         f"max by (namespace, job) (disconnect_worker_in_flight_requests{{{THIS_RELEASE}}}) >= 256",
         "10m", "warning"),
@@ -221,7 +227,7 @@ def test_the_rule_template_names_only_metrics_the_worker_exposes():
     text = (CHART_DIR / "templates" / "prometheusrule.yaml").read_text()
     names = set(METRIC_NAME.findall(text))
     assert names <= SERIES
-    assert len(names) == 10
+    assert len(names) == 12
 
 
 def test_thresholds_durations_and_severities_are_values():

@@ -60,8 +60,10 @@ pub struct WorkerArgs {
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub retry_max_attempts: u32,
 
-    /// Seconds allowed, after SIGTERM or SIGINT, to finish in-flight work and
-    /// publish pending events before the worker gives up and exits non-zero.
+    /// Seconds allowed, after SIGTERM or SIGINT, to finish in-flight work
+    /// (past it the worker exits non-zero and the deliveries are redelivered)
+    /// and publish pending events (those not published by then stay in the
+    /// outbox for another replica's relay).
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", value_name = "SHUTDOWN_GRACE_SECS", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub shutdown_grace_secs: u64,
