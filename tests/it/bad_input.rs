@@ -179,20 +179,12 @@ async fn a_dead_letter_keeps_no_expiration_and_stays_in_the_dead_letter_queue() 
 /// delivery is dead-lettered with its reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_that_reaches_no_queue_leaves_its_request_in_the_queue() {
-    use lapin::options::QueueDeleteOptions;
-
     let mut test = TestContext::new().await;
     let channel = test.channel().await;
     // Room for many returns before RabbitMQ's own dead-lettering (at the
     // delivery limit, at-least-once) takes over, which retries an unroutable
     // dead letter only every few minutes.
-    channel
-        .queue_delete(
-            test.topology.request_queue.as_str().into(),
-            QueueDeleteOptions::default(),
-        )
-        .await
-        .expect("deleting the request queue");
+    test.delete_request_queue(&channel).await;
     test.topology.delivery_limit = 1000;
     test.topology.declare(&channel).await.expect("declaring");
     let worker = test.spawn_worker_process(&[]);

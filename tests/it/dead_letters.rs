@@ -387,8 +387,6 @@ async fn a_requeue_sends_each_dead_letter_once_when_the_worker_rejects_it_again(
 /// sends them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_requeue_while_the_request_queue_is_gone_keeps_every_dead_letter_and_says_why() {
-    use lapin::options::QueueDeleteOptions;
-
     let test = TestContext::new().await;
     let channel = test.channel().await;
     for _ in 0..2 {
@@ -400,13 +398,7 @@ async fn a_requeue_while_the_request_queue_is_gone_keeps_every_dead_letter_and_s
         )
         .await;
     }
-    channel
-        .queue_delete(
-            test.topology.request_queue.as_str().into(),
-            QueueDeleteOptions::default(),
-        )
-        .await
-        .expect("deleting the request queue");
+    test.delete_request_queue(&channel).await;
 
     let output = test.dead_letters_command(&["requeue", "--all"]);
 

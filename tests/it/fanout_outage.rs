@@ -10,8 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use disconnect_testkit::process::Logs;
-use disconnect_worker::broker::subscribe::{subscribe, Acks};
-use futures_util::StreamExt;
 
 use crate::support::proxy::Proxy;
 use crate::support::scopes::{client_request, BROKER_USER};
@@ -31,14 +29,6 @@ fn connections() -> i64 {
 /// How long after the link returns every event must be out.
 const DRAIN_BOUND: Duration = Duration::from_secs(180);
 
-/// One event as the consumer saw it: only what the checks need.
-#[derive(serde::Deserialize)]
-struct Seen {
-    event_id: String,
-    event_type: String,
-    connection_id: Option<String>,
-}
-
 /// What a consumer on the event exchange has received, in arrival order.
 #[derive(Default)]
 struct Received {
@@ -54,29 +44,18 @@ struct Received {
 /// A consumer that counts every delivery of the events exchange as it
 /// comes (no per-event schema check: tens of thousands arrive at once).
 async fn count_events(test: &TestContext) -> Arc<Mutex<Received>> {
-    let channel = test.channel().await;
-    let mut consumer = subscribe(
-        &channel,
-        &test.topology.event_exchange,
-        &["#"],
-        Acks::Automatic,
-    )
-    .await
-    .expect("subscribing to events");
+    let mut events = test.raw_events().await;
     let received = Arc::new(Mutex::new(Received::default()));
     let counts = received.clone();
     tokio::spawn(async move {
-        let _channel = channel;
-        while let Some(Ok(delivery)) = consumer.next().await {
-            let seen: Seen = serde_json::from_slice(&delivery.data).expect("an event is JSON");
+        while let Some(event) = events.next().await {
+            let text = |key: &str| event[key].as_str().unwrap_or_default().to_string();
             let mut counts = counts.lock().expect("counts");
             counts.deliveries += 1;
-            counts.event_ids.insert(seen.event_id);
-            match seen.event_type.as_str() {
+            counts.event_ids.insert(text("event_id"));
+            match event["event_type"].as_str().unwrap_or_default() {
                 "connection.disconnected" => {
-                    counts
-                        .connections
-                        .insert(seen.connection_id.expect("a connection id"));
+                    counts.connections.insert(text("connection_id"));
                 }
                 "disconnect.completed" => {
                     counts.completions += 1;

@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use disconnect_testkit::process::{worker_env, Logs};
 use disconnect_testkit::WorkerProcess;
-use disconnect_worker::broker::subscribe::{subscribe, Acks};
-use futures_util::StreamExt;
 use uuid::Uuid;
 
 use crate::support::process::BINARY;
@@ -38,22 +36,11 @@ struct Seen {
 }
 
 async fn watch_events(test: &TestContext) -> Arc<Mutex<Seen>> {
-    let channel = test.channel().await;
-    let mut consumer = subscribe(
-        &channel,
-        &test.topology.event_exchange,
-        &["#"],
-        Acks::Automatic,
-    )
-    .await
-    .expect("subscribing");
+    let mut events = test.raw_events().await;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let shared = seen.clone();
     tokio::spawn(async move {
-        let _channel = channel;
-        while let Some(Ok(delivery)) = consumer.next().await {
-            let event: serde_json::Value =
-                serde_json::from_slice(&delivery.data).expect("an event is JSON");
+        while let Some(event) = events.next().await {
             let mut seen = shared.lock().expect("seen");
             let client = event["client_id"].as_str().unwrap_or_default();
             match event["event_type"].as_str() {

@@ -6,42 +6,29 @@
 
 use std::time::Duration;
 
-use disconnect_worker::broker::subscribe::{subscribe, Acks};
 use disconnect_worker::domain::event::payload_digest;
 use disconnect_worker::domain::{
     ConnectionRef, DisconnectionKey, EventId, OutcomeEvent, RequestId, Scope, StoredLabel,
 };
 use disconnect_worker::outbox::OutboxFormat;
-use futures_util::StreamExt;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::support::broker::decoded_request;
+use crate::support::broker::{decoded_request, RawEvents};
 use crate::support::scopes::{client_request, BROKER_USER};
 use crate::support::{eventually, scraped, TestContext};
 
 /// Every event on the exchange, raw: these tests publish labels the
 /// checked-in schemas (this release's contract) do not list.
-struct RawEvents {
-    _channel: lapin::Channel,
-    consumer: lapin::Consumer,
+struct Received {
+    events: RawEvents,
     received: Vec<Value>,
 }
 
-impl RawEvents {
+impl Received {
     async fn start(test: &TestContext) -> Self {
-        let channel = test.channel().await;
-        let consumer = subscribe(
-            &channel,
-            &test.topology.event_exchange,
-            &["#"],
-            Acks::Automatic,
-        )
-        .await
-        .expect("subscribing");
         Self {
-            _channel: channel,
-            consumer,
+            events: test.raw_events().await,
             received: Vec::new(),
         }
     }
@@ -60,13 +47,11 @@ impl RawEvents {
         let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
         while mine(&self.received).len() < count {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let delivery = tokio::time::timeout(left, self.consumer.next())
+            let event = tokio::time::timeout(left, self.events.next())
                 .await
                 .unwrap_or_else(|_| panic!("no {count} events for {wanted}"))
-                .expect("a delivery")
-                .expect("a delivery");
-            self.received
-                .push(serde_json::from_slice(&delivery.data).expect("JSON"));
+                .expect("an event");
+            self.received.push(event);
         }
         mine(&self.received)
     }
@@ -90,7 +75,7 @@ async fn a_reference_whose_connection_row_is_gone_is_set_aside_and_the_others_ar
         requests[1]
     ))
     .await;
-    let mut events = RawEvents::start(&test).await;
+    let mut events = Received::start(&test).await;
     let worker = test.spawn_worker_process(&[]);
 
     for request in [requests[0], requests[2]] {
@@ -164,7 +149,7 @@ async fn a_reference_whose_rows_changed_is_set_aside_and_published_as_first_buil
         second.token_id
     ))
     .await;
-    let mut events = RawEvents::start(&test).await;
+    let mut events = Received::start(&test).await;
     let _worker = test.spawn_worker();
 
     eventually("the reference set aside", || async {
@@ -272,7 +257,7 @@ async fn a_reference_with_a_reason_code_this_release_does_not_know_is_published_
         payload_digest(&built.payload)
     ))
     .await;
-    let mut events = RawEvents::start(&test).await;
+    let mut events = Received::start(&test).await;
     let _worker = test.spawn_worker();
 
     for request in &requests {
@@ -313,7 +298,7 @@ async fn a_fan_out_of_a_scope_this_release_does_not_know_is_left_for_a_newer_rep
            created_before) VALUES ('{unknown}', 'provider', 'app-newer', now() - interval '1 minute', now())"
     ))
     .await;
-    let mut events = RawEvents::start(&test).await;
+    let mut events = Received::start(&test).await;
     let known = client_request("app-known");
     // Accepted by this release, then its reason code as a newer release
     // would have stored it.

@@ -181,6 +181,52 @@ impl TestContext {
     }
 }
 
+/// Every event as JSON, acknowledged by the broker as it is sent: for tests
+/// that take tens of thousands of events, or events of a newer contract
+/// than `docs/schemas` (which [`EventTap`] checks each event against).
+pub struct RawEvents {
+    _channel: Channel,
+    consumer: Consumer,
+}
+
+impl RawEvents {
+    /// The next event; `None` once the subscription ends.
+    pub async fn next(&mut self) -> Option<Value> {
+        let delivery = self.consumer.next().await?.ok()?;
+        Some(serde_json::from_slice(&delivery.data).expect("an event is JSON"))
+    }
+}
+
+impl TestContext {
+    /// A queue bound to every event, declared before requests are published.
+    pub async fn raw_events(&self) -> RawEvents {
+        let channel = self.channel().await;
+        let consumer = subscribe(
+            &channel,
+            &self.topology.event_exchange,
+            &["#"],
+            Acks::Automatic,
+        )
+        .await
+        .expect("subscribing to events");
+        RawEvents {
+            _channel: channel,
+            consumer,
+        }
+    }
+
+    /// Delete the request queue, as an operator told to reconcile it would.
+    pub async fn delete_request_queue(&self, channel: &Channel) {
+        channel
+            .queue_delete(
+                self.topology.request_queue.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await
+            .expect("deleting the request queue");
+    }
+}
+
 #[derive(Debug)]
 pub struct DeadLetter {
     pub code: Option<String>,
