@@ -104,7 +104,7 @@ pub struct FormatSetArgs {
 pub enum FormatChoice {
     /// Every event with its bytes: every release publishes them.
     Whole,
-    /// A single request's connection.disconnected by reference: this
+    /// Every connection.disconnected by reference: this
     /// release and later ones only.
     #[value(alias = "by_reference")]
     ByReference,

@@ -34,8 +34,8 @@ CREATE TABLE outbox_set_aside (
 -- A fan-out's completion waits until none of its events is left in the
 -- outbox; it asks every 100 ms per replica while the last events go out,
 -- exactly when the outbox may be large (after a broker outage). Its events
--- are in `outbox_events`; earlier builds kept them by reference, with the
--- fan-out's scope, which the partial index covers and nothing else writes.
+-- are whole, or by reference with the fan-out's scope, which the partial
+-- index covers: a single request's references (most rows) are not in it.
 CREATE INDEX IF NOT EXISTS outbox_events_by_request
     ON outbox_events (request_id);
 CREATE INDEX IF NOT EXISTS outbox_disconnections_of_fanouts

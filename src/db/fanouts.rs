@@ -164,9 +164,9 @@ pub async fn finish(
 
 /// How many events of this request are not published yet: its completion
 /// waits for none to be left, so it is published after all of them. Its
-/// events are kept whole; builds before migration 12 kept them by
-/// reference, with the fan-out's scope (both probes are index scans:
-/// `outbox_events_by_request`, `outbox_disconnections_of_fanouts`).
+/// events are whole or by reference (with the fan-out's scope), as the
+/// outbox format says; both probes are index scans
+/// (`outbox_events_by_request`, `outbox_disconnections_of_fanouts`).
 pub async fn unpublished_events(
     conn: &mut AsyncPgConnection,
     request_id: RequestId,

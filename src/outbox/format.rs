@@ -5,13 +5,14 @@
 //!   release reads and publishes. A database upgraded from 0.3.x starts so:
 //!   a 0.3.x replica beside this release, or after a rollback to it, finds
 //!   every event it must publish or wait for.
-//! - `by_reference`: the `connection.disconnected` event of a single
-//!   request kept by reference (about 600 bytes less WAL per disconnect),
-//!   which only this release and later ones publish. For a database this
+//! - `by_reference`: every `connection.disconnected` event kept by
+//!   reference (about 600 bytes less WAL per disconnect), which only this
+//!   release and later ones publish. For a database this
 //!   release created, or once no replica of 0.3.x or earlier can run.
 //!
-//! A fan-out's events are always whole: a 0.3.x replica's fan-out counts
-//! only `outbox_events` before it publishes `disconnect.completed`.
+//! A fan-out's chunk events follow the format too: in `whole`, a 0.3.x
+//! replica's fan-out, which counts only `outbox_events` before it publishes
+//! `disconnect.completed`, sees them all.
 //!
 //! Each replica reads it at start and every [`REFRESH`]; a value this
 //! release does not know (a newer release set it) stops start-up, and at

@@ -58,8 +58,13 @@ pub enum Step {
     },
 }
 
-/// Take one step of the oldest fan-out, in one transaction.
-pub async fn step(conn: &mut AsyncPgConnection, chunk_size: i64) -> Result<Step, QueryError> {
+/// Take one step of the oldest fan-out, in one transaction; a chunk's
+/// events are written in `format`.
+pub async fn step(
+    conn: &mut AsyncPgConnection,
+    chunk_size: i64,
+    format: OutboxFormat,
+) -> Result<Step, QueryError> {
     conn.transaction::<_, QueryError, _>(async |conn| {
         let Some(fanout) = fanouts::claim_next(conn).await? else {
             return Ok(Step::Idle);
@@ -68,7 +73,7 @@ pub async fn step(conn: &mut AsyncPgConnection, chunk_size: i64) -> Result<Step,
         if chunk.is_empty() {
             return complete(conn, &fanout).await;
         }
-        disconnect_chunk(conn, &fanout, chunk).await
+        disconnect_chunk(conn, &fanout, chunk, format).await
     })
     .await
 }
@@ -77,6 +82,7 @@ async fn disconnect_chunk(
     conn: &mut AsyncPgConnection,
     fanout: &Fanout,
     chunk: Vec<connections::ConnectionRow>,
+    format: OutboxFormat,
 ) -> Result<Step, QueryError> {
     let now = Utc::now();
     let ids: Vec<_> = chunk.iter().map(|row| row.id).collect();
@@ -152,9 +158,9 @@ async fn disconnect_chunk(
         ));
     }
     connections::mark_disconnected(&*conn, &disconnections, now).await?;
-    // Whole, whatever the format: a 0.3.x replica's fan-out waits only for
-    // `outbox_events` before its terminal event (see `outbox::format`).
-    outbox::store::insert_many(&*conn, &events, OutboxFormat::Whole).await?;
+    // In the `whole` format (a 0.3.x replica may run, whose fan-out waits
+    // only for `outbox_events` before its terminal event) these are whole.
+    outbox::store::insert_many(&*conn, &events, format).await?;
     fanouts::advance(
         conn,
         fanout.request_id,
@@ -198,6 +204,7 @@ async fn complete(conn: &mut AsyncPgConnection, fanout: &Fanout) -> Result<Step,
         traceparent: fanout.traceparent.clone(),
         ..event
     };
+    // A terminal event is kept whole in either format.
     outbox::store::insert_many(&*conn, std::slice::from_ref(&event), OutboxFormat::Whole).await?;
     requests::finish(
         conn,

@@ -76,7 +76,7 @@ impl FanoutTask {
         let span = tracing::info_span!("fanout step", otel.kind = "internal");
         let step = self
             .pool
-            .run(async |conn| fanout::step(conn, self.chunk_size).await)
+            .run(async |conn| fanout::step(conn, self.chunk_size, self.outbox.format()).await)
             .instrument(span)
             .await?;
         Ok(match step {

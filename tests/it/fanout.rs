@@ -77,14 +77,18 @@ impl TestContext {
     /// again.
     async fn step(&self, chunk_size: i64) -> Step {
         let mut conn = self.pool.get().await.expect("db");
-        let step = fanout::step(&mut conn, chunk_size).await.expect("a step");
+        let step = fanout::step(&mut conn, chunk_size, OutboxFormat::ByReference)
+            .await
+            .expect("a step");
         if let Step::Publishing { .. } = step {
             self.execute(
                 "UPDATE outbox_events SET published_at = now() WHERE published_at IS NULL; \
                  DELETE FROM outbox_disconnections",
             )
             .await;
-            return fanout::step(&mut conn, chunk_size).await.expect("a step");
+            return fanout::step(&mut conn, chunk_size, OutboxFormat::ByReference)
+                .await
+                .expect("a step");
         }
         step
     }

@@ -292,7 +292,9 @@ async fn a_request_replayed_after_its_audit_row_is_purged_changes_nothing_active
     record(&test, &whole).await;
     let mut conn = test.pool.get().await.expect("db");
     while !matches!(
-        fanout::step(&mut conn, 50).await.expect("a step"),
+        fanout::step(&mut conn, 50, OutboxFormat::ByReference)
+            .await
+            .expect("a step"),
         Step::Finished { .. } | Step::Idle
     ) {}
     test.execute(&format!(
@@ -303,7 +305,10 @@ async fn a_request_replayed_after_its_audit_row_is_purged_changes_nothing_active
     .await;
     assert_eq!(record(&test, &whole).await, OutcomeKind::InProgress);
     loop {
-        match fanout::step(&mut conn, 50).await.expect("a step") {
+        match fanout::step(&mut conn, 50, OutboxFormat::ByReference)
+            .await
+            .expect("a step")
+        {
             Step::Finished { event, .. } => {
                 assert!(
                     event.payload.contains("nothing_to_disconnect"),

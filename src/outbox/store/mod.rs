@@ -2,8 +2,7 @@
 //! change they announce (by the service, through [`insert_many`]), claimed
 //! by the relay, and deleted once the broker has confirmed them. Two
 //! tables: with the `by_reference` format, the `connection.disconnected`
-//! events of single requests (most events) are kept by reference and
-//! rebuilt from the rows (`disconnections`, `rebuild`), and those that
+//! events (most events) are kept by reference and rebuilt from the rows (`disconnections`, `rebuild`), and those that
 //! cannot be are set aside (`set_aside`); every other event keeps its bytes
 //! in `outbox_events`. Rows there with `published_at` set are those a
 //! version before 0.3.0 marked instead; retention deletes them.
