@@ -8,7 +8,9 @@ use diesel::sql_types::{Array, Integer, Nullable, Text, Timestamptz, Uuid as Sql
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::schema::disconnect_requests;
-use crate::domain::{ConnectionId, EventId, OutcomeKind, ReasonCode, RequestId, Scope, TokenId};
+use crate::domain::{
+    ConnectionId, EventId, OutcomeKind, ReasonCode, RequestId, Scope, StoredLabel, TokenId,
+};
 
 /// The primary key whose violation means "this request id was recorded by a
 /// concurrent transaction".
@@ -35,19 +37,24 @@ pub struct NewRequest<'a> {
     pub publisher: Option<&'a str>,
 }
 
-/// The recorded outcomes of those of `request_ids` processed before.
+/// The recorded outcomes of those of `request_ids` processed before, as
+/// stored: one a newer release recorded may be an outcome this release does
+/// not know, and the request is done all the same.
 pub async fn find_outcomes(
     mut conn: &AsyncPgConnection,
     request_ids: &[RequestId],
-) -> QueryResult<Vec<(RequestId, OutcomeKind)>> {
-    disconnect_requests::table
+) -> QueryResult<Vec<(RequestId, StoredLabel<OutcomeKind>)>> {
+    Ok(disconnect_requests::table
         .filter(disconnect_requests::request_id.eq_any(request_ids))
         .select((
             disconnect_requests::request_id,
             disconnect_requests::outcome,
         ))
-        .load(&mut conn)
-        .await
+        .load::<(RequestId, String)>(&mut conn)
+        .await?
+        .into_iter()
+        .map(|(request_id, outcome)| (request_id, StoredLabel::read(&outcome)))
+        .collect())
 }
 
 /// A recorded request's scope and reason code, if its record is kept.

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Serialize, Serializer};
 
+use super::outcome::OutcomeKind;
 use super::scope::{ReasonCode, Scope};
 
 /// A fieldless enum stored as its text label.
@@ -19,6 +20,16 @@ pub trait TextLabel: Copy {
 }
 
 impl TextLabel for Scope {
+    fn label(self) -> &'static str {
+        self.as_str()
+    }
+
+    fn from_label(text: &str) -> Option<Self> {
+        Self::parse(text)
+    }
+}
+
+impl TextLabel for OutcomeKind {
     fn label(self) -> &'static str {
         self.as_str()
     }

@@ -212,7 +212,7 @@ fn log_settlement(settlement: &Settlement) {
                 }
             }
             tracing::info!(
-                outcome = processed.kind().as_str(),
+                outcome = processed.label(),
                 duplicate = matches!(processed, Processed::AlreadyProcessed(_)),
                 "request processed"
             );

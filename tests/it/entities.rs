@@ -523,7 +523,7 @@ async fn an_entity_request_racing_a_re_authentication_has_an_exact_outcome() {
         )
         .await
         .expect("recorded");
-        assert_eq!(gone.kind(), OutcomeKind::EntitiesDisconnected);
+        assert_eq!(gone.kind(), Some(OutcomeKind::EntitiesDisconnected));
         drop(conn);
 
         let request = entities_of_token(&issued.token, &entities[1..]);

@@ -231,3 +231,48 @@ async fn an_unknown_token_is_recorded_and_answered_with_a_rejection() {
         "one event only"
     );
 }
+
+/// A request id a newer release recorded, with an outcome this release does
+/// not know (a release may add one), delivered again here (a redelivery
+/// during a rolling upgrade or after a rollback): it is done, so it is
+/// acknowledged as a duplicate and changes nothing, rather than failing its
+/// batch until RabbitMQ dead-letters it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_a_newer_release_recorded_with_an_outcome_unknown_here_is_a_duplicate() {
+    let test = TestContext::new().await;
+    let token = test.issue("app", "company-c", "gusto", "user-a").await;
+    let other = test.issue("app", "company-d", "gusto", "user-a").await;
+    let recorded = Uuid::new_v4();
+    // As the newer release's migration would widen the check.
+    test.execute(&format!(
+        "ALTER TABLE disconnect_requests DROP CONSTRAINT disconnect_requests_outcome_check; \
+         INSERT INTO disconnect_requests (request_id, outcome, revoked_token_count, \
+           processed_at, scope) VALUES ('{recorded}', 'deferred', 0, now(), 'connection')"
+    ))
+    .await;
+    let mut events = test.event_tap().await;
+    let worker = test.spawn_worker_process(&[]);
+    let channel = test.channel().await;
+
+    test.request_disconnect(&channel, recorded, token.token.expose())
+        .await;
+    let after = test
+        .request_disconnect(&channel, Uuid::new_v4(), other.token.expose())
+        .await;
+    events.event_for(after).await;
+    let duplicates = "disconnect_worker_requests_total{outcome=\"duplicate\"}";
+    crate::support::eventually("the redelivery acknowledged as a duplicate", || async {
+        (crate::support::scraped(&worker, duplicates).await == 1.0).then_some(())
+    })
+    .await;
+
+    assert!(test.is_active(&token).await, "nothing changed");
+    assert!(events.for_request(recorded).is_empty(), "no event");
+    assert_eq!(test.outcome_of(recorded).await.as_deref(), Some("deferred"));
+    test.wait_for_request_queue_empty().await;
+    assert_eq!(
+        test.ready_messages(&channel, &test.topology.dead_letter_queue)
+            .await,
+        0
+    );
+}

@@ -328,7 +328,7 @@ async fn a_fan_out_of_a_scope_this_release_does_not_know_is_left_for_a_newer_rep
     drop(conn);
     assert_eq!(
         accepted.kind(),
-        disconnect_worker::domain::OutcomeKind::InProgress
+        Some(disconnect_worker::domain::OutcomeKind::InProgress)
     );
     test.execute(&format!(
         "UPDATE disconnect_fanouts SET reason_code = 'regulator_order' WHERE request_id = '{}'",

@@ -42,6 +42,7 @@ async fn record(test: &TestContext, request: &DisconnectRequest) -> OutcomeKind 
         .await
         .expect("committed")
         .kind()
+        .expect("an outcome this release knows")
 }
 
 /// Move everything a request did `days` into the past, its events

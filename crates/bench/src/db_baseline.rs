@@ -117,7 +117,7 @@ pub async fn drain(
                     disconnected += committed
                         .processed
                         .iter()
-                        .filter(|processed| processed.kind() == OutcomeKind::Disconnected)
+                        .filter(|processed| processed.kind() == Some(OutcomeKind::Disconnected))
                         .count();
                 }
             })

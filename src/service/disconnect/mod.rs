@@ -21,7 +21,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection};
 use crate::db::{connections, entities, fanouts, requests, tokens};
 use crate::domain::{
     AccessToken, ConnectionId, DisconnectRequest, Outcome, OutcomeEvent, OutcomeKind, RequestId,
-    TokenHash,
+    StoredLabel, TokenHash,
 };
 use crate::outbox::{self, OutboxFormat};
 use plan::{plan, records, Plan, Snapshot};
@@ -34,16 +34,28 @@ pub enum Processed {
     /// This delivery recorded the request's outcome, and its event in the
     /// outbox.
     Recorded(Outcome),
-    /// The request id was processed before, with this outcome; nothing changed.
-    AlreadyProcessed(OutcomeKind),
+    /// The request id was processed before, with this outcome (as stored:
+    /// a newer release may have recorded one this release does not know);
+    /// nothing changed.
+    AlreadyProcessed(StoredLabel<OutcomeKind>),
 }
 
 impl Processed {
-    /// The outcome, the same for a first delivery and a duplicate.
-    pub fn kind(&self) -> OutcomeKind {
+    /// The outcome, the same for a first delivery and a duplicate; `None`
+    /// for a request a newer release recorded with an outcome this release
+    /// does not know.
+    pub fn kind(&self) -> Option<OutcomeKind> {
         match self {
-            Self::Recorded(outcome) => outcome.kind(),
-            Self::AlreadyProcessed(kind) => *kind,
+            Self::Recorded(outcome) => Some(outcome.kind()),
+            Self::AlreadyProcessed(kind) => kind.known(),
+        }
+    }
+
+    /// The outcome's label, for the logs.
+    pub fn label(&self) -> &str {
+        match self {
+            Self::Recorded(outcome) => outcome.kind().as_str(),
+            Self::AlreadyProcessed(kind) => kind.as_str(),
         }
     }
 }

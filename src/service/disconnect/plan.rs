@@ -47,7 +47,9 @@ impl Policy {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// Request ids recorded before, with their outcome.
-    pub seen_before: HashMap<RequestId, OutcomeKind>,
+    /// Request ids recorded before, with their outcome as stored (a newer
+    /// release's may be one this release does not know).
+    pub seen_before: HashMap<RequestId, StoredLabel<OutcomeKind>>,
     pub tokens: HashMap<TokenHash, FoundToken>,
     /// The locked connections: of those tokens, and named by id.
     pub connections: HashMap<ConnectionId, ConnectionRow>,
@@ -59,7 +61,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn new(
-        seen_before: Vec<(RequestId, OutcomeKind)>,
+        seen_before: Vec<(RequestId, StoredLabel<OutcomeKind>)>,
         tokens: Vec<FoundToken>,
         connections: Vec<ConnectionRow>,
         active_tokens: Vec<ActiveToken>,
@@ -97,7 +99,7 @@ pub(crate) fn by_connection<R, V>(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decided {
     /// Seen before, in the database or earlier in this batch: changes nothing.
-    Duplicate(OutcomeKind),
+    Duplicate(StoredLabel<OutcomeKind>),
     /// A first delivery: its outcome, and the token it named if that exists.
     New {
         outcome: Outcome,
@@ -156,7 +158,7 @@ pub fn plan(
         entity_disconnections: Vec::new(),
     };
     let mut decided = Vec::with_capacity(requests.len());
-    let mut in_batch: HashMap<RequestId, OutcomeKind> = HashMap::new();
+    let mut in_batch: HashMap<RequestId, StoredLabel<OutcomeKind>> = HashMap::new();
     for (request, hash) in requests.iter().zip(hashes) {
         let request_id = request.request_id;
         if let Some(kind) = deciding
@@ -165,11 +167,11 @@ pub fn plan(
             .get(&request_id)
             .or_else(|| in_batch.get(&request_id))
         {
-            decided.push(Decided::Duplicate(*kind));
+            decided.push(Decided::Duplicate(kind.clone()));
             continue;
         }
         let (outcome, token_id) = deciding.decide(request, hash.as_ref());
-        in_batch.insert(request_id, outcome.kind());
+        in_batch.insert(request_id, outcome.kind().into());
         decided.push(Decided::New { outcome, token_id });
     }
     Plan {

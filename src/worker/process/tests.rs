@@ -329,15 +329,18 @@ async fn nothing_is_attempted_while_the_database_is_unreachable() {
 #[tokio::test]
 async fn a_duplicate_is_acknowledged_with_its_first_outcome() {
     let batch = requests(1);
-    let processor =
-        processor(|_, _| Ok(vec![Processed::AlreadyProcessed(OutcomeKind::Disconnected)]));
+    let processor = processor(|_, _| {
+        Ok(vec![Processed::AlreadyProcessed(
+            OutcomeKind::Disconnected.into(),
+        )])
+    });
 
     let settlements = processor.settle(decoded(&batch)).await;
 
     assert_eq!(
         settlements,
         vec![Settlement::Ack(Processed::AlreadyProcessed(
-            OutcomeKind::Disconnected
+            OutcomeKind::Disconnected.into()
         ))]
     );
     assert_eq!(settlements[0].label(), "duplicate");

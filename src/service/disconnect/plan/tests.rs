@@ -147,7 +147,7 @@ fn kinds(plan: &Plan) -> Vec<(bool, OutcomeKind)> {
     plan.decided
         .iter()
         .map(|decided| match decided {
-            Decided::Duplicate(kind) => (true, *kind),
+            Decided::Duplicate(kind) => (true, kind.known().expect("a known outcome")),
             Decided::New { outcome, .. } => (false, outcome.kind()),
         })
         .collect()
@@ -202,7 +202,7 @@ fn a_repeated_request_id_is_a_duplicate_of_its_first_outcome() {
     world
         .snapshot
         .seen_before
-        .insert(seen.request_id, OutcomeKind::UnknownToken);
+        .insert(seen.request_id, OutcomeKind::UnknownToken.into());
     let requests = [first.clone(), unknown.clone(), first, unknown, seen];
     let plan = world.plan(&requests);
 
