@@ -21,6 +21,8 @@ pub struct DatabaseArgs {
     /// Postgres URL; the database is created if missing. TLS with libpq's
     /// `sslmode` (disable, prefer, require, verify-ca, verify-full) and
     /// `sslrootcert`; `application_name` defaults to disconnect-worker.
+    /// Several hosts as libpq takes them (`h1:5432,h2:5432`, or `host=` and
+    /// `port=` lists), with `target_session_attrs=read-write`.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
 

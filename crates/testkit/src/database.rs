@@ -10,10 +10,10 @@
 use anyhow::Context;
 use diesel::sql_types::{Bool, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use disconnect_worker::db::connect::LibpqUrl;
 use disconnect_worker::db::setup::MIGRATIONS_DIGEST;
 use disconnect_worker::db::{self, DatabaseSettings, DatabaseUrl, DbPool, Deadlines};
 use tokio::sync::OnceCell;
-use url::Url;
 
 /// Key of the advisory lock that serialises building the template across
 /// processes (a test run and a benchmark at once): "dw-tmpl" in ASCII.
@@ -24,13 +24,13 @@ pub struct TestDatabase {
     pub name: String,
     /// The database's URL, with the server's credentials.
     pub url: String,
-    admin_url: Url,
+    admin_url: LibpqUrl,
 }
 
 impl TestDatabase {
     /// A new database `{prefix}_{random}` on the server of `admin_url` (its
     /// `postgres` database), holding the current schema and no rows.
-    pub async fn create(admin_url: &Url, prefix: &str) -> anyhow::Result<Self> {
+    pub async fn create(admin_url: &LibpqUrl, prefix: &str) -> anyhow::Result<Self> {
         let template = template(admin_url).await?;
         let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
         let mut admin = connect(admin_url).await?;
@@ -40,24 +40,20 @@ impl TestDatabase {
             ))
             .await
             .with_context(|| format!("creating {name} from the template {template}"))?;
-        let mut url = admin_url.clone();
-        url.set_path(&format!("/{name}"));
         Ok(Self {
+            url: admin_url.with_dbname(&name).expose(),
             name,
-            url: url.to_string(),
             admin_url: admin_url.clone(),
         })
     }
 
     /// A name for a database that does not exist yet, on the server of
     /// `admin_url`: for testing what creates it. `drop_database` removes it.
-    pub fn not_created(admin_url: &Url, prefix: &str) -> Self {
+    pub fn not_created(admin_url: &LibpqUrl, prefix: &str) -> Self {
         let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-        let mut url = admin_url.clone();
-        url.set_path(&format!("/{name}"));
         Self {
+            url: admin_url.with_dbname(&name).expose(),
             name,
-            url: url.to_string(),
             admin_url: admin_url.clone(),
         }
     }
@@ -81,11 +77,12 @@ impl TestDatabase {
     /// A pool whose sessions carry this `application_name`, to tell them
     /// from a worker's in `pg_stat_activity`.
     pub fn pool_named(&self, pool_size: usize, application_name: &str) -> DbPool {
-        let mut url = Url::parse(&self.url).expect("a URL made from a valid one");
-        url.query_pairs_mut()
-            .append_pair("application_name", application_name);
+        let url = self
+            .database_url()
+            .libpq_url()
+            .with_param("application_name", application_name);
         let settings = DatabaseSettings {
-            url: DatabaseUrl::parse(url.as_str()).expect("a valid URL with one more parameter"),
+            url: DatabaseUrl::parse(&url.expose()).expect("a valid URL with one more parameter"),
             ..self.settings(pool_size)
         };
         db::connect(&settings).expect("building a pool never connects")
@@ -104,14 +101,14 @@ impl TestDatabase {
     }
 }
 
-async fn connect(admin_url: &Url) -> anyhow::Result<AsyncPgConnection> {
-    let url = DatabaseUrl::parse(admin_url.as_str()).map_err(anyhow::Error::msg)?;
+async fn connect(admin_url: &LibpqUrl) -> anyhow::Result<AsyncPgConnection> {
+    let url = DatabaseUrl::parse(&admin_url.expose()).map_err(anyhow::Error::msg)?;
     Ok(url.establish().await?)
 }
 
 /// The migrated template's name, building it the first time in this
 /// process if the server does not have it yet.
-async fn template(admin_url: &Url) -> anyhow::Result<String> {
+async fn template(admin_url: &LibpqUrl) -> anyhow::Result<String> {
     static TEMPLATE: OnceCell<String> = OnceCell::const_new();
     TEMPLATE
         .get_or_try_init(|| build_template(admin_url))
@@ -119,7 +116,7 @@ async fn template(admin_url: &Url) -> anyhow::Result<String> {
         .cloned()
 }
 
-async fn build_template(admin_url: &Url) -> anyhow::Result<String> {
+async fn build_template(admin_url: &LibpqUrl) -> anyhow::Result<String> {
     let name = format!("dwtest_template_{MIGRATIONS_DIGEST}");
     let mut admin = connect(admin_url).await?;
     diesel::sql_query("SELECT pg_advisory_lock($1)")
@@ -138,7 +135,7 @@ async fn build_template(admin_url: &Url) -> anyhow::Result<String> {
 
 async fn build_template_locked(
     admin: &mut AsyncPgConnection,
-    admin_url: &Url,
+    admin_url: &LibpqUrl,
     name: &str,
 ) -> anyhow::Result<()> {
     #[derive(diesel::QueryableByName)]
@@ -173,9 +170,8 @@ async fn build_template_locked(
         .batch_execute(&format!("CREATE DATABASE \"{name}\""))
         .await
         .with_context(|| format!("creating the template {name}"))?;
-    let mut url = admin_url.clone();
-    url.set_path(&format!("/{name}"));
-    let url = DatabaseUrl::parse(url.as_str()).map_err(anyhow::Error::msg)?;
+    let url =
+        DatabaseUrl::parse(&admin_url.with_dbname(name).expose()).map_err(anyhow::Error::msg)?;
     db::migrate(&url).await.context("migrating the template")?;
     // No connections from now on: a clone needs the template to itself.
     admin

@@ -8,11 +8,13 @@
 //! its own database on it.
 
 use disconnect_worker::config::{DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL};
+use disconnect_worker::db::connect::LibpqUrl;
 use tokio::sync::OnceCell;
 
 pub struct Services {
-    /// URL of the server's `postgres` database, for creating databases.
-    pub postgres_admin_url: url::Url,
+    /// URL of the server's `postgres` database, for creating databases
+    /// (libpq's form: several hosts allowed).
+    pub postgres_admin_url: LibpqUrl,
     pub amqp_url: String,
     #[cfg(feature = "containers")]
     _containers: Option<containers::Running>,
@@ -47,11 +49,11 @@ async fn resolve() -> Services {
     }
 }
 
-/// The URL of the `postgres` database on the server of `database_url`.
-pub fn admin_url(database_url: &str) -> url::Url {
-    let mut url = url::Url::parse(database_url).expect("the database URL is a URL");
-    url.set_path("/postgres");
-    url
+/// The URL of the `postgres` database on the servers of `database_url`.
+pub fn admin_url(database_url: &str) -> LibpqUrl {
+    LibpqUrl::parse("the test database URL", database_url)
+        .unwrap_or_else(|error| panic!("{error}"))
+        .with_dbname("postgres")
 }
 
 #[cfg(feature = "containers")]

@@ -15,17 +15,20 @@
 //!
 //! The trusted roots are the PEM file `sslrootcert` names, else the system's
 //! (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured), or `sslrootcert=system`.
+//! The URL is libpq's, several hosts included ([`libpq_url`]); each host is
+//! checked against its own name (`verify-full`), and `target_session_attrs`
+//! picks the one to use, as libpq does.
 //! The connection's `application_name` is `disconnect-worker` unless the URL
 //! sets one, so operators find the worker in `pg_stat_activity`. Every
 //! connection carries [`SessionBounds`]: a parsed URL bounds the socket
 //! only; [`DatabaseUrl::with_bounds`] adds the server-side timeouts.
 
 mod bounds;
+mod libpq_url;
 mod verify;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 
 use diesel_async::AsyncPgConnection;
@@ -34,12 +37,11 @@ use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
-use url::Url;
 
 use crate::observability::metrics;
-use crate::secret::SecretUrl;
 
 pub use bounds::SessionBounds;
+pub use libpq_url::{Host, LibpqUrl};
 
 /// The application name the worker's connections carry unless the URL sets
 /// `application_name`.
@@ -90,10 +92,13 @@ enum Roots {
     File(PathBuf),
 }
 
-/// A parsed, checked `DATABASE_URL`. Its `Display` masks the password.
+/// A parsed, checked `DATABASE_URL`. Its `Display` masks the password and
+/// names every host.
 #[derive(Clone)]
 pub struct DatabaseUrl {
-    shown: SecretUrl,
+    /// Without the parameters read here: what is shown, and what another
+    /// database on the same servers is made from.
+    shown: LibpqUrl,
     /// The URL's settings, without its `options` and without the bounds:
     /// each connection is opened with [`Self::session_config`].
     config: tokio_postgres::Config,
@@ -123,35 +128,30 @@ impl DatabaseUrl {
     /// Check `value` as `DATABASE_URL`; every error names the setting and
     /// never repeats the password.
     pub fn parse(value: &str) -> Result<Self, String> {
-        let shown = SecretUrl::parse(SETTING, value, &["postgres", "postgresql"])?;
-        let mut url = Url::parse(value).map_err(|error| format!("{SETTING}: {error}"))?;
+        let mut url = LibpqUrl::parse(SETTING, value)?;
+        let shown = url.clone();
         let mut ssl_mode = SslMode::Prefer;
         let mut roots = None;
         let mut application_name = None;
         let mut options = None;
         let mut kept = Vec::new();
-        for (key, value) in url.query_pairs() {
-            match key.as_ref() {
+        for (key, value) in url.take_params() {
+            match key.as_str() {
                 "sslmode" => ssl_mode = SslMode::parse(&value)?,
                 "sslrootcert" if value == "system" => roots = Some(Roots::System),
-                "sslrootcert" => roots = Some(Roots::File(PathBuf::from(value.as_ref()))),
+                "sslrootcert" => roots = Some(Roots::File(PathBuf::from(value))),
                 "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" => {
                     return Err(format!(
                         "{SETTING}: {key} is not supported (client certificates and revocation lists)"
                     ))
                 }
-                "application_name" => {
-                    application_name = Some(value.into_owned());
-                }
-                "options" => options = Some(value.into_owned()),
-                _ => kept.push((key.into_owned(), value.into_owned())),
+                "application_name" => application_name = Some(value),
+                "options" => options = Some(value),
+                _ => kept.push((key, value)),
             }
         }
-        url.set_query(None);
-        if !kept.is_empty() {
-            url.query_pairs_mut().extend_pairs(&kept);
-        }
-        let mut config = tokio_postgres::Config::from_str(url.as_str()).map_err(|error| {
+        url.set_params(kept);
+        let mut config = url.config().map_err(|error| {
             format!("{SETTING} is not a Postgres connection URL that can be used ({error})")
         })?;
         config.application_name(
@@ -211,12 +211,22 @@ impl DatabaseUrl {
         self.config.get_dbname()
     }
 
-    /// The same server, credentials and TLS settings, another database.
+    /// The same servers, credentials and TLS settings, another database.
     pub fn with_database(&self, name: &str) -> Self {
         let mut other = self.clone();
         other.config.dbname(name);
-        other.shown = self.shown.with_path(&format!("/{name}"));
+        other.shown = self.shown.with_dbname(name);
         other
+    }
+
+    /// The servers, in the order they are tried.
+    pub fn hosts(&self) -> &[Host] {
+        self.shown.hosts()
+    }
+
+    /// The URL as given (its password included: not for logs).
+    pub fn libpq_url(&self) -> &LibpqUrl {
+        &self.shown
     }
 
     /// Open a connection, within the connect bound (TCP, TLS and the
@@ -265,7 +275,12 @@ impl DatabaseUrl {
         match verify::tls_failure(error) {
             Some(reason) => ConnectError::Tls {
                 settings: self.tls_settings(),
-                host: self.shown.host().unwrap_or_default(),
+                host: self
+                    .hosts()
+                    .iter()
+                    .map(|host| host.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 reason,
             },
             None => ConnectError::Unreachable {
