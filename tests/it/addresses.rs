@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use crate::support::process::run_to_exit;
+use crate::support::process::{run_to_exit, until_ready};
 use crate::support::proxy::Proxy;
 use crate::support::{eventually, RunningWorker, TestContext};
 
@@ -67,10 +67,7 @@ async fn an_address_that_does_not_answer_is_skipped_at_start() {
     let test = TestContext::new().await;
     let addresses = format!("{},{}", dead_address(&test), test.amqp_url);
     let worker = test.spawn_worker_process(&[("AMQP_URL", &addresses)]);
-    eventually("ready on the second address", || async {
-        (worker.get("/readyz").await?.0 == 200).then_some(())
-    })
-    .await;
+    until_ready(&worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

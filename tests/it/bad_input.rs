@@ -4,6 +4,7 @@ use lapin::types::ShortString;
 use lapin::BasicProperties;
 use uuid::Uuid;
 
+use crate::support::process::until_ready;
 use crate::support::TestContext;
 
 fn json() -> BasicProperties {
@@ -188,10 +189,7 @@ async fn a_dead_letter_that_reaches_no_queue_leaves_its_request_in_the_queue() {
     test.topology.delivery_limit = 1000;
     test.topology.declare(&channel).await.expect("declaring");
     let worker = test.spawn_worker_process(&[]);
-    crate::support::eventually("the worker to be ready", || async {
-        matches!(worker.get("/readyz").await, Some((200, _))).then_some(())
-    })
-    .await;
+    until_ready(&worker).await;
     bind_dead_letter_queue(&test, &channel, false).await;
 
     test.publish_raw(&channel, b"not json", json()).await;

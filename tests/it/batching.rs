@@ -9,7 +9,7 @@ use disconnect_worker::service::{record_disconnects, Policy, Processed};
 use uuid::Uuid;
 
 use crate::support::broker::decoded_request;
-use crate::support::{eventually, RunningWorker, TestContext};
+use crate::support::{RunningWorker, TestContext};
 
 fn request_with_reason(id: Uuid, token: &str, reason: &str) -> Vec<u8> {
     serde_json::to_vec(
@@ -251,10 +251,7 @@ async fn half_a_batch_redelivered_with_new_requests_changes_only_the_new_ones() 
     events.event_for(ids[4]).await;
     events.event_for(ids[5]).await;
     test.wait_for_request_queue_empty().await;
-    eventually("the outbox to drain", || async {
-        (test.unpublished_event_count().await == 0).then_some(())
-    })
-    .await;
+    test.wait_until_outbox_empty().await;
     while events
         .next_within(Duration::from_millis(300))
         .await

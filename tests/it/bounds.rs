@@ -12,7 +12,7 @@ use disconnect_testkit::WorkerProcess;
 use disconnect_worker::db::{DatabaseUrl, SessionBounds};
 use uuid::Uuid;
 
-use crate::support::process::{json_log_lines, message};
+use crate::support::process::{json_log_lines, message, until_ready};
 use crate::support::proxy::Proxy;
 use crate::support::{eventually, scraped, TestContext, PATIENCE};
 
@@ -46,10 +46,7 @@ impl Worker {
         let mut env = vec![("LOG_FORMAT", "json"), ("RUST_LOG", "info")];
         env.extend_from_slice(settings);
         let process = test.spawn_worker_process_logging(&env, Logs::File(log.clone()));
-        eventually("the worker to be ready", || async {
-            matches!(process.get("/readyz").await, Some((200, _))).then_some(())
-        })
-        .await;
+        until_ready(&process).await;
         Self {
             process,
             log: LogFile(log),
@@ -303,10 +300,7 @@ async fn a_confirm_past_its_deadline_fails_the_publish_and_the_relay_sends_it_la
     assert_eq!(worker.timeouts("broker_heartbeat").await, 0.0);
 
     proxy.thaw();
-    eventually("the relay to publish the event", || async {
-        (test.unpublished_event_count().await == 0).then_some(())
-    })
-    .await;
+    test.wait_until_outbox_empty().await;
     let event = events.event_for(request).await;
     assert_eq!(event.routing_key, "connection.disconnected");
     assert_eq!(

@@ -6,7 +6,7 @@
 use disconnect_testkit::process::Logs;
 use uuid::Uuid;
 
-use crate::support::process::{json_log_lines, message};
+use crate::support::process::{json_log_lines, message, until_ready};
 use crate::support::proxy::Proxy;
 use crate::support::{eventually, sample, TestContext};
 
@@ -22,10 +22,7 @@ async fn requests_wait_out_a_database_outage_and_are_processed_once_it_ends() {
         Logs::File(log.clone()),
     );
     let mut events = test.event_tap().await;
-    eventually("ready", || async {
-        (worker.get("/readyz").await?.0 == 200).then_some(())
-    })
-    .await;
+    until_ready(&worker).await;
 
     proxy.go_down();
     let request = test
@@ -69,10 +66,7 @@ async fn requests_wait_out_a_database_outage_and_are_processed_once_it_ends() {
 
     assert_eq!(event.routing_key, "connection.disconnected");
     assert!(!test.is_active(&token).await);
-    eventually("ready again", || async {
-        (worker.get("/readyz").await?.0 == 200).then_some(())
-    })
-    .await;
+    until_ready(&worker).await;
     // The counter moves just after the ack, which may be after the event.
     let metrics = eventually("the request counted", || async {
         let (_, metrics) = worker.get("/metrics").await?;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use disconnect_testkit::process::Logs;
 
+use crate::support::process::until_ready;
 use crate::support::proxy::Proxy;
 use crate::support::scopes::{client_request, BROKER_USER};
 use crate::support::{eventually, TestContext};
@@ -90,10 +91,7 @@ async fn a_broker_cut_across_a_whole_fan_out_drains_every_event_once_the_link_re
         ],
         Logs::File(log.clone()),
     );
-    eventually("the worker to be ready", || async {
-        matches!(worker.get("/readyz").await, Some((200, _))).then_some(())
-    })
-    .await;
+    until_ready(&worker).await;
 
     let channel = test.channel().await;
     let request = client_request(APP);

@@ -89,10 +89,7 @@ async fn a_re_sent_event_is_byte_identical_with_the_same_event_id() {
         .request_disconnect(&test.channel().await, Uuid::new_v4(), token.token.expose())
         .await;
     let first = events.event_for(request).await;
-    crate::support::eventually("the event deleted once confirmed", || async {
-        (test.unpublished_event_count().await == 0).then_some(())
-    })
-    .await;
+    test.wait_until_outbox_empty().await;
     // As if the worker had died between the confirm and the deletion: the
     // row is back, and the relay publishes it again once it is older than
     // the relay delay.

@@ -16,7 +16,7 @@ use disconnect_testkit::process::{worker_env, Logs};
 use disconnect_testkit::WorkerProcess;
 use uuid::Uuid;
 
-use crate::support::process::BINARY;
+use crate::support::process::{succeeded, until_ready, BINARY};
 use crate::support::proxy::Proxy;
 use crate::support::releases::binary_of_0_3;
 use crate::support::scopes::{client_request, BROKER_USER};
@@ -82,24 +82,13 @@ fn replica(
     WorkerProcess::spawn(binary, &env, Logs::File(test.log_file(name))).expect("starting a replica")
 }
 
-async fn ready(process: &WorkerProcess) {
-    eventually("a replica to be ready", || async {
-        matches!(process.get("/readyz").await, Some((200, _))).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fan_out_beside_0_3_0_completes_after_all_its_events_when_the_new_replica_is_cut_and_killed(
 ) {
     let test = TestContext::new().await;
     let old_binary = binary_of_0_3().await;
     // As a database upgraded from 0.3.x is.
-    let set = test
-        .command(&["outbox", "format", "set", "whole", "--no-wait"])
-        .output()
-        .expect("outbox format set");
-    assert!(set.status.success());
+    succeeded(test.command(&["outbox", "format", "set", "whole", "--no-wait"]));
     test.seed_connections(APP, "company-", "gusto", CONNECTIONS, 1)
         .await;
     let mut singles = Vec::new();
@@ -138,7 +127,7 @@ async fn a_fan_out_beside_0_3_0_completes_after_all_its_events_when_the_new_repl
         &proxy.url_through(&test.amqp_url),
         "mixed-new",
     );
-    ready(&new).await;
+    until_ready(&new).await;
 
     // The new replica takes the fan-out, and its broker link goes silent
     // right after it sends the first event of its first chunk: those events
@@ -153,7 +142,7 @@ async fn a_fan_out_beside_0_3_0_completes_after_all_its_events_when_the_new_repl
         .expect("the new replica to take a chunk");
     let at_cut = seen.lock().expect("seen").connections.len();
     let old = replica(&test, &old_binary, &test.amqp_url, "mixed-old");
-    ready(&old).await;
+    until_ready(&old).await;
     let mut single_ids = Vec::new();
     for token in &singles {
         single_ids.push(
@@ -180,7 +169,7 @@ async fn a_fan_out_beside_0_3_0_completes_after_all_its_events_when_the_new_repl
     sampler.abort();
     // A replica of this release again, once 0.3.0 alone finished the work.
     let restarted = replica(&test, BINARY.as_ref(), &test.amqp_url, "mixed-new-again");
-    ready(&restarted).await;
+    until_ready(&restarted).await;
     {
         let seen = seen.lock().expect("seen");
         eprintln!(

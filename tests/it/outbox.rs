@@ -7,7 +7,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::support::broker::decoded_request;
-use crate::support::{eventually, TestContext};
+use crate::support::TestContext;
 
 /// A worker that crashed after committing and before publishing leaves
 /// exactly this state: the outcome and its outbox row committed, nothing
@@ -50,10 +50,7 @@ async fn an_event_left_unpublished_by_a_crash_is_published_when_the_worker_runs_
             &serde_json::json!("gusto")
         )
     );
-    eventually("the event deleted once confirmed", || async {
-        (test.unpublished_event_count().await == 0).then_some(())
-    })
-    .await;
+    test.wait_until_outbox_empty().await;
 }
 
 /// An event kept whole (here a token revoked alone) is published from its
@@ -80,10 +77,7 @@ async fn an_event_kept_whole_and_left_by_a_crash_is_published_as_stored() {
 
     assert_eq!(event.routing_key, "token.revoked");
     assert_eq!(event.raw, stored.into_bytes());
-    eventually("the event deleted once confirmed", || async {
-        (test.unpublished_event_count().await == 0).then_some(())
-    })
-    .await;
+    test.wait_until_outbox_empty().await;
 }
 
 /// The worker publishes a batch's events itself, right after the commit,
@@ -111,10 +105,7 @@ async fn events_are_published_and_deleted_right_after_commit_without_the_relay()
         let event = events.event_for(*request_id).await;
         assert_eq!(event.routing_key, "connection.disconnected");
     }
-    eventually("the events deleted once confirmed", || async {
-        (test.unpublished_event_count().await == 0).then_some(())
-    })
-    .await;
+    test.wait_until_outbox_empty().await;
 }
 
 /// An unpublished event younger than the relay delay belongs to the worker
@@ -144,10 +135,7 @@ async fn the_relay_publishes_an_unpublished_event_only_once_it_is_older_than_the
 
     test.age_unpublished_events("61 minutes").await;
     events.event_for(request_ids[0]).await;
-    eventually("the event deleted once confirmed", || async {
-        (test.unpublished_event_count().await == 0).then_some(())
-    })
-    .await;
+    test.wait_until_outbox_empty().await;
 }
 
 /// Graceful shutdown publishes what is left to the relay before exiting.
@@ -170,10 +158,7 @@ async fn a_graceful_stop_publishes_pending_events_first() {
         )
         .await;
     events.event_for(sentinel_request).await;
-    eventually("the sentinel's event deleted once confirmed", || async {
-        (test.unpublished_event_count().await == 0).then_some(())
-    })
-    .await;
+    test.wait_until_outbox_empty().await;
     let request_ids = test
         .leave_unpublished_events(&["company-c", "company-d", "company-e"], "1 hour")
         .await;

@@ -9,23 +9,16 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::support::process::run_to_exit;
+use crate::support::process::{run_to_exit, succeeded};
 use crate::support::releases::database_of_0_3;
-use crate::support::{eventually, TestContext};
+use crate::support::TestContext;
 
 impl TestContext {
     /// `disconnect-worker outbox format show`'s first line.
     fn shown_format(&self, database_url: &str) -> String {
-        let output = self
-            .command(&["outbox", "format", "show"])
-            .env("DATABASE_URL", database_url)
-            .output()
-            .expect("outbox format show");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let mut show = self.command(&["outbox", "format", "show"]);
+        show.env("DATABASE_URL", database_url);
+        let output = succeeded(show);
         String::from_utf8_lossy(&output.stdout)
             .lines()
             .next()
@@ -109,15 +102,7 @@ async fn a_running_worker_follows_a_change_of_the_outbox_format() {
     events.event_for(first).await;
     assert_eq!(test.written_to(first).await, "outbox_disconnections");
 
-    let set = test
-        .command(&["outbox", "format", "set", "whole", "--no-wait"])
-        .output()
-        .expect("outbox format set");
-    assert!(
-        set.status.success(),
-        "{}",
-        String::from_utf8_lossy(&set.stderr)
-    );
+    let set = succeeded(test.command(&["outbox", "format", "set", "whole", "--no-wait"]));
     assert_eq!(
         String::from_utf8_lossy(&set.stdout).trim(),
         "outbox format: by_reference -> whole"
@@ -175,10 +160,7 @@ async fn setting_whole_waits_until_no_event_is_kept_by_reference() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("no event is kept by reference"));
-    eventually("the outbox empty", || async {
-        (test.unpublished_event_count().await == 0).then_some(())
-    })
-    .await;
+    test.wait_until_outbox_empty().await;
 }
 
 /// A format a newer release set: this release would not publish what that

@@ -15,6 +15,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::support::broker::{decoded_request, RawEvents};
+use crate::support::process::succeeded;
 use crate::support::scopes::{client_request, BROKER_USER};
 use crate::support::{eventually, scraped, TestContext};
 
@@ -87,15 +88,7 @@ async fn a_reference_whose_connection_row_is_gone_is_set_aside_and_the_others_ar
     })
     .await;
     assert_eq!(test.unpublished_event_count().await, 0);
-    let listed = test
-        .command(&["outbox", "set-aside", "list", "--json"])
-        .output()
-        .expect("list");
-    assert!(
-        listed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&listed.stderr)
-    );
+    let listed = succeeded(test.command(&["outbox", "set-aside", "list", "--json"]));
     let listed: Vec<Value> = serde_json::from_slice(&listed.stdout).expect("a JSON array");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["event_id"], gone.to_string());
@@ -112,11 +105,7 @@ async fn a_reference_whose_connection_row_is_gone_is_set_aside_and_the_others_ar
     })
     .await;
 
-    let discarded = test
-        .command(&["outbox", "set-aside", "discard", "--all"])
-        .output()
-        .expect("discard");
-    assert!(discarded.status.success());
+    succeeded(test.command(&["outbox", "set-aside", "discard", "--all"]));
     assert_eq!(test.set_aside_count().await, 0);
     eventually("the gauge back to 0", || async {
         (scraped(&worker, gauge).await == 0.0).then_some(())
@@ -166,15 +155,7 @@ async fn a_reference_whose_rows_changed_is_set_aside_and_published_as_first_buil
         second.token_id
     ))
     .await;
-    let retried = test
-        .command(&["outbox", "set-aside", "retry", "--all"])
-        .output()
-        .expect("retry");
-    assert!(
-        retried.status.success(),
-        "{}",
-        String::from_utf8_lossy(&retried.stderr)
-    );
+    succeeded(test.command(&["outbox", "set-aside", "retry", "--all"]));
     let event = &events.of_request(request_id, 1).await[0];
     let mut revoked = vec![first.token_id.to_string(), second.token_id.to_string()];
     revoked.sort();
@@ -270,10 +251,7 @@ async fn a_reference_with_a_reason_code_this_release_does_not_know_is_published_
         serde_json::to_string(&serde_json::from_str::<Value>(&built.payload).expect("json")).ok()
     );
     assert_eq!(test.set_aside_count().await, 0);
-    eventually("the outbox empty", || async {
-        (test.unpublished_event_count().await == 0).then_some(())
-    })
-    .await;
+    test.wait_until_outbox_empty().await;
 }
 
 /// A fan-out a newer release accepted, of a scope this release does not

@@ -6,17 +6,14 @@
 
 use uuid::Uuid;
 
-use crate::support::process::run_to_exit;
-use crate::support::{eventually, TestContext};
+use crate::support::process::{run_to_exit, until_ready};
+use crate::support::TestContext;
 
 const PASSWORD: &str = "multi-h0st-pa55word";
 
-/// A port nothing listens on (the OS gives it, then it is released).
+/// A port nothing listens on.
 fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
+    disconnect_testkit::process::free_port().expect("a free port")
 }
 
 /// The test database's URL as libpq's multi-host form: `hosts` in the
@@ -88,10 +85,7 @@ async fn run_and_migrate_take_a_multi_host_url_whose_first_host_is_down() {
 
     let url = multi_host_url(&test, &hosts, true, "target_session_attrs=read-write");
     let worker = test.spawn_worker_process(&[("DATABASE_URL", &url), ("RUN_MIGRATIONS", "true")]);
-    eventually("the worker to be ready", || async {
-        matches!(worker.get("/readyz").await, Some((200, _))).then_some(())
-    })
-    .await;
+    until_ready(&worker).await;
     let mut events = test.event_tap().await;
     let token = test.issue("app", "C", "gusto", "user-a").await;
     let request = test

@@ -90,10 +90,7 @@ async fn the_worker_recovers_when_the_broker_closes_its_channel_and_declares_its
             .ok()
     })
     .await;
-    eventually("the pending event published", || async {
-        (test.unpublished_event_count().await == 0).then_some(())
-    })
-    .await;
+    test.wait_until_outbox_empty().await;
     let mut events = test.event_tap().await;
     let third = test.issue("app", "company-e", "gusto", "user-a").await;
     let later = test

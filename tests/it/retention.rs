@@ -219,10 +219,7 @@ async fn an_unpublished_event_keeps_the_rows_it_is_rebuilt_from() {
         event.json["revoked_token_ids"],
         serde_json::json!([old.token_id.to_string()])
     );
-    crate::support::eventually("the event deleted once confirmed", || async {
-        (test.unpublished_event_count().await == 0).then_some(())
-    })
-    .await;
+    test.wait_until_outbox_empty().await;
     drop(worker);
     let purged = purge_once(&test.bounded_pool(), &settings(), later)
         .await

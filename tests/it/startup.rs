@@ -3,8 +3,8 @@
 use disconnect_testkit::process::Logs;
 use disconnect_testkit::{services, TestDatabase};
 
-use crate::support::process::{json_log_lines, message};
-use crate::support::{eventually, TestContext};
+use crate::support::process::{json_log_lines, message, until_ready};
+use crate::support::TestContext;
 
 /// The database is created and migrated before anything else uses it, so a
 /// first start logs no warning (the outbox's pruning once ran first and
@@ -23,10 +23,7 @@ async fn a_first_start_creates_and_migrates_the_database_before_anything_uses_it
         ],
         Logs::File(log.clone()),
     );
-    eventually("ready", || async {
-        (worker.get("/readyz").await?.0 == 200).then_some(())
-    })
-    .await;
+    until_ready(&worker).await;
     worker.signal("TERM");
     let status = worker.wait().await;
     fresh.drop_database().await;
@@ -73,10 +70,7 @@ async fn four_replicas_started_at_once_on_an_empty_server_all_come_up() {
         })
         .collect();
     for worker in &workers {
-        eventually("every replica ready", || async {
-            (worker.get("/readyz").await?.0 == 200).then_some(())
-        })
-        .await;
+        until_ready(worker).await;
     }
     let mut statuses = Vec::new();
     for worker in workers {

@@ -7,8 +7,8 @@ use std::process::Command;
 
 use uuid::Uuid;
 
-use crate::support::process::run_to_exit;
-use crate::support::{eventually, TestContext};
+use crate::support::process::{run_to_exit, until_ready};
+use crate::support::TestContext;
 
 /// A queue's arguments as the broker holds them: name to value.
 fn queue_arguments(queue: &str) -> serde_json::Value {
@@ -97,10 +97,7 @@ async fn without_declaring_the_worker_names_what_is_missing_and_runs_when_nothin
         .request_disconnect(&channel, Uuid::new_v4(), token.token.expose())
         .await;
     events.event_for(request).await;
-    eventually("ready", || async {
-        (worker.get("/readyz").await?.0 == 200).then_some(())
-    })
-    .await;
+    until_ready(&worker).await;
     drop(worker);
 
     channel

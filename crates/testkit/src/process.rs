@@ -121,7 +121,7 @@ impl Drop for WorkerProcess {
 }
 
 /// A port nothing listens on now (the OS picks it; released for the child).
-fn free_port() -> std::io::Result<u16> {
+pub fn free_port() -> std::io::Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())

@@ -48,6 +48,14 @@ impl TestContext {
         .await;
     }
 
+    /// Wait until no event is left unpublished in either outbox table.
+    pub async fn wait_until_outbox_empty(&self) {
+        super::eventually("the outbox empty", || async {
+            (self.unpublished_event_count().await == 0).then_some(())
+        })
+        .await;
+    }
+
     /// How many events are set aside.
     pub async fn set_aside_count(&self) -> i64 {
         use diesel::dsl::count_star;

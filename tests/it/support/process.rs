@@ -41,6 +41,26 @@ impl TestContext {
     }
 }
 
+/// Wait until a worker process answers `/readyz` with 200.
+pub async fn until_ready(worker: &WorkerProcess) {
+    super::eventually("the worker to be ready", || async {
+        matches!(worker.get("/readyz").await, Some((200, _))).then_some(())
+    })
+    .await;
+}
+
+/// Run `command` to its end and return its output, which must be a
+/// success (its stderr is the failure message otherwise).
+pub fn succeeded(mut command: Command) -> std::process::Output {
+    let output = command.output().expect("running the binary");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// A JSON log file written by a worker with `LOG_FORMAT=json`: one object
 /// per line.
 pub fn json_log_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
