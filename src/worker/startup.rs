@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Settings;
 use crate::broker::{BrokerSession, TopologyError, TopologyMode};
+use crate::db::connect::ConnectError;
 use crate::db::setup::{self, SetupError};
 use crate::observability::{metrics, Outage};
 use crate::outbox::{format, OutboxFormat};
@@ -31,8 +32,18 @@ pub async fn prepare_database(
             0
         };
         let mut conn = url.establish().await.map_err(SetupError::from)?;
-        let format = format::stored(&mut conn)
+        // Bounded as a transaction is: a link that goes silent here is an
+        // outage to wait out, not a start-up that hangs.
+        let deadline = settings.database.deadlines.transaction;
+        let format = metrics::within("database_transaction", deadline, format::stored(&mut conn))
             .await
+            .map_err(|_| {
+                SetupError::Unreachable(ConnectError::Unreachable {
+                    url: url.to_string(),
+                    reason: format!("no answer to reading the outbox format within {deadline:?}"),
+                    answered: false,
+                })
+            })?
             .map_err(|error| SetupError::Failed(anyhow::Error::new(error)))?;
         Ok::<_, SetupError>((applied, format))
     };

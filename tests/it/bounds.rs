@@ -427,3 +427,48 @@ async fn a_checkout_past_its_deadline_hands_the_batch_back_unattempted() {
     assert_eq!(event.routing_key, "connection.disconnected");
     assert_eq!(test.recorded_request_count().await, 1);
 }
+
+/// A database that goes silent while a starting worker reads the outbox
+/// format: the read ends at `DATABASE_TRANSACTION_TIMEOUT_SECS`, is counted,
+/// and is retried as an outage (the worker not ready meanwhile); once the
+/// database answers, the worker starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_up_whose_database_goes_silent_reading_the_outbox_format_waits_it_out() {
+    let test = TestContext::new().await;
+    let proxy = Proxy::for_url(&test.database_url, 5432).await;
+    // In plaintext, so the proxy can see the statement.
+    let through = format!("{}?sslmode=disable", proxy.url_through(&test.database_url));
+    proxy.freeze_when_client_sends(b"shared_settings");
+    let log = test.log_file("format-read-timeout");
+    let process = test.spawn_worker_process_logging(
+        &[
+            ("DATABASE_URL", &through),
+            ("DATABASE_TRANSACTION_TIMEOUT_SECS", "2"),
+            ("DATABASE_STATEMENT_TIMEOUT_SECS", "1"),
+            ("AMQP_CONFIRM_TIMEOUT_SECS", "1"),
+            ("LOG_FORMAT", "json"),
+        ],
+        Logs::File(log.clone()),
+    );
+    let worker = Worker {
+        process,
+        log: LogFile(log),
+    };
+    tokio::time::timeout(PATIENCE, proxy.frozen())
+        .await
+        .expect("the worker read the outbox format");
+    worker
+        .wait_for_metric(
+            "the transaction bound reached",
+            "disconnect_worker_timeouts_total{operation=\"database_transaction\"}",
+            1.0,
+        )
+        .await;
+    assert!(
+        !matches!(worker.process.get("/readyz").await, Some((200, _))),
+        "not ready while the database is silent"
+    );
+
+    proxy.thaw();
+    until_ready(&worker.process).await;
+}
