@@ -472,3 +472,38 @@ async fn a_start_up_whose_database_goes_silent_reading_the_outbox_format_waits_i
     proxy.thaw();
     until_ready(&worker.process).await;
 }
+
+/// Stopping while the broker link is silent and events wait in the outbox:
+/// the last relay sweep fails at the confirm bound, the events stay
+/// committed for another replica's relay or the next start, and the stop
+/// is still clean (exit 0): nothing was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_cannot_publish_the_pending_events_leaves_them_in_the_outbox_and_exits_zero() {
+    let test = TestContext::new().await;
+    let (proxy, worker) = Worker::start_through_broker_proxy(
+        &test,
+        "silent-drain",
+        &[
+            ("AMQP_HEARTBEAT_SECS", "120"),
+            ("AMQP_CONFIRM_TIMEOUT_SECS", "1"),
+        ],
+    )
+    .await;
+    proxy.freeze();
+    test.leave_unpublished_events(&["C1", "C2"], "1 hour").await;
+
+    worker.process.signal("TERM");
+    let Worker { process, log } = worker;
+    let status = tokio::time::timeout(Duration::from_secs(30), process.wait())
+        .await
+        .expect("the worker to exit");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(test.unpublished_event_count().await, 2, "left in the outbox");
+    assert_eq!(
+        log.count(
+            "publishing the last pending events failed; they stay in the outbox for another \
+             replica's relay or the next start"
+        ),
+        1
+    );
+}
