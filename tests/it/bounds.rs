@@ -498,7 +498,11 @@ async fn a_stop_that_cannot_publish_the_pending_events_leaves_them_in_the_outbox
         .await
         .expect("the worker to exit");
     assert!(status.success(), "{status:?}");
-    assert_eq!(test.unpublished_event_count().await, 2, "left in the outbox");
+    assert_eq!(
+        test.unpublished_event_count().await,
+        2,
+        "left in the outbox"
+    );
     assert_eq!(
         log.count(
             "publishing the last pending events failed; they stay in the outbox for another \

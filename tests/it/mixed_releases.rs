@@ -2,8 +2,8 @@
 //! rolling upgrade or a rollback: with the outbox format a database upgraded
 //! from 0.3.x starts in (`whole`), a fan-out worked on by both keeps its
 //! `disconnect.completed` after every one of its connections' events when
-//! the new replica's broker link goes silent as it publishes a chunk and it
-//! is then killed, and no event is ever kept by reference (0.3.0 can neither
+//! the replica that took it, of either release, has its broker link go
+//! silent as it publishes a chunk and is then killed, and no event is ever kept by reference (0.3.0 can neither
 //! publish one nor wait for one, and its retention does not keep the rows
 //! one is rebuilt from).
 
@@ -85,8 +85,26 @@ fn replica(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fan_out_beside_0_3_0_completes_after_all_its_events_when_the_new_replica_is_cut_and_killed(
 ) {
+    let old = binary_of_0_3().await;
+    cut_and_killed_mid_fan_out(BINARY.as_ref(), &old).await;
+}
+
+/// The other way: 0.3.0 takes the fan-out and is cut and killed, and this
+/// release works on alone on the rows 0.3.0 left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_0_3_0_started_completes_after_all_its_events_when_0_3_0_is_cut_and_killed() {
+    let old = binary_of_0_3().await;
+    cut_and_killed_mid_fan_out(&old, BINARY.as_ref()).await;
+}
+
+/// The replica of `first` takes a fan-out, its broker link goes silent
+/// right after it sends the first event of its first chunk (those events
+/// stay in the outbox), and it is killed; the replica of `then`, started
+/// meanwhile, works on alone. `disconnect.completed` must come after every
+/// connection's event, every single request must be answered, no event may
+/// ever be kept by reference, and both releases stop cleanly.
+async fn cut_and_killed_mid_fan_out(first: &std::path::Path, then: &std::path::Path) {
     let test = TestContext::new().await;
-    let old_binary = binary_of_0_3().await;
     // As a database upgraded from 0.3.x is.
     succeeded(test.command(&["outbox", "format", "set", "whole", "--no-wait"]));
     test.seed_connections(APP, "company-", "gusto", CONNECTIONS, 1)
@@ -121,17 +139,14 @@ async fn a_fan_out_beside_0_3_0_completes_after_all_its_events_when_the_new_repl
     };
     let seen = watch_events(&test).await;
     let proxy = Proxy::for_url(&test.amqp_url, 5672).await;
-    let new = replica(
+    let cut = replica(
         &test,
-        BINARY.as_ref(),
+        first,
         &proxy.url_through(&test.amqp_url),
-        "mixed-new",
+        "mixed-cut",
     );
-    until_ready(&new).await;
+    until_ready(&cut).await;
 
-    // The new replica takes the fan-out, and its broker link goes silent
-    // right after it sends the first event of its first chunk: those events
-    // stay in the outbox. Then 0.3.0 joins (a rollback, say) and works on.
     proxy.freeze_when_client_sends(b"connection.disconnected");
     let channel = test.channel().await;
     let fan_out = client_request(APP);
@@ -139,10 +154,10 @@ async fn a_fan_out_beside_0_3_0_completes_after_all_its_events_when_the_new_repl
         .await;
     tokio::time::timeout(Duration::from_secs(60), proxy.frozen())
         .await
-        .expect("the new replica to take a chunk");
+        .expect("the first replica to take a chunk");
     let at_cut = seen.lock().expect("seen").connections.len();
-    let old = replica(&test, &old_binary, &test.amqp_url, "mixed-old");
-    until_ready(&old).await;
+    let goes_on = replica(&test, then, &test.amqp_url, "mixed-goes-on");
+    until_ready(&goes_on).await;
     let mut single_ids = Vec::new();
     for token in &singles {
         single_ids.push(
@@ -151,8 +166,8 @@ async fn a_fan_out_beside_0_3_0_completes_after_all_its_events_when_the_new_repl
         );
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    new.signal("KILL");
-    drop(new);
+    cut.signal("KILL");
+    drop(cut);
 
     eventually("disconnect.completed", || async {
         seen.lock().expect("seen").before_completion.map(|_| ())
@@ -167,13 +182,13 @@ async fn a_fan_out_beside_0_3_0_completes_after_all_its_events_when_the_new_repl
     })
     .await;
     sampler.abort();
-    // A replica of this release again, once 0.3.0 alone finished the work.
-    let restarted = replica(&test, BINARY.as_ref(), &test.amqp_url, "mixed-new-again");
+    // The killed release again, once the other alone finished the work.
+    let restarted = replica(&test, first, &test.amqp_url, "mixed-cut-again");
     until_ready(&restarted).await;
     {
         let seen = seen.lock().expect("seen");
         eprintln!(
-            "{at_cut} connection events out when the new replica's link went silent; \
+            "{at_cut} connection events out when the first replica's link went silent; \
              {:?} when disconnect.completed came; at most {} events kept by reference",
             seen.before_completion,
             references.load(Ordering::Relaxed)
@@ -191,7 +206,10 @@ async fn a_fan_out_beside_0_3_0_completes_after_all_its_events_when_the_new_repl
         0,
         "an event was kept by reference beside 0.3.0"
     );
-    for (name, process) in [("0.3.0", old), ("the restarted replica", restarted)] {
+    for (name, process) in [
+        ("the one that went on", goes_on),
+        ("the restarted one", restarted),
+    ] {
         process.signal("TERM");
         let status = tokio::time::timeout(Duration::from_secs(60), process.wait())
             .await

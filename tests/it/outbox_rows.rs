@@ -59,7 +59,8 @@ impl Received {
 }
 
 /// Three disconnects committed and left to the relay; the connection row of
-/// the second deleted by hand (an erasure, say). The relay publishes the
+/// the second deleted by hand (an erasure, say), the third without a digest
+/// (written by an earlier build). The relay publishes the
 /// other two and sets the second aside: listed with its problem, counted in
 /// the gauge, and gone from the outbox so it holds up nothing. Discarding
 /// it empties the list.
@@ -74,6 +75,13 @@ async fn a_reference_whose_connection_row_is_gone_is_set_aside_and_the_others_ar
         "DELETE FROM access_tokens WHERE revoked_by_request = '{0}'; \
          DELETE FROM connections WHERE disconnected_by_request = '{0}'",
         requests[1]
+    ))
+    .await;
+    // The third as a build before migration 12 wrote it, with no digest:
+    // rebuilt and published as before.
+    test.execute(&format!(
+        "UPDATE outbox_disconnections SET payload_digest = NULL WHERE request_id = '{}'",
+        requests[2]
     ))
     .await;
     let mut events = Received::start(&test).await;
