@@ -106,6 +106,12 @@ impl BoundedPool {
             Ok(Err(error)) => return Err(error.into()),
         };
         match metrics::within("database_transaction", transaction, work(&mut conn)).await {
+            // A session that can no longer write (its server was fenced or
+            // demoted under it) would fail every transaction it is given.
+            Ok(Err(error)) if super::writable::is_read_only(&error) => {
+                discard(conn);
+                Err(error.into())
+            }
             Ok(result) => Ok(result?),
             Err(_) => {
                 discard(conn);

@@ -13,11 +13,14 @@
 //! from a server that answered, even with an error (too many clients,
 //! starting up), which every replica sees alike.
 //!
+//! A server that answers but takes no writes (a standby, or a primary being
+//! demoted in a failover) is not ready for work either: the probe checks the
+//! session can write (`db::writable`).
+//!
 //! It also keeps the database's outage log (one line when it starts,
 //! reminders, one when it ends), shared by every task that uses the pool.
 
 use backon::BackoffBuilder;
-use diesel_async::RunQueryDsl;
 use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -161,9 +164,12 @@ impl DatabaseHealth {
     }
 }
 
-/// Whether the network path to the server works: a new connection and a
-/// `SELECT 1`, within the connect bound each. A server that answers with an
-/// error is reachable.
+/// Whether the server can do the worker's work: a new connection, and a
+/// session that can write, within the connect bound each. A server that
+/// answers with an error is reachable (every replica sees it alike); one
+/// that answers but takes no writes (a standby, a primary being demoted) is
+/// not ready, and while it is all the database has, this replica holds no
+/// deliveries it could not finish.
 async fn reachable(url: &DatabaseUrl) -> Result<(), String> {
     let limit = url.bounds().connect;
     let mut conn = match url.establish().await {
@@ -171,8 +177,11 @@ async fn reachable(url: &DatabaseUrl) -> Result<(), String> {
         Err(error) if error.server_answered() => return Ok(()),
         Err(error) => return Err(error.to_string()),
     };
-    match tokio::time::timeout(limit, diesel::sql_query("SELECT 1").execute(&mut conn)).await {
-        Ok(Ok(_)) => Ok(()),
+    match tokio::time::timeout(limit, super::writable::check_writable(&mut conn)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) if super::writable::is_read_only(&error) => {
+            Err(format!("{} at {url}", super::writable::READ_ONLY))
+        }
         Ok(Err(error)) => Err(format!("the probe query failed: {error}")),
         Err(_) => Err(format!("the probe query got no answer within {limit:?}")),
     }

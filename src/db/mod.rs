@@ -13,6 +13,7 @@ pub mod requests;
 pub mod schema;
 pub mod setup;
 pub mod tokens;
+pub mod writable;
 
 use diesel::result::{DatabaseErrorKind, Error as QueryError};
 use diesel_async::pooled_connection::deadpool::{Pool, PoolError};

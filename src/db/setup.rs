@@ -4,7 +4,9 @@ use anyhow::Context;
 use diesel::migration::MigrationSource;
 use diesel::sql_types::Text;
 use diesel::ConnectionError;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::{AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures_util::FutureExt;
@@ -73,6 +75,13 @@ pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<DbPool> {
         }
         .boxed()
     });
+    // Checked when taken from the pool, in place of the default `SELECT 1`:
+    // a connection to a server that no longer takes writes is dropped, and
+    // its replacement opened (with `target_session_attrs=read-write`, on
+    // the host that does).
+    config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
+        super::writable::check_writable(conn).boxed()
+    }));
     // The string is only handed back to `custom_setup`, which ignores it.
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
         settings.url.to_string(),

@@ -1,11 +1,11 @@
-//! Readiness: ready when the database answers and the consumer is active.
+//! Readiness: ready when the database answers and takes writes, and the
+//! consumer is active.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use diesel_async::RunQueryDsl;
-
-use crate::db::BoundedPool;
+use crate::db::writable::{check_writable, is_read_only};
+use crate::db::{BoundedPool, DbError};
 
 /// How long a readiness probe waits for the database.
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -58,11 +58,12 @@ impl Readiness {
         if self.pool.health().is_down() {
             return Err("database: unreachable".into());
         }
-        let ping = self
-            .pool
-            .run(async |conn| diesel::sql_query("SELECT 1").execute(conn).await);
+        let ping = self.pool.run(check_writable);
         match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, ping).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(DbError::Query(error))) if is_read_only(&error) => {
+                Err("database: read-only (a standby, or a primary being demoted)".into())
+            }
             Ok(Err(_)) => Err("database: not answering".into()),
             Err(_) => Err("database: timed out".into()),
         }
