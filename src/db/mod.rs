@@ -9,6 +9,7 @@ pub mod connections;
 pub mod entities;
 pub mod fanouts;
 pub mod health;
+pub mod replication;
 pub mod requests;
 pub mod schema;
 pub mod setup;

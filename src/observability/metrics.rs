@@ -55,6 +55,11 @@ pub const FANOUT_CONNECTIONS: &str = "disconnect_worker_fanout_connections_total
 pub const FANOUTS_FINISHED: &str = "disconnect_worker_fanouts_finished_total";
 /// Rows deleted by retention, by table.
 pub const RETENTION_DELETED: &str = "disconnect_worker_retention_deleted_rows_total";
+/// 1 for the mode of the primary's replication (`db::replication::Mode`),
+/// 0 for the others.
+pub const DATABASE_REPLICATION: &str = "disconnect_worker_database_replication";
+/// Standbys streaming from the primary.
+pub const DATABASE_STANDBYS: &str = "disconnect_worker_database_standbys";
 /// Waits on the network that reached their bound, by operation.
 pub const TIMEOUTS: &str = "disconnect_worker_timeouts_total";
 
@@ -223,6 +228,11 @@ fn describe() {
     describe_gauge!(BUILD_INFO, "The running version (always 1).");
     describe_gauge!(POOL_SIZE, "Postgres connections open in the pool.");
     describe_gauge!(POOL_IN_USE, "Postgres connections in use.");
+    describe_gauge!(
+        DATABASE_REPLICATION,
+        "1 for the mode of the primary's replication (synchronous, waiting_for_standby, asynchronous, no_standby), 0 for the others."
+    );
+    describe_gauge!(DATABASE_STANDBYS, "Standbys streaming from the primary.");
     describe_gauge!(POOL_WAITING, "Tasks waiting for a Postgres connection.");
     describe_gauge!(
         POOL_MAX_SIZE,
@@ -240,6 +250,15 @@ pub fn database_pool(status: deadpool::Status) {
     gauge!(POOL_IN_USE).set(status.size.saturating_sub(status.available) as f64);
     gauge!(POOL_WAITING).set(status.waiting as f64);
     gauge!(POOL_MAX_SIZE).set(status.max_size as f64);
+}
+
+/// The primary's replication, read every minute.
+pub fn database_replication(mode: crate::db::replication::Mode, standbys: i64) {
+    for each in crate::db::replication::Mode::ALL {
+        let value = if each == mode { 1.0 } else { 0.0 };
+        gauge!(DATABASE_REPLICATION, "mode" => each.as_str()).set(value);
+    }
+    gauge!(DATABASE_STANDBYS).set(standbys as f64);
 }
 
 pub fn request_settled(outcome: &'static str, elapsed: Duration) {

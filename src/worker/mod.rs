@@ -239,7 +239,7 @@ impl Worker {
 const CLOSE_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The tasks beside the consumers: the fan-out of company and client
-/// requests, and retention.
+/// requests, retention, and the report of the database's replication.
 struct Background {
     stop: CancellationToken,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -267,6 +267,7 @@ impl Background {
                 settings.retention.clone(),
                 stop.clone(),
             )),
+            tokio::spawn(crate::db::replication::watch(pool.clone(), stop.clone())),
         ];
         Self {
             stop,
