@@ -23,6 +23,7 @@ mod outbox;
 mod outbox_format;
 mod outbox_rows;
 mod partition;
+mod postgres_failover;
 mod postgres_hosts;
 mod reconnect;
 mod retention;

@@ -13,6 +13,9 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use disconnect_worker::db::connect::LibpqUrl;
 use disconnect_worker::db::setup::MIGRATIONS_DIGEST;
 use disconnect_worker::db::{self, DatabaseSettings, DatabaseUrl, DbPool, Deadlines};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
 use tokio::sync::OnceCell;
 
 /// Key of the advisory lock that serialises building the template across
@@ -109,9 +112,15 @@ async fn connect(admin_url: &LibpqUrl) -> anyhow::Result<AsyncPgConnection> {
 /// The migrated template's name, building it the first time in this
 /// process if the server does not have it yet.
 async fn template(admin_url: &LibpqUrl) -> anyhow::Result<String> {
-    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
-    TEMPLATE
-        .get_or_try_init(|| build_template(admin_url))
+    // One per set of servers: a test may make servers of its own.
+    static TEMPLATES: Mutex<BTreeMap<String, Arc<OnceCell<String>>>> = Mutex::new(BTreeMap::new());
+    let cell = TEMPLATES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(admin_url.expose())
+        .or_default()
+        .clone();
+    cell.get_or_try_init(|| build_template(admin_url))
         .await
         .cloned()
 }

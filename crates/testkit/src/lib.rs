@@ -6,6 +6,8 @@
 //! - [`broker`]: connections, topologies with unique names, and their cleanup;
 //! - [`cluster`]: a RabbitMQ cluster of its own, from the installed server;
 //! - [`otlp`]: an OTLP/HTTP receiver, to see what the worker exports;
+//! - [`postgres_pair`]: a Postgres primary and standby of its own, to fail
+//!   over;
 //! - [`proxy`]: a TCP proxy that cuts, refuses or silently freezes links;
 //! - [`process`]: the worker binary as a child process, with its environment
 //!   made from the same names its configuration reads.
@@ -14,6 +16,7 @@ pub mod broker;
 pub mod cluster;
 pub mod database;
 pub mod otlp;
+pub mod postgres_pair;
 pub mod process;
 pub mod proxy;
 pub mod services;

@@ -14,7 +14,10 @@
 //!   after the client has sent bytes holding a pattern (a statement), so the
 //!   server has them and its answer is held;
 //! - [`Proxy::stall`] freezes the connections open now, for good, while new
-//!   ones work.
+//!   ones work;
+//! - [`Proxy::retarget`] sends new connections to another server: a service
+//!   address that follows the primary of a Postgres failover, as a
+//!   Kubernetes Service or a Patroni-managed HAProxy does.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +36,8 @@ pub struct Proxy {
 }
 
 struct Shared {
-    upstream: SocketAddr,
+    /// Where new connections are carried.
+    upstream: Mutex<SocketAddr>,
     links: Mutex<JoinSet<()>>,
     /// While set, new connections are closed at once: the service is
     /// unreachable.
@@ -75,7 +79,7 @@ impl Proxy {
             .expect("binding the proxy");
         let address = listener.local_addr().expect("proxy address");
         let shared = Arc::new(Shared {
-            upstream,
+            upstream: Mutex::new(upstream),
             links: Mutex::new(JoinSet::new()),
             refusing: AtomicBool::new(false),
             frozen: watch::Sender::new(false),
@@ -97,6 +101,12 @@ impl Proxy {
             shared,
             accept,
         }
+    }
+
+    /// Carry new connections to `upstream`; open ones stay where they are
+    /// (their server ends them, or [`Proxy::cut`] does).
+    pub fn retarget(&self, upstream: SocketAddr) {
+        *lock(&self.shared.upstream) = upstream;
     }
 
     /// Drop every open connection; new ones are accepted as before.
@@ -180,7 +190,8 @@ impl Link {
     /// Connect to the service (once not frozen) and pump both ways.
     async fn carry(self, client: TcpStream) {
         self.wait_while_frozen().await;
-        let Ok(server) = TcpStream::connect(self.shared.upstream).await else {
+        let upstream = *lock(&self.shared.upstream);
+        let Ok(server) = TcpStream::connect(upstream).await else {
             return;
         };
         let (client_read, client_write) = client.into_split();

@@ -9,6 +9,7 @@ pub mod process;
 pub mod proxy;
 pub mod queries;
 pub mod releases;
+pub mod replica;
 pub mod scopes;
 pub mod workload;
 
@@ -21,6 +22,7 @@ use disconnect_testkit::broker::{delete_topology, unique_topology};
 use disconnect_testkit::process::worker_env;
 use disconnect_testkit::{services, TestDatabase};
 use disconnect_worker::broker::{BrokerUrls, Topology};
+use disconnect_worker::db::connect::LibpqUrl;
 use disconnect_worker::db::{
     BoundedPool, DatabaseHealth, DatabaseUrl, DbPool, Deadlines, SessionBounds,
 };
@@ -57,9 +59,20 @@ impl TestContext {
     /// to `amqp_url`, and the topology is declared through `declare_via`
     /// (a cluster node, which then leads the quorum queues).
     pub async fn on_broker(amqp_url: &str, declare_via: &str) -> Self {
-        init_logging();
         let services = services::services().await;
-        let database = TestDatabase::create(&services.postgres_admin_url, "dwtest")
+        Self::on_servers(&services.postgres_admin_url, amqp_url, declare_via).await
+    }
+
+    /// As [`Self::new`], with the database on the Postgres servers of
+    /// `admin_url` (a pair of the test's own).
+    pub async fn on_database(admin_url: &LibpqUrl) -> Self {
+        let amqp_url = services::services().await.amqp_url.clone();
+        Self::on_servers(admin_url, &amqp_url, &amqp_url).await
+    }
+
+    async fn on_servers(admin_url: &LibpqUrl, amqp_url: &str, declare_via: &str) -> Self {
+        init_logging();
+        let database = TestDatabase::create(admin_url, "dwtest")
             .await
             .expect("creating the test database");
         let context = Self {
