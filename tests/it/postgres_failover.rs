@@ -74,13 +74,14 @@ async fn fail_over_under_a_stream<F: std::future::Future<Output = ()>>(
     workload: &Workload,
     events: &mut EventTap,
     service: Option<&Proxy>,
+    lag: Duration,
     after_promotion: impl FnOnce() -> F,
 ) -> (BTreeMap<Uuid, Instant>, Failover) {
     let stream = workload.publish_paced(test, RATE);
     let failover = async {
         test.wait_for_progress(100).await;
         pair.replication_link().freeze();
-        tokio::time::sleep(LAG).await;
+        tokio::time::sleep(lag).await;
         pair.stop_immediately(0)
             .await
             .expect("stopping the primary");
@@ -178,6 +179,7 @@ async fn a_failover_behind_a_service_address_loses_nothing_with_a_synchronous_st
             &workload,
             &mut events,
             Some(&service),
+            LAG,
             || async {
                 service.retarget(pair.address(1));
                 service.restore();
@@ -223,7 +225,7 @@ async fn a_multi_host_url_follows_the_failover_and_skips_the_old_primary_back_as
         let replicas = two_replicas(&test, &test.database_url).await;
 
         let (published, failover) =
-            fail_over_under_a_stream(&test, &pair, &workload, &mut events, None, || async {
+            fail_over_under_a_stream(&test, &pair, &workload, &mut events, None, LAG, || async {
                 pair.rebuild_as_standby(0, 1)
                     .await
                     .expect("bringing the old primary back as a standby");
@@ -415,6 +417,7 @@ async fn an_asynchronous_standby_loses_the_disconnects_of_its_lag_and_the_worker
             &workload,
             &mut events,
             Some(&service),
+            LAG,
             || async {
                 service.retarget(pair.address(1));
                 service.restore();
