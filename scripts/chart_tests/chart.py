@@ -110,6 +110,8 @@ GAUGES = {
     "disconnect_worker_database_pool_in_use",
     "disconnect_worker_database_pool_waiting",
     "disconnect_worker_database_pool_max_size",
+    "disconnect_worker_database_replication",
+    "disconnect_worker_database_standbys",
     "process_resident_memory_bytes",
     "process_virtual_memory_bytes",
     "process_open_fds",

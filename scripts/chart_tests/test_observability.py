@@ -156,6 +156,9 @@ ALERTS = {
     "DisconnectWorkerDatabasePoolExhausted": (
         f"max by (namespace, job) (disconnect_worker_database_pool_waiting{{{THIS_RELEASE}}}) > 0",
         "5m", "warning"),
+    "DisconnectWorkerDatabaseReplicationAsynchronous": (
+        f"max by (namespace, job) (disconnect_worker_database_replication"
+        f'{{mode="asynchronous", {THIS_RELEASE}}}) > 0', "15m", "warning"),
     "DisconnectWorkerSlowEndToEnd": (
         f"histogram_quantile(0.99, sum by (namespace, job, le) (rate("
         f"disconnect_worker_publish_to_event_seconds_bucket{{{THIS_RELEASE}}}[5m]))) > 30",
@@ -227,7 +230,7 @@ def test_the_rule_template_names_only_metrics_the_worker_exposes():
     text = (CHART_DIR / "templates" / "prometheusrule.yaml").read_text()
     names = set(METRIC_NAME.findall(text))
     assert names <= SERIES
-    assert len(names) == 12
+    assert len(names) == 13
 
 
 def test_thresholds_durations_and_severities_are_values():

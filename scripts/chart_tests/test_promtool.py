@@ -64,7 +64,7 @@ def run(promtool: str, *args: str, cwd: Path) -> str:
 def test_promtool_accepts_the_rules(promtool, values, tmp_path):
     write_rules(values, tmp_path)
     output = run(promtool, "check", "rules", "rules.yaml", cwd=tmp_path)
-    assert "SUCCESS: 12 rules found" in output, output
+    assert "SUCCESS: 13 rules found" in output, output
 
 
 def test_alerts_fire_as_the_promtool_unit_tests_expect(promtool, tmp_path):
