@@ -13,6 +13,11 @@ use diesel::sql_types::Text;
 use diesel::QueryResult;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+diesel::define_sql_function! {
+    /// Postgres's `current_setting(name)`.
+    fn current_setting(setting_name: Text) -> Text;
+}
+
 /// Why a read-only session is refused, as the error says it.
 pub const READ_ONLY: &str =
     "the server takes no writes (transaction_read_only is on: a standby, or a primary being demoted)";
@@ -23,11 +28,10 @@ pub const READ_ONLY: &str =
 /// `SELECT 1` check: libpq's `target_session_attrs=read-write` asks the same
 /// setting.
 pub async fn check_writable(conn: &mut AsyncPgConnection) -> QueryResult<()> {
-    let read_only: String = diesel::select(diesel::dsl::sql::<Text>(
-        "current_setting('transaction_read_only')",
-    ))
-    .get_result(conn)
-    .await?;
+    // A typed call, so diesel prepares it once per connection.
+    let read_only: String = diesel::select(current_setting("transaction_read_only"))
+        .get_result(conn)
+        .await?;
     if is_on(&read_only) {
         Err(read_only_error())
     } else {

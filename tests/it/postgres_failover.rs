@@ -26,7 +26,7 @@ use disconnect_testkit::postgres_pair::{PostgresPair, Replication};
 use uuid::Uuid;
 
 use crate::support::broker::EventTap;
-use crate::support::process::run_to_exit;
+use crate::support::process::{run_to_exit, until_ready};
 use crate::support::proxy::Proxy;
 use crate::support::replica::Replica;
 use crate::support::workload::{DeadLetters, Workload};
@@ -271,8 +271,8 @@ async fn a_multi_host_url_follows_the_failover_and_skips_the_old_primary_back_as
 }
 
 /// `migrate`, `token issue`, `token introspect`, `outbox format show` and
-/// `outbox set-aside list` succeed on `url`, and the token they issued is
-/// on the primary.
+/// `outbox set-aside list` succeed on `url`, the token they issued is
+/// active, and `run` becomes ready on it (its database check writes).
 async fn commands_work_on(test: &TestContext, url: &str) {
     let run = |args: &[&str]| {
         let mut command = test.command(args);
@@ -318,6 +318,8 @@ async fn commands_work_on(test: &TestContext, url: &str) {
         run(&["outbox", "set-aside", "list"]).await,
         "outbox set-aside list",
     );
+    let worker = test.spawn_worker_process(&[("DATABASE_URL", url)]);
+    until_ready(&worker).await;
 }
 
 /// A primary fenced before its demotion (`default_transaction_read_only`,
