@@ -282,7 +282,8 @@ DASHBOARD_SERIES = {
     "disconnect_worker_database_pool_size", "disconnect_worker_database_pool_in_use",
     "disconnect_worker_database_pool_waiting", "disconnect_worker_database_pool_max_size",
     "process_cpu_seconds_total", "process_resident_memory_bytes",
-    "disconnect_worker_tokens_revoked_total",
+    "disconnect_worker_tokens_revoked_total", "disconnect_worker_database_replication",
+    "disconnect_worker_database_standbys",
 }
 
 
