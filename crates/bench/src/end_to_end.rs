@@ -14,6 +14,7 @@ use disconnect_testkit::WorkerProcess;
 use serde::Serialize;
 
 use super::amqp::{self, Measured};
+use super::population;
 use super::seed::BenchEnv;
 use super::writes::{self, Writes};
 use super::Args;
@@ -33,6 +34,9 @@ pub struct EndToEnd {
     pub spans_exported: Option<usize>,
     /// What the run wrote to Postgres, per request.
     pub writes: Writes,
+    /// How the tokens' and connections' pages were found: in
+    /// `shared_buffers` or read from outside it.
+    pub buffers: population::BufferUse,
 }
 
 pub fn worker_binary(args: &Args) -> anyhow::Result<PathBuf> {
@@ -71,13 +75,7 @@ pub async fn run(
     rate: Option<f64>,
     extra_env: &[(&'static str, String)],
 ) -> anyhow::Result<EndToEnd> {
-    let tokens = bench
-        .seed_connections(
-            &format!("e2e-{label}"),
-            args.connections,
-            args.tokens_per_connection,
-        )
-        .await?;
+    let tokens = bench.tokens_for_run(args, label).await?;
     let topology = unique_topology(&format!("bench-{label}"));
     let (connection, channel) = broker::connect(&args.amqp_url).await?;
     topology.declare(&channel).await?;
@@ -97,6 +95,7 @@ pub async fn run(
     let pid = worker.pid();
     wait_for_consumer(&channel, &topology.request_queue, Duration::from_secs(30)).await?;
     let before = writes::snapshot(&bench.pool).await?;
+    let blocks_before = population::blocks(&bench.pool).await?;
 
     let requests = amqp::requests_for(tokens.iter().map(String::as_str))?;
     let tap_channel = connection.create_channel().await?;
@@ -126,6 +125,11 @@ pub async fn run(
     writes::wait_for_worker_sessions_to_end(&bench.pool).await?;
     let after = writes::snapshot(&bench.pool).await?;
     let writes = writes::between(&bench.pool, &before, &after, requests.len()).await?;
+    let buffers = population::between(
+        &blocks_before,
+        &population::blocks(&bench.pool).await?,
+        requests.len(),
+    );
     let steady = &samples[samples.len() / 4..];
     let steady_memory_mib = (
         steady.iter().copied().reduce(f64::min).unwrap_or_default(),
@@ -140,5 +144,6 @@ pub async fn run(
         steady_memory_mib,
         spans_exported: None,
         writes,
+        buffers,
     })
 }

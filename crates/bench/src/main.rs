@@ -11,6 +11,7 @@ mod cpu;
 mod db_baseline;
 mod end_to_end;
 mod fanout;
+mod population;
 mod report;
 mod seed;
 mod stats;
@@ -39,6 +40,13 @@ pub struct Args {
     /// throughput holds as the table grows.
     #[arg(long, default_value_t = 0)]
     pub padding_token_rows: usize,
+    /// Run the measured requests against a population of this many tokens
+    /// (`--tokens-per-connection` to a connection), seeded once in bulk into
+    /// a database that is kept (`disconnect_bench_pop_<tokens>_...`) and
+    /// reused by later runs; each request names a connection picked at
+    /// random among all of it. 0: the default, a fresh database per run.
+    #[arg(long, default_value_t = 0)]
+    pub population_tokens: usize,
     /// Tokens of the one large connection whose revocation is timed.
     #[arg(long, default_value_t = 100_000)]
     pub large_connection_tokens: usize,
@@ -145,6 +153,11 @@ fn write_json(args: &Args, results: &impl serde::Serialize) -> anyhow::Result<()
 }
 
 async fn run(args: &Args, env: &seed::BenchEnv) -> anyhow::Result<report::Results> {
+    let at_rest = if args.population_tokens > 0 {
+        Some(env.prepare_population(args).await?)
+    } else {
+        None
+    };
     if args.padding_token_rows > 0 {
         eprintln!("seeding {} padding token rows...", args.padding_token_rows);
         env.seed_padding(args.padding_token_rows).await?;
@@ -191,6 +204,7 @@ async fn run(args: &Args, env: &seed::BenchEnv) -> anyhow::Result<report::Result
     }
     Ok(report::Results::new(
         args,
+        at_rest,
         report::Baselines {
             database: db,
             broker,

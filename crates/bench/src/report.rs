@@ -6,6 +6,7 @@ use super::amqp::Measured;
 use super::broker_baseline::BrokerBaseline;
 use super::db_baseline::{DbBaseline, LargeConnection};
 use super::end_to_end::EndToEnd;
+use super::population::AtRest;
 use super::Args;
 
 #[derive(Debug, Serialize)]
@@ -13,6 +14,9 @@ pub struct Results {
     pub connections: usize,
     pub tokens_per_connection: usize,
     pub padding_token_rows: usize,
+    /// The population's size and bytes at rest, with `--population-tokens`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub population: Option<AtRest>,
     pub prefetch: u16,
     pub batch_size: u16,
     pub batch_linger_ms: u64,
@@ -52,6 +56,7 @@ pub struct CpuRatios {
 impl Results {
     pub fn new(
         args: &Args,
+        population: Option<AtRest>,
         baselines: Baselines,
         worker_saturating: EndToEnd,
         worker_half_rate: EndToEnd,
@@ -76,6 +81,7 @@ impl Results {
             connections: args.connections,
             tokens_per_connection: args.tokens_per_connection,
             padding_token_rows: args.padding_token_rows,
+            population,
             prefetch: args.prefetch,
             batch_size: args.batch_size,
             batch_linger_ms: args.batch_linger_ms,
@@ -156,6 +162,7 @@ pub fn print(args: &Args, results: &Results) {
     }
     print_cpu(results);
     print_writes(results);
+    print_buffers(results);
     println!(
         "\nworker / database baseline = {:.2}; worker / broker baseline = {:.2}",
         results.worker_over_database_baseline, results.worker_over_broker_baseline
@@ -254,5 +261,42 @@ fn print_writes(results: &Results) {
     println!("|---|---:|---:|");
     for (kind, count, bytes) in run.wal_by_kind.iter().take(12) {
         println!("| {kind} | {count:.2} | {bytes:.0} |");
+    }
+}
+
+/// Where the tokens' and connections' pages were found, and the population
+/// at rest.
+fn print_buffers(results: &Results) {
+    if let Some(at_rest) = &results.population {
+        let mib = |bytes: i64| bytes as f64 / (1024.0 * 1024.0);
+        println!(
+            "\npopulation: {} tokens in {} connections; shared_buffers {:.0} MiB; at rest: tokens \
+             heap {:.0} MiB + indexes {:.0} MiB, connections heap {:.0} MiB + indexes {:.0} MiB: \
+             {:.0} bytes a token",
+            at_rest.tokens,
+            at_rest.connections,
+            mib(at_rest.shared_buffers_bytes),
+            mib(at_rest.tokens_heap_bytes),
+            mib(at_rest.tokens_index_bytes),
+            mib(at_rest.connections_heap_bytes),
+            mib(at_rest.connections_index_bytes),
+            at_rest.bytes_per_token
+        );
+    }
+    println!("\nBlocks of access_tokens and connections (heap and indexes), per request\n");
+    println!("| run | heap hit ratio | index hit ratio | blocks read from outside shared_buffers | blocks hit |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, run) in [
+        ("worker, saturating", &results.worker_saturating),
+        ("worker, half rate", &results.worker_half_rate),
+    ] {
+        let buffers = &run.buffers;
+        println!(
+            "| {name} | {:.4} | {:.4} | {:.2} | {:.1} |",
+            buffers.heap_hit_ratio,
+            buffers.index_hit_ratio,
+            buffers.reads_per_request,
+            buffers.hits_per_request
+        );
     }
 }

@@ -7,26 +7,87 @@ use disconnect_testkit::TestDatabase;
 use disconnect_worker::db::DbPool;
 use rand::Rng;
 
-use super::Args;
+use super::{population, Args};
 
 pub struct BenchEnv {
     pub database: TestDatabase,
     pub pool: DbPool,
+    /// A population's database, kept when the run ends.
+    kept: bool,
 }
 
 impl BenchEnv {
     /// A new database on the server of `--database-url`, with the schema.
+    /// With `--population-tokens`, the population's kept database instead.
     pub async fn create(args: &Args) -> anyhow::Result<Self> {
-        let database =
-            TestDatabase::create(&admin_url(&args.database_url), "disconnect_bench").await?;
+        let admin = admin_url(&args.database_url);
+        let (database, kept) = if args.population_tokens > 0 {
+            let name =
+                population::database_name(args.population_tokens, args.tokens_per_connection);
+            (TestDatabase::kept(&admin, &name).await?.0, true)
+        } else {
+            (
+                TestDatabase::create(&admin, "disconnect_bench").await?,
+                false,
+            )
+        };
         let pool = database.pool_named(args.db_concurrency + 2, "disconnect-bench");
         super::writes::prepare(&pool).await?;
-        Ok(Self { database, pool })
+        Ok(Self {
+            database,
+            pool,
+            kept,
+        })
     }
 
     pub async fn drop_database(&self) {
         self.pool.close();
-        self.database.drop_database().await;
+        if !self.kept {
+            self.database.drop_database().await;
+        }
+    }
+
+    /// Seed the population unless a complete one is there; tidy what earlier
+    /// runs left beside it; measure it at rest.
+    pub async fn prepare_population(&self, args: &Args) -> anyhow::Result<population::AtRest> {
+        if population::is_seeded(&self.pool).await? {
+            eprintln!("population: reusing {}", self.database.name);
+            population::tidy(&self.pool).await?;
+        } else {
+            eprintln!(
+                "population: seeding {} tokens into {}...",
+                args.population_tokens, self.database.name
+            );
+            population::seed(
+                &self.pool,
+                args.population_tokens,
+                args.tokens_per_connection,
+            )
+            .await?;
+        }
+        let at_rest = population::at_rest(&self.pool).await?;
+        // The seeding sessions report their counts as they exit, not inside
+        // a measured run.
+        self.pool.retain(|_, _| false);
+        Ok(at_rest)
+    }
+
+    /// The tokens a measured run names: one of each of `--connections`
+    /// connections, seeded for the run, or picked from the population.
+    pub async fn tokens_for_run(&self, args: &Args, label: &str) -> anyhow::Result<Vec<String>> {
+        if args.population_tokens > 0 {
+            let tokens =
+                population::pick(&self.pool, args.connections, args.tokens_per_connection).await;
+            self.pool.retain(|_, _| false);
+            tokens
+        } else {
+            self.seed_connections(
+                &format!("e2e-{label}"),
+                args.connections,
+                args.tokens_per_connection,
+            )
+            .await
+        }
     }
 
     /// `connections` active connections of the application `client` with

@@ -50,6 +50,39 @@ impl TestDatabase {
         })
     }
 
+    /// The database `name` on the server of `admin_url`, cloned from the
+    /// template if it does not exist yet: one that is kept between runs
+    /// (the benchmark's large population). Returns whether it was created.
+    pub async fn kept(admin_url: &LibpqUrl, name: &str) -> anyhow::Result<(Self, bool)> {
+        #[derive(diesel::QueryableByName)]
+        struct Found {
+            #[diesel(sql_type = Bool)]
+            found: bool,
+        }
+        let template = template(admin_url).await?;
+        let mut admin = connect(admin_url).await?;
+        let found: Found = diesel::sql_query(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS found",
+        )
+        .bind::<Text, _>(name)
+        .get_result(&mut admin)
+        .await?;
+        if !found.found {
+            admin
+                .batch_execute(&format!(
+                    "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+                ))
+                .await
+                .with_context(|| format!("creating {name} from the template {template}"))?;
+        }
+        let database = Self {
+            url: admin_url.with_dbname(name).expose(),
+            name: name.to_string(),
+            admin_url: admin_url.clone(),
+        };
+        Ok((database, !found.found))
+    }
+
     /// A name for a database that does not exist yet, on the server of
     /// `admin_url`: for testing what creates it. `drop_database` removes it.
     pub fn not_created(admin_url: &LibpqUrl, prefix: &str) -> Self {
