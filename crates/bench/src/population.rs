@@ -35,10 +35,13 @@ const UUID_V7: &str = "encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid(
      placing substring(int8send((extract(epoch from clock_timestamp()) * 1000)::bigint) from 3) \
      from 1 for 6), 52, 1), 53, 1), 'hex')::uuid";
 
+/// The version of the seed's shape: a new one seeds a new database.
+const SHAPE: u32 = 2;
+
 /// The kept database's name for a population of this shape.
 pub fn database_name(tokens: usize, tokens_per_connection: usize) -> String {
     format!(
-        "disconnect_bench_pop_{tokens}_{tokens_per_connection}_{}",
+        "disconnect_bench_pop{SHAPE}_{tokens}_{tokens_per_connection}_{}",
         &MIGRATIONS_DIGEST[..12]
     )
 }
@@ -77,9 +80,11 @@ pub async fn seed(
            SELECT {UUID_V7}, '{CLIENT}', i::text, 'gusto', 'active' \
            FROM generate_series($1::bigint, $2::bigint) AS i ORDER BY i \
            RETURNING id, company_id) \
-         INSERT INTO access_tokens (id, connection_id, token_hash, token_prefix) \
+         INSERT INTO access_tokens (id, connection_id, token_hash, token_prefix, user_label, products) \
          SELECT {UUID_V7}, c.id, \
-                sha256(convert_to('bench-{CLIENT}-' || c.company_id || '-' || j, 'UTF8')), 'bench' \
+                sha256(convert_to('bench-{CLIENT}-' || c.company_id || '-' || j, 'UTF8')), \
+                'dwt_' || substr(md5(c.id::text || j), 1, 4), 'user-' || j, \
+                '{{company,directory,individual}}' \
          FROM c, generate_series(1, $3::bigint) AS j ORDER BY c.id, j"
     );
     let mut first = 1;
@@ -120,10 +125,13 @@ pub async fn tidy(pool: &DbPool) -> anyhow::Result<()> {
            (SELECT id FROM connections WHERE client_id <> '{CLIENT}'); \
          DELETE FROM access_tokens WHERE connection_id IN \
            (SELECT id FROM connections WHERE client_id <> '{CLIENT}'); \
-         DELETE FROM connections WHERE client_id <> '{CLIENT}'; \
-         VACUUM (ANALYZE) connections, access_tokens"
+         DELETE FROM connections WHERE client_id <> '{CLIENT}'"
     ))
     .await?;
+    // Alone: several statements in one string are one transaction, which
+    // VACUUM refuses.
+    conn.batch_execute("VACUUM (ANALYZE) connections, access_tokens")
+        .await?;
     Ok(())
 }
 
