@@ -84,6 +84,25 @@ impl BoundedPool {
         result
     }
 
+    /// As [`Self::run`], for a read on its own schedule (a sampled gauge, a
+    /// setting refreshed): only its failures are reported. A read succeeds
+    /// on a server that takes no writes, so its success says nothing of
+    /// whether the database is ready for work, and must not end an outage
+    /// the health's probe found (the worker would take deliveries again,
+    /// only to fail them).
+    pub async fn read<T, F>(&self, work: F) -> Result<T, DbError>
+    where
+        F: AsyncFnOnce(&mut AsyncPgConnection) -> QueryResult<T>,
+    {
+        let result = self.run_unreported(work).await;
+        if let Err(error) = &result {
+            if error.class() == FailureClass::Unavailable {
+                self.health.failed(error);
+            }
+        }
+        result
+    }
+
     async fn run_unreported<T, F>(&self, work: F) -> Result<T, DbError>
     where
         F: AsyncFnOnce(&mut AsyncPgConnection) -> QueryResult<T>,

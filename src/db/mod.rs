@@ -107,9 +107,15 @@ pub enum Wait {
 
 impl DbError {
     /// Whether the work reached the database at all: not when no connection
-    /// could be had.
+    /// could be had, nor when the server it reached takes no writes (a
+    /// standby, a fenced primary: nothing of it could have been done, and
+    /// it is no fault of the request's, so it goes back uncounted).
     pub fn was_attempted(&self) -> bool {
-        !matches!(self, Self::Pool(_) | Self::TimedOut(Wait::Checkout(_)))
+        match self {
+            Self::Pool(_) | Self::TimedOut(Wait::Checkout(_)) => false,
+            Self::Query(error) => !writable::is_read_only(error),
+            Self::TimedOut(Wait::Transaction(_)) => true,
+        }
     }
 }
 
@@ -231,5 +237,13 @@ mod tests {
         for (error, class) in cases {
             assert_eq!(error.class(), class, "{error}");
         }
+    }
+
+    #[test]
+    fn a_write_refused_by_a_read_only_server_was_not_attempted() {
+        assert!(!database_error(DatabaseErrorKind::ReadOnlyTransaction, None).was_attempted());
+        assert!(database_error(DatabaseErrorKind::ClosedConnection, None).was_attempted());
+        assert!(DbError::TimedOut(Wait::Transaction(std::time::Duration::ZERO)).was_attempted());
+        assert!(!DbError::TimedOut(Wait::Checkout(std::time::Duration::ZERO)).was_attempted());
     }
 }

@@ -119,7 +119,7 @@ pub async fn read(conn: &mut diesel_async::AsyncPgConnection) -> QueryResult<Rep
 pub async fn watch(pool: BoundedPool, stop: CancellationToken) {
     let mut last: Option<Mode> = None;
     loop {
-        match pool.run(read).await {
+        match pool.read(read).await {
             Ok(replication) => {
                 let mode = replication.mode();
                 metrics::database_replication(mode, replication.standbys);

@@ -15,7 +15,7 @@ const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
 pub(super) async fn sample(pool: BoundedPool, stop: CancellationToken) {
     loop {
-        if let Ok(backlog) = pool.run(async |conn| store::backlog(conn).await).await {
+        if let Ok(backlog) = pool.read(async |conn| store::backlog(conn).await).await {
             let age = backlog
                 .oldest
                 .and_then(|created| (Utc::now() - created).to_std().ok())

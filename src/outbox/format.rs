@@ -126,7 +126,7 @@ impl CurrentFormat {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(REFRESH) => {}
             }
-            let Ok(text) = pool.run(async |conn| stored(conn).await).await else {
+            let Ok(text) = pool.read(async |conn| stored(conn).await).await else {
                 continue;
             };
             match OutboxFormat::parse(&text) {

@@ -479,3 +479,53 @@ async fn an_asynchronous_standby_loses_the_disconnects_of_its_lag_and_the_worker
     .await
     .expect("the failover test ended in time");
 }
+
+/// A worker whose only host is a standby (a service address that has not
+/// followed the failover yet, or a list with no primary) holds no delivery
+/// and spends none of a request's delivery limit, however long it lasts:
+/// the probe finds the server read-only, the worker gives its deliveries
+/// back uncounted and stays away, and the reads it makes on its own
+/// schedule (the outbox format, every 5 s) do not bring it back. Once the
+/// standby is promoted, the request is processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_given_only_a_standby_holds_nothing_and_counts_nothing_until_it_is_promoted() {
+    tokio::time::timeout(FAILOVER_TEST_TIMEOUT, async {
+        // Asynchronous: once the standby is promoted, the old primary (where the
+        // test's own pool and its cleanup go) has no standby to wait for.
+        let pair = start_pair(Replication::Asynchronous).await;
+        let test = TestContext::on_database(&pair.admin_url(0)).await;
+        let token = test.issue("app", "company-s", "gusto", "user-a").await;
+        let standby_only = pair
+            .url_of(&[pair.address(1)], "")
+            .with_dbname(&test.database.name)
+            .expose();
+        let replica = Replica::start(&test, "standby-only", &standby_only, &test.amqp_url);
+        let mut events = test.event_tap().await;
+        let request = test
+            .request_disconnect(&test.channel().await, Uuid::new_v4(), token.token.expose())
+            .await;
+        // Three refreshes of the outbox format, and more.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let retried = replica
+            .metric("disconnect_worker_requests_total{outcome=\"retried\"}")
+            .await;
+        let released = replica
+            .metric("disconnect_worker_requests_total{outcome=\"released\"}")
+            .await;
+        assert_eq!(retried, 0.0, "no delivery was counted against its limit");
+        assert!(
+            released <= 1.0,
+            "the worker stayed away from the queue: {released} deliveries taken and given back"
+        );
+        assert!(!replica.ready().await, "not ready on a standby");
+        assert_eq!(test.outcome_of(request).await, None);
+
+        pair.promote(1).await.expect("promoting the standby");
+        assert_eq!(
+            events.event_for(request).await.routing_key,
+            "connection.disconnected"
+        );
+    })
+    .await
+    .expect("the test ended in time");
+}
