@@ -110,6 +110,23 @@ async fn fail_over_under_a_stream<F: std::future::Future<Output = ()>>(
     }
 }
 
+/// [`fail_over_under_a_stream`] with the replicas behind `service`, an
+/// address that follows the primary: it refuses while none exists and
+/// carries new connections to the standby once promoted.
+async fn fail_over_behind_a_service(
+    test: &TestContext,
+    pair: &PostgresPair,
+    service: &Proxy,
+    workload: &Workload,
+    events: &mut EventTap,
+) -> (BTreeMap<Uuid, Instant>, Failover) {
+    fail_over_under_a_stream(test, pair, workload, events, Some(service), LAG, || async {
+        service.retarget(pair.address(1));
+        service.restore();
+    })
+    .await
+}
+
 /// Two replicas of the binary on `database_url`, ready.
 async fn two_replicas(test: &TestContext, database_url: &str) -> [Replica; 2] {
     let replicas =
@@ -173,19 +190,8 @@ async fn a_failover_behind_a_service_address_loses_nothing_with_a_synchronous_st
         let mut events = test.event_tap().await;
         let replicas = two_replicas(&test, &test.database_url).await;
 
-        let (published, failover) = fail_over_under_a_stream(
-            &test,
-            &pair,
-            &workload,
-            &mut events,
-            Some(&service),
-            LAG,
-            || async {
-                service.retarget(pair.address(1));
-                service.restore();
-            },
-        )
-        .await;
+        let (published, failover) =
+            fail_over_behind_a_service(&test, &pair, &service, &workload, &mut events).await;
 
         test.assert_invariants(&workload, &mut events, DeadLetters::AtLeastOnce)
             .await;
@@ -413,19 +419,8 @@ async fn an_asynchronous_standby_loses_the_disconnects_of_its_lag_and_the_worker
             );
         }
 
-        let (_, failover) = fail_over_under_a_stream(
-            &test,
-            &pair,
-            &workload,
-            &mut events,
-            Some(&service),
-            LAG,
-            || async {
-                service.retarget(pair.address(1));
-                service.restore();
-            },
-        )
-        .await;
+        let (_, failover) =
+            fail_over_behind_a_service(&test, &pair, &service, &workload, &mut events).await;
         // Everything the broker still holds is settled, on the new primary.
         let channel = test.channel().await;
         eventually("the request queue to drain", || async {

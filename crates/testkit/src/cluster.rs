@@ -4,11 +4,14 @@
 //! own node is never joined, stopped or reconfigured. Dropping the cluster
 //! stops its nodes and removes its directories, also when a test fails.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+
+use crate::process::free_port;
+use crate::server_user::{chown_to, command_as, current_user, is_root};
 
 /// The user RabbitMQ's files and processes belong to.
 const RABBITMQ_USER: &str = "rabbitmq";
@@ -61,7 +64,7 @@ impl RabbitCluster {
             node.write_config()?;
             cluster.nodes.push(node);
         }
-        chown_to_rabbitmq(&cluster.dir)?;
+        chown_to(RABBITMQ_USER, &cluster.dir)?;
         // Boot in parallel: each takes seconds, mostly the Erlang VM.
         for node in &cluster.nodes {
             node.boot()?;
@@ -284,44 +287,9 @@ impl RabbitNode {
 
 /// `program` run as the `rabbitmq` user, with its home (and so its cookie).
 fn as_rabbitmq(program: &str) -> Command {
-    let mut command = if is_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", RABBITMQ_USER, "--", program]);
-        command
-    } else {
-        Command::new(program)
-    };
+    let mut command = command_as(RABBITMQ_USER, program);
     command.env("HOME", RABBITMQ_HOME);
     command
-}
-
-fn chown_to_rabbitmq(dir: &Path) -> anyhow::Result<()> {
-    if !is_root() {
-        return Ok(());
-    }
-    let status = Command::new("chown")
-        .args(["-R", &format!("{RABBITMQ_USER}:{RABBITMQ_USER}")])
-        .arg(dir)
-        .status()?;
-    if !status.success() {
-        bail!("chown of {} failed", dir.display());
-    }
-    Ok(())
-}
-
-fn is_root() -> bool {
-    current_user().as_deref() == Some("root")
-}
-
-fn current_user() -> Option<String> {
-    let output = Command::new("id").arg("-un").output().ok()?;
-    Some(String::from_utf8_lossy(&output.stdout).trim().to_string())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Bound a whole cluster test: it must end, and clean up, even if a node

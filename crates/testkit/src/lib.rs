@@ -9,6 +9,7 @@
 //! - [`postgres_pair`]: a Postgres primary and standby of its own, to fail
 //!   over;
 //! - [`proxy`]: a TCP proxy that cuts, refuses or silently freezes links;
+//! - [`server_user`]: an installed server's programs run as its own user;
 //! - [`process`]: the worker binary as a child process, with its environment
 //!   made from the same names its configuration reads.
 
@@ -19,6 +20,7 @@ pub mod otlp;
 pub mod postgres_pair;
 pub mod process;
 pub mod proxy;
+pub mod server_user;
 pub mod services;
 
 pub use database::TestDatabase;

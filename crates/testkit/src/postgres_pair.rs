@@ -23,7 +23,9 @@ use anyhow::{bail, Context};
 use disconnect_worker::db::connect::LibpqUrl;
 use tokio::process::Command;
 
+use crate::process::free_port;
 use crate::proxy::Proxy;
+use crate::server_user::{chown_to, command_as};
 
 /// The user Postgres's files and processes belong to.
 const POSTGRES_USER: &str = "postgres";
@@ -92,7 +94,7 @@ impl PostgresPair {
             bin,
             dir,
         };
-        chown_to_postgres(&pair.dir).await?;
+        chown_to(POSTGRES_USER, &pair.dir)?;
         let primary = &pair.servers[0];
         pair.run(
             "initdb",
@@ -324,15 +326,7 @@ impl PostgresPair {
 
     /// `program` from the server's directory, as the `postgres` user.
     async fn run(&self, program: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
-        let path = self.bin.join(program);
-        let mut command = if is_root() {
-            let mut command = Command::new("runuser");
-            command.args(["-u", POSTGRES_USER, "--"]).arg(&path);
-            command
-        } else {
-            Command::new(&path)
-        };
-        let output = command
+        let output = Command::from(command_as(POSTGRES_USER, self.bin.join(program)))
             .args(args)
             .env("PGSSLMODE", "disable")
             .kill_on_drop(true)
@@ -354,16 +348,7 @@ impl PostgresPair {
 impl Drop for PostgresPair {
     fn drop(&mut self) {
         for server in &self.servers {
-            let mut command = if is_root() {
-                let mut command = std::process::Command::new("runuser");
-                command
-                    .args(["-u", POSTGRES_USER, "--"])
-                    .arg(self.bin.join("pg_ctl"));
-                command
-            } else {
-                std::process::Command::new(self.bin.join("pg_ctl"))
-            };
-            let _ = command
+            let _ = command_as(POSTGRES_USER, self.bin.join("pg_ctl"))
                 .args(["-D", &server.data(), "-m", "immediate", "stop"])
                 .output();
         }
@@ -405,33 +390,4 @@ async fn append(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", path.display()))?;
     file.write_all(text.as_bytes()).await?;
     Ok(())
-}
-
-async fn chown_to_postgres(dir: &Path) -> anyhow::Result<()> {
-    if !is_root() {
-        return Ok(());
-    }
-    let status = Command::new("chown")
-        .arg(format!("{POSTGRES_USER}:{POSTGRES_USER}"))
-        .arg(dir)
-        .status()
-        .await?;
-    if !status.success() {
-        bail!("chown of {} failed", dir.display());
-    }
-    Ok(())
-}
-
-fn is_root() -> bool {
-    // The effective user id, as `id -u` prints it.
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| output.stdout.starts_with(b"0\n"))
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
