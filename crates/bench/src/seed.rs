@@ -5,6 +5,7 @@ use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use disconnect_testkit::services::admin_url;
 use disconnect_testkit::TestDatabase;
 use disconnect_worker::db::DbPool;
+use rand::seq::SliceRandom;
 use rand::Rng;
 
 use super::{population, Args};
@@ -92,8 +93,17 @@ impl BenchEnv {
 
     /// `connections` active connections of the application `client` with
     /// `tokens` tokens each; returns one token of each connection, chosen at
-    /// random, for the requests. Token `j` of company `i` is the text
-    /// `bench-<client>-<i>-<j>`, so the seed can hash it in SQL.
+    /// random, for the requests, in random order. Token `j` of company `i`
+    /// is the text `bench-<client>-<i>-<j>`, so the seed can hash it in SQL.
+    /// The rows are shaped as `token issue` writes them (a prefix, a user
+    /// label, three products), as the population's are
+    /// (`population::seed`), so the two runs differ only in size.
+    ///
+    /// In random order because disconnects arrive so: from many
+    /// applications, for connections made at different times. In seed
+    /// order, one batch names neighbouring connections, whose tokens share
+    /// pages, and revokes whole pages in one transaction, which is a
+    /// fan-out's pattern (measured by `--fanout-connections`).
     pub async fn seed_connections(
         &self,
         client: &str,
@@ -110,9 +120,10 @@ impl BenchEnv {
         .execute(&mut conn)
         .await?;
         diesel::sql_query(
-            "INSERT INTO access_tokens (id, connection_id, token_hash, token_prefix) \
-             SELECT gen_random_uuid(), c.id, sha256(convert_to('bench-' || c.client_id || '-' || c.company_id || '-' || j, 'UTF8')), 'bench' \
-             FROM connections AS c, generate_series(1, $2) AS j WHERE c.client_id = $1",
+            "INSERT INTO access_tokens (id, connection_id, token_hash, token_prefix, user_label, products) \
+             SELECT gen_random_uuid(), c.id, sha256(convert_to('bench-' || c.client_id || '-' || c.company_id || '-' || j, 'UTF8')), \
+                    'dwt_' || substr(md5(c.id::text || j), 1, 4), 'user-' || j, '{company,directory,individual}' \
+             FROM connections AS c, generate_series(1, $2) AS j WHERE c.client_id = $1 ORDER BY c.company_id, j",
         )
         .bind::<Text, _>(client)
         .bind::<BigInt, _>(tokens as i64)
@@ -126,9 +137,11 @@ impl BenchEnv {
         drop(conn);
         self.pool.retain(|_, _| false);
         let mut rng = rand::rng();
-        Ok((1..=connections)
+        let mut requests: Vec<String> = (1..=connections)
             .map(|company| format!("bench-{client}-{company}-{}", rng.random_range(1..=tokens)))
-            .collect())
+            .collect();
+        requests.shuffle(&mut rng);
+        Ok(requests)
     }
 
     /// Token rows on connections no request names, in chunks of a million.
