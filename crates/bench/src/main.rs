@@ -47,6 +47,12 @@ pub struct Args {
     /// random among all of it. 0: the default, a fresh database per run.
     #[arg(long, default_value_t = 0)]
     pub population_tokens: usize,
+    /// Before the measured runs, load the population's tables and indexes
+    /// into `shared_buffers` with `pg_prewarm`, as a server in service for
+    /// days holds what fits of them. Without it, a run after a restart or a
+    /// seed measures a cold cache. Needs `--population-tokens`.
+    #[arg(long, requires = "population_tokens")]
+    pub prewarm: bool,
     /// Tokens of the one large connection whose revocation is timed.
     #[arg(long, default_value_t = 100_000)]
     pub large_connection_tokens: usize,

@@ -282,6 +282,12 @@ fn print_buffers(results: &Results) {
             mib(at_rest.connections_index_bytes),
             at_rest.bytes_per_token
         );
+        if let Some(blocks) = at_rest.prewarmed_blocks {
+            println!(
+                "prewarmed: {blocks} blocks ({:.0} MiB) loaded into shared_buffers before the runs",
+                mib(blocks * 8192)
+            );
+        }
     }
     println!("\nBlocks of access_tokens and connections (heap and indexes), per request\n");
     println!("| run | heap hit ratio | index hit ratio | blocks read from outside shared_buffers | blocks hit |");

@@ -66,7 +66,10 @@ impl BenchEnv {
             )
             .await?;
         }
-        let at_rest = population::at_rest(&self.pool).await?;
+        let mut at_rest = population::at_rest(&self.pool).await?;
+        if args.prewarm {
+            at_rest.prewarmed_blocks = Some(population::prewarm(&self.pool).await?);
+        }
         // The seeding sessions report their counts as they exit, not inside
         // a measured run.
         self.pool.retain(|_, _| false);
