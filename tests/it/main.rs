@@ -11,6 +11,7 @@ mod cluster;
 mod concurrency;
 mod database_outage;
 mod dead_letters;
+mod density;
 mod entities;
 mod fanout;
 mod fanout_outage;
