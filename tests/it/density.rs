@@ -106,7 +106,10 @@ async fn token_pages_are_filled_densely_and_a_connections_tokens_are_still_revok
         in_place >= 4,
         "{in_place} of 5 tokens revoked on their own page: {before:?} -> {after:?}"
     );
-    for issued in issued.iter().filter(|t| t.connection_id == token.connection_id) {
+    for issued in issued
+        .iter()
+        .filter(|t| t.connection_id == token.connection_id)
+    {
         assert!(test.token_state(issued.token_id).await.revoked);
     }
 }
