@@ -52,7 +52,7 @@ async fn most_rows_on_one_page(test: &TestContext) -> i64 {
 
 /// Tokens shaped as `token issue` writes them for a typical grant (an email
 /// address as the user label, three products) fill a page to about 35 rows,
-/// where the fill of migration 9 (45 %) stopped at 16: more than half of
+/// where the fill of migration 9 (45 %) stopped at 17: more than half of
 /// every token's bytes at rest was room kept for its one update. The room
 /// left must still take most of one connection's revocations in place
 /// (HOT, on the same page): with rows this long, four of its five fit
