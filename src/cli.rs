@@ -1,9 +1,14 @@
 //! The command line: `run`, `migrate`, `token issue|introspect`, `disconnect`,
-//! `dead-letters list|requeue`, `outbox format|set-aside`.
+//! `dead-letters list|requeue`, `outbox format|set-aside`, `deliver`,
+//! `webhooks add|list|disable|enable|rotate-secret|remove|attempts|resend`.
 
 use clap::{Args, Parser, Subcommand};
 
+use uuid::Uuid;
+
+use crate::config::webhooks::{DeliverArgs, WebhookAddressArgs, WebhookKeyArgs};
 use crate::config::{BrokerArgs, DatabaseArgs, LogFormat, WorkerArgs, DEFAULT_CLIENT_ID};
+use crate::webhooks::HeaderFormat;
 
 #[derive(Debug, Parser)]
 #[command(name = "disconnect-worker", version, about)]
@@ -47,12 +52,125 @@ pub enum Command {
         #[command(subcommand)]
         command: DeadLetterCommand,
     },
+    /// The webhook dispatcher: sends every outcome event of an
+    /// application's connections to its endpoints, signed, until SIGTERM.
+    Deliver {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[command(flatten)]
+        deliver: DeliverArgs,
+    },
+    /// An application's webhook endpoints, and their deliveries.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
     /// The outbox's format (which releases can publish its events) and the
     /// events set aside because they cannot be published.
     Outbox {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Add an endpoint; prints its id and its signing secret, once.
+    Add(WebhookAddArgs),
+    /// List endpoints (never their secrets).
+    List {
+        /// This application's only.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Stop sending to it; its deliveries wait until it is enabled.
+    Disable(WebhookIdArgs),
+    /// Send to it again, its waiting deliveries first.
+    Enable(WebhookIdArgs),
+    /// A new secret, printed once; the old one also signs for 24 hours.
+    RotateSecret(WebhookIdArgs),
+    /// Remove it, with its deliveries and their attempts.
+    Remove(WebhookIdArgs),
+    /// Deliveries and their attempts, newest first: status code, duration,
+    /// error, next attempt.
+    Attempts(WebhookAttemptsArgs),
+    /// Send an event again (its finished deliveries), with the same id.
+    Resend(WebhookResendArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookAddArgs {
+    /// The application whose connections' events it receives.
+    #[arg(long)]
+    pub client_id: String,
+    /// Where to POST: https (http only with WEBHOOK_ALLOW_HTTP=true).
+    #[arg(long)]
+    pub url: String,
+    /// An event type it takes; repeatable. None: every outcome event.
+    #[arg(long = "event-type", value_name = "TYPE")]
+    pub event_types: Vec<String>,
+    /// The signature headers' names: Standard Webhooks' or Finch's.
+    #[arg(long, value_enum, default_value_t = HeaderFormat::Standard)]
+    pub headers: HeaderFormat,
+    /// Print `{"id": ..., "secret": ...}`.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub key: WebhookKeyArgs,
+    #[command(flatten)]
+    pub addresses: WebhookAddressArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookIdArgs {
+    /// The endpoint's id.
+    pub id: Uuid,
+    #[command(flatten)]
+    pub key: WebhookKeyArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookAttemptsArgs {
+    /// This endpoint's only.
+    #[arg(long)]
+    pub endpoint: Option<Uuid>,
+    /// This event's only.
+    #[arg(long)]
+    pub event_id: Option<Uuid>,
+    /// Failed deliveries only (no attempt left, or 410).
+    #[arg(long)]
+    pub failed: bool,
+    /// At most this many lines.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookResendArgs {
+    /// The event (its `event_id`).
+    #[arg(long)]
+    pub event_id: Uuid,
+    /// To this endpoint only.
+    #[arg(long)]
+    pub endpoint: Option<Uuid>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -18,4 +18,5 @@ pub mod secret;
 pub mod service;
 pub mod telemetry;
 pub mod version;
+pub mod webhooks;
 pub mod worker;

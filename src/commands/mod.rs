@@ -1,11 +1,13 @@
 //! One function per subcommand; `main.rs` only parses and dispatches.
 
 pub mod dead_letters;
+pub mod deliver;
 pub mod disconnect;
 pub mod migrate;
 pub mod outbox;
 pub mod run;
 pub mod token;
+pub mod webhooks;
 
 use anyhow::Context;
 use diesel::QueryResult;
@@ -13,6 +15,7 @@ use diesel_async::AsyncPgConnection;
 
 use crate::cli::{
     Command, DeadLetterCommand, FormatCommand, OutboxCommand, SetAsideCommand, TokenCommand,
+    WebhookCommand,
 };
 use crate::db::DatabaseSettings;
 
@@ -42,6 +45,25 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::DeadLetters {
             command: DeadLetterCommand::Requeue(args),
         } => dead_letters::requeue(&args).await,
+        Command::Deliver {
+            database,
+            broker,
+            deliver,
+        } => deliver::deliver(&database, &broker, &deliver).await,
+        Command::Webhooks { command } => match command {
+            WebhookCommand::Add(args) => webhooks::add(&args).await,
+            WebhookCommand::List {
+                client_id,
+                json,
+                database,
+            } => webhooks::list(client_id.as_deref(), json, &database).await,
+            WebhookCommand::Disable(args) => webhooks::disable(&args).await,
+            WebhookCommand::Enable(args) => webhooks::enable(&args).await,
+            WebhookCommand::RotateSecret(args) => webhooks::rotate_secret(&args).await,
+            WebhookCommand::Remove(args) => webhooks::remove(&args).await,
+            WebhookCommand::Attempts(args) => webhooks::attempts(&args).await,
+            WebhookCommand::Resend(args) => webhooks::resend(&args).await,
+        },
         Command::Outbox { command } => match command {
             OutboxCommand::Format {
                 command: FormatCommand::Show { database },

@@ -24,7 +24,7 @@ pub async fn run(
 }
 
 /// Cancel on the first SIGTERM (Kubernetes) or SIGINT (a terminal).
-async fn cancel_on_signal(shutdown: CancellationToken) {
+pub(crate) async fn cancel_on_signal(shutdown: CancellationToken) {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {

@@ -9,6 +9,7 @@ pub mod database;
 mod reference;
 mod retention;
 mod scopes;
+pub mod webhooks;
 mod worker;
 
 use clap::ValueEnum;

@@ -14,6 +14,7 @@ pub mod requests;
 pub mod schema;
 pub mod setup;
 pub mod tokens;
+pub mod webhooks;
 pub mod writable;
 
 use diesel::result::{DatabaseErrorKind, Error as QueryError};

@@ -132,9 +132,66 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webhook_endpoints (id) {
+        id -> Uuid,
+        client_id -> Text,
+        url -> Text,
+        event_types -> Array<Text>,
+        header_format -> Text,
+        secret_sealed -> Bytea,
+        previous_secret_sealed -> Nullable<Bytea>,
+        previous_secret_expires_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        failing_since -> Nullable<Timestamptz>,
+        disabled_at -> Nullable<Timestamptz>,
+        disabled_reason -> Nullable<Text>,
+        disabled_announced_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    webhook_messages (event_id) {
+        event_id -> Uuid,
+        event_type -> Text,
+        client_id -> Text,
+        payload -> Text,
+        received_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Int8,
+        event_id -> Uuid,
+        endpoint_id -> Uuid,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        created_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    webhook_attempts (id) {
+        id -> Int8,
+        delivery_id -> Int8,
+        attempted_at -> Timestamptz,
+        duration_ms -> Int4,
+        status_code -> Nullable<Int4>,
+        error -> Nullable<Text>,
+        response_excerpt -> Nullable<Text>,
+        next_attempt_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(access_tokens -> connections (connection_id));
 diesel::joinable!(connection_entities -> connections (connection_id));
 diesel::joinable!(outbox_events -> disconnect_requests (request_id));
+diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
+diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
+diesel::joinable!(webhook_deliveries -> webhook_messages (event_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     access_tokens,
@@ -146,4 +203,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     outbox_events,
     outbox_set_aside,
     shared_settings,
+    webhook_attempts,
+    webhook_deliveries,
+    webhook_endpoints,
+    webhook_messages,
 );

@@ -3,6 +3,8 @@
 //! Without an installed recorder (library use, in-process tests) every call
 //! is a no-op.
 
+pub mod webhooks;
+
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
@@ -95,7 +97,7 @@ const PUBLISH_TO_EVENT_BUCKETS: [f64; 10] =
 
 /// Install the process-wide recorder; the handle renders `/metrics`.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
+    let handle = webhooks::buckets(PrometheusBuilder::new())?
         .set_buckets_for_metric(
             Matcher::Full(PROCESSING_SECONDS.into()),
             &PROCESSING_BUCKETS,
@@ -107,6 +109,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()?;
     describe();
     start_at_zero();
+    webhooks::describe();
     gauge!(BUILD_INFO, "version" => crate::version::VERSION).set(1.0);
     Ok(handle)
 }
