@@ -36,3 +36,4 @@ mod support;
 mod tls;
 mod topology;
 mod tracing;
+mod webhooks;

@@ -45,9 +45,20 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// `binary run` with `env` and its HTTP listener on a free port.
     pub fn spawn(binary: &Path, env: &[(&str, String)], logs: Logs) -> std::io::Result<Self> {
+        Self::spawn_command(binary, "run", env, logs)
+    }
+
+    /// `binary <command>` (`run`, `deliver`) with `env` and its HTTP
+    /// listener on a free port.
+    pub fn spawn_command(
+        binary: &Path,
+        command: &str,
+        env: &[(&str, String)],
+        logs: Logs,
+    ) -> std::io::Result<Self> {
         let http_port = free_port()?;
         let child = Command::new(binary)
-            .arg("run")
+            .arg(command)
             .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
             .env("HTTP_PORT", http_port.to_string())
             .stdout(Stdio::null())

@@ -11,6 +11,7 @@ pub mod queries;
 pub mod releases;
 pub mod replica;
 pub mod scopes;
+pub mod webhooks;
 pub mod workload;
 
 use std::future::Future;
