@@ -64,6 +64,7 @@ pub async fn deliver(
         event_exchange: broker.event_exchange.clone(),
         queue: settings.queue.clone(),
         prefetch: settings.prefetch,
+        declare: broker.declare_topology,
         pool: pool.clone(),
         wake: dispatcher.wake.clone(),
         ready: readiness,
@@ -71,6 +72,9 @@ pub async fn deliver(
     tasks.spawn(intake::run(intake, shutdown.clone()));
     tasks.spawn(dispatcher.clone().run(shutdown.clone()));
     tasks.spawn(announcer.run(shutdown.clone()));
+    if let Some(keep) = settings.retention {
+        tasks.spawn(retain(pool.clone(), keep, shutdown.clone()));
+    }
     tasks.spawn(sample(pool, shutdown.clone()));
     while tasks.join_next().await.is_some() {}
     if let Some(http) = http {
@@ -78,6 +82,41 @@ pub async fn deliver(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often finished deliveries past their retention are deleted, and
+/// how many events a statement deletes.
+const RETAIN_EVERY: Duration = Duration::from_secs(600);
+const RETAIN_BATCH: i64 = 1000;
+
+/// Delete finished deliveries older than `keep`, a batch at a time.
+async fn retain(pool: BoundedPool, keep: Duration, shutdown: CancellationToken) {
+    loop {
+        loop {
+            match pool
+                .run(async |conn| deliveries::delete_finished(conn, keep, RETAIN_BATCH).await)
+                .await
+            {
+                Ok(deleted) => {
+                    crate::observability::metrics::retention_deleted("webhook_messages", deleted);
+                    if deleted < usize::try_from(RETAIN_BATCH).unwrap_or(usize::MAX) {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "webhooks: retention pass failed; trying again later");
+                    break;
+                }
+            }
+            if shutdown.is_cancelled() {
+                return;
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(RETAIN_EVERY) => {}
+        }
+    }
 }
 
 async fn sample(pool: BoundedPool, shutdown: CancellationToken) {

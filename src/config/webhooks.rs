@@ -141,6 +141,17 @@ pub struct DeliverArgs {
           value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub webhook_prefetch: u16,
 
+    /// Days a finished delivery (and its attempts) is kept for `webhooks
+    /// attempts` and `resend`; pending ones are kept until they finish.
+    /// 0 keeps them forever.
+    #[arg(
+        long,
+        env = "WEBHOOK_RETENTION_DAYS",
+        value_name = "WEBHOOK_RETENTION_DAYS",
+        default_value_t = 30
+    )]
+    pub webhook_retention_days: u32,
+
     /// Port of /healthz, /readyz and /metrics; 0 turns the listener off.
     #[arg(
         long,
@@ -168,6 +179,8 @@ pub struct DeliverSettings {
     pub endpoint_concurrency: usize,
     pub poll: Duration,
     pub prefetch: u16,
+    /// `None`: kept forever.
+    pub retention: Option<Duration>,
     pub http_address: Option<SocketAddr>,
     pub key: Arc<SealingKey>,
     pub policy: Arc<AddressPolicy>,
@@ -220,6 +233,8 @@ impl DeliverArgs {
             endpoint_concurrency: usize::from(self.webhook_endpoint_concurrency),
             poll: Duration::from_millis(self.webhook_poll_millis),
             prefetch: self.webhook_prefetch,
+            retention: (self.webhook_retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(self.webhook_retention_days) * 86_400)),
             http_address: (self.http_port != 0)
                 .then(|| SocketAddr::from(([0, 0, 0, 0], self.http_port))),
             key: Arc::new(self.key.key()?),

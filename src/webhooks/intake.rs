@@ -48,13 +48,42 @@ pub enum Route {
     Nowhere(&'static str),
 }
 
-/// Declare the queue, bind it for every outcome event type, consume.
+/// Declare the queue, bind it for every outcome event type, consume. With
+/// `declare` false (DECLARE_TOPOLOGY=false) someone else owns the queue and
+/// its bindings: it must exist, and only that is checked.
 pub async fn open(
     channel: &Channel,
     event_exchange: &str,
     queue: &str,
     prefetch: u16,
+    declare: bool,
 ) -> lapin::Result<lapin::Consumer> {
+    if declare {
+        declare_and_bind(channel, event_exchange, queue).await?;
+    } else {
+        crate::broker::topology::inspect_queue(channel, queue).await?;
+    }
+    // Bounded: the dispatcher takes in at the pace of its database writes.
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    channel
+        .basic_consume(
+            queue.into(),
+            "webhook-intake".into(),
+            // Manual acks: an event is acknowledged once its deliveries are
+            // committed. Not exclusive: replicas compete for events.
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+async fn declare_and_bind(
+    channel: &Channel,
+    event_exchange: &str,
+    queue: &str,
+) -> lapin::Result<()> {
     // The worker declares the exchange too, with the same settings; either
     // may start first.
     channel
@@ -98,20 +127,7 @@ pub async fn open(
             )
             .await?;
     }
-    // Bounded: the dispatcher takes in at the pace of its database writes.
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await?;
-    channel
-        .basic_consume(
-            queue.into(),
-            "webhook-intake".into(),
-            // Manual acks: an event is acknowledged once its deliveries are
-            // committed. Not exclusive: replicas compete for events.
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
+    Ok(())
 }
 
 /// The intake's settings and what it shares with the dispatcher.
@@ -120,6 +136,8 @@ pub struct Intake {
     pub event_exchange: String,
     pub queue: String,
     pub prefetch: u16,
+    /// DECLARE_TOPOLOGY.
+    pub declare: bool,
     pub pool: BoundedPool,
     /// Rung after each event's deliveries are committed.
     pub wake: Arc<Notify>,
@@ -133,6 +151,7 @@ pub async fn run(intake: Intake, shutdown: CancellationToken) {
         event_exchange,
         queue,
         prefetch,
+        declare,
         pool,
         wake,
         ready,
@@ -148,7 +167,7 @@ pub async fn run(intake: Intake, shutdown: CancellationToken) {
                 .create_channel()
                 .await
                 .map_err(|e| e.to_string())?;
-            let consumer = open(&channel, &event_exchange, &queue, prefetch)
+            let consumer = open(&channel, &event_exchange, &queue, prefetch, declare)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>((connection, consumer))

@@ -334,3 +334,26 @@ pub async fn backlog(conn: &mut AsyncPgConnection) -> QueryResult<Backlog> {
     .get_result(conn)
     .await
 }
+
+/// Delete up to `limit` events taken in before `older_than` ago with no
+/// delivery still pending, with their deliveries and attempts. Replicas
+/// running this at once skip each other's rows.
+pub async fn delete_finished(
+    conn: &mut AsyncPgConnection,
+    older_than: Duration,
+    limit: i64,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "DELETE FROM webhook_messages WHERE event_id IN (
+             SELECT m.event_id FROM webhook_messages m
+             WHERE m.received_at < now() - $1
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                               WHERE d.event_id = m.event_id AND d.status = 'pending')
+             ORDER BY m.received_at LIMIT $2
+             FOR UPDATE SKIP LOCKED)",
+    )
+    .bind::<Interval, _>(interval(older_than))
+    .bind::<BigInt, _>(limit)
+    .execute(conn)
+    .await
+}

@@ -106,6 +106,7 @@ pub fn start_at_zero() {
     for outcome in ["delivered", "failed"] {
         counter!(DELIVERIES, "outcome" => outcome).absolute(0);
     }
+    counter!(super::RETENTION_DELETED, "table" => "webhook_messages").absolute(0);
     for reason in ["gone", "failing"] {
         counter!(ENDPOINTS_DISABLED_TOTAL, "reason" => reason).absolute(0);
     }

@@ -184,13 +184,18 @@ pub fn dispatcher_env(context: &TestContext) -> Vec<(&'static str, String)> {
 impl TestContext {
     /// `disconnect-worker deliver` with the test settings and `extra`.
     pub fn spawn_dispatcher(&self, extra: &[(&str, &str)]) -> WorkerProcess {
-        let mut env = dispatcher_env(self);
-        env.extend(extra.iter().map(|(key, value)| (*key, value.to_string())));
         let logs = if std::env::var_os("TEST_LOG").is_some() {
             Logs::Inherit
         } else {
             Logs::Quiet
         };
+        self.spawn_dispatcher_logging(extra, logs)
+    }
+
+    /// As [`Self::spawn_dispatcher`], its logs where `logs` says.
+    pub fn spawn_dispatcher_logging(&self, extra: &[(&str, &str)], logs: Logs) -> WorkerProcess {
+        let mut env = dispatcher_env(self);
+        env.extend(extra.iter().map(|(key, value)| (*key, value.to_string())));
         WorkerProcess::spawn_command(BINARY.as_ref(), "deliver", &env, logs)
             .expect("starting the dispatcher")
     }

@@ -3,6 +3,7 @@
 //! checked by the official libraries.
 
 mod delivery;
+mod endpoints;
 mod retries;
 mod ssrf;
 
