@@ -35,6 +35,10 @@ pub fn schemas() -> Vec<(&'static str, Schema)> {
             ENTITY_DISCONNECTED,
             schema_for!(EntityDisconnected<'static>),
         ),
+        (
+            crate::webhooks::ENDPOINT_DISABLED,
+            schema_for!(crate::webhooks::announce::EndpointDisabled<'static>),
+        ),
     ]
 }
 

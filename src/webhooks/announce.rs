@@ -22,16 +22,26 @@ use crate::broker::BrokerUrls;
 use crate::db::webhooks::endpoints::{self, Unannounced};
 use crate::db::BoundedPool;
 
-#[derive(Debug, Serialize)]
+/// `webhook.endpoint_disabled`: the dispatcher disabled an endpoint.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[schemars(title = "webhook.endpoint_disabled")]
 pub struct EndpointDisabled<'a> {
     pub event_id: Uuid,
+    #[schemars(extend("const" = "webhook.endpoint_disabled"))]
     pub event_type: &'static str,
+    /// When it was disabled.
+    #[schemars(extend("format" = "date-time"))]
     pub occurred_at: String,
     pub endpoint_id: Uuid,
+    /// The application the endpoint belongs to.
     pub client_id: &'a str,
-    /// `gone` (the receiver answered 410) or `failing`.
+    /// `gone`: the receiver answered 410 Gone; `failing`: every attempt
+    /// failed for `WEBHOOK_DISABLE_AFTER_SECS`.
+    #[schemars(extend("enum" = ["gone", "failing"]))]
     pub reason: &'a str,
+    /// Since when its attempts had all failed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub failing_since: Option<String>,
 }
 
