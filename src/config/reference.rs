@@ -19,11 +19,16 @@ mod config_reference {
 
     /// Each setting of `run`: its variable and default (`None`: no default).
     fn settings() -> BTreeMap<String, Option<String>> {
+        settings_of("run")
+    }
+
+    /// Each setting of `subcommand` (and the global ones).
+    fn settings_of(subcommand: &str) -> BTreeMap<String, Option<String>> {
         let command = Cli::command();
         let run = command
             .get_subcommands()
-            .find(|subcommand| subcommand.get_name() == "run")
-            .expect("a run command");
+            .find(|each| each.get_name() == subcommand)
+            .expect("the subcommand");
         let mut settings = BTreeMap::new();
         for arg in command.get_arguments().chain(run.get_arguments()) {
             let Some(variable) = arg.get_env() else {
@@ -49,8 +54,12 @@ mod config_reference {
 
     /// The table's rows between the markers: variable and default cell.
     fn documented() -> BTreeMap<String, String> {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
-        let text = std::fs::read_to_string(&path).expect("docs/configuration.md");
+        documented_in("docs/configuration.md")
+    }
+
+    fn documented_in(file: &str) -> BTreeMap<String, String> {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(file);
+        let text = std::fs::read_to_string(&path).expect("the documentation file");
         let start = text
             .find("<!-- settings-table:start")
             .expect("the start marker");
@@ -78,8 +87,25 @@ mod config_reference {
 
     #[test]
     fn every_setting_has_a_row_with_its_default_and_every_row_is_a_setting() {
-        let settings = settings();
-        let documented = documented();
+        check(&settings(), &documented(), "docs/configuration.md");
+    }
+
+    /// The dispatcher's own settings (those it shares with `run` are in
+    /// docs/configuration.md) in docs/webhooks.md's table.
+    #[test]
+    fn every_webhook_setting_has_a_row_in_the_webhooks_guide() {
+        let own: BTreeMap<String, Option<String>> = settings_of("deliver")
+            .into_iter()
+            .filter(|(variable, _)| variable.starts_with("WEBHOOK_") || variable == "HTTP_PORT")
+            .collect();
+        check(&own, &documented_in("docs/webhooks.md"), "docs/webhooks.md");
+    }
+
+    fn check(
+        settings: &BTreeMap<String, Option<String>>,
+        documented: &BTreeMap<String, String>,
+        file: &str,
+    ) {
         let missing: Vec<&String> = settings
             .keys()
             .filter(|variable| !documented.contains_key(*variable))
@@ -90,9 +116,9 @@ mod config_reference {
             .collect();
         assert!(
             missing.is_empty() && unknown.is_empty(),
-            "docs/configuration.md: settings without a row {missing:?}, rows of no setting {unknown:?}"
+            "{file}: settings without a row {missing:?}, rows of no setting {unknown:?}"
         );
-        for (variable, default) in &settings {
+        for (variable, default) in settings {
             let cell = &documented[variable];
             match default {
                 Some(default) => assert_eq!(
