@@ -4,6 +4,7 @@
 
 mod delivery;
 mod endpoints;
+mod outages;
 mod retries;
 mod ssrf;
 
