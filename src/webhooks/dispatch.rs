@@ -268,17 +268,23 @@ impl Dispatcher {
         let mut pause = Duration::from_millis(100);
         loop {
             let disable_after = self.settings.disable_after;
-            match self
-                .pool
-                .run(async |conn| {
-                    use diesel_async::AsyncConnection;
-                    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-                        deliveries::record_attempt(conn, record, disable_after).await
+            let recorded = if record.next == AfterAttempt::Delivered {
+                self.pool
+                    .run(async |conn| deliveries::record_delivered(conn, record).await)
+                    .await
+                    .map(|()| EndpointChange::None)
+            } else {
+                self.pool
+                    .run(async |conn| {
+                        use diesel_async::AsyncConnection;
+                        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+                            deliveries::record_attempt(conn, record, disable_after).await
+                        })
+                        .await
                     })
                     .await
-                })
-                .await
-            {
+            };
+            match recorded {
                 Ok(change) => return Some(change),
                 Err(error) if tokio::time::Instant::now() + pause < give_up => {
                     tracing::warn!(error = %error, "webhooks: cannot record an attempt; retrying");

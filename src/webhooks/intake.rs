@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::broker::BrokerUrls;
-use crate::db::webhooks::{deliveries, endpoints};
+use crate::db::webhooks::deliveries;
 use crate::db::BoundedPool;
 use crate::domain::event::{DISCONNECT_REJECTED, EVENT_TYPES};
 use crate::observability::metrics::webhooks as metrics;
@@ -257,18 +257,18 @@ async fn take_in(pool: &BoundedPool, body: &[u8]) -> Result<&'static str, crate:
         let Route::Application(client_id) = route else {
             return Ok("no_application");
         };
-        let endpoint_ids = endpoints::subscribed(conn, &client_id, &routing.event_type).await?;
-        if endpoint_ids.is_empty() {
-            return Ok("no_endpoint");
-        }
         let message = deliveries::NewMessage {
             event_id: routing.event_id,
             event_type: &routing.event_type,
             client_id: &client_id,
             payload,
         };
-        deliveries::take_in(conn, &message, &endpoint_ids).await?;
-        Ok("routed")
+        let endpoints = deliveries::take_in(conn, &message).await?;
+        Ok(if endpoints == 0 {
+            "no_endpoint"
+        } else {
+            "routed"
+        })
     })
     .await
 }

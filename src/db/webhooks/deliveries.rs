@@ -11,15 +11,12 @@ use diesel::sql_types::{
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::db::schema::{webhook_deliveries, webhook_messages};
-
 /// The far end of the due index: where a disabled endpoint's pending
 /// deliveries wait, so the claim never reads them, until it is enabled.
 const PARKED: &str = "'infinity'::timestamptz";
 
 /// An event to deliver, as taken from the event exchange.
-#[derive(Debug, Insertable)]
-#[diesel(table_name = webhook_messages)]
+#[derive(Debug)]
 pub struct NewMessage<'a> {
     pub event_id: Uuid,
     pub event_type: &'a str,
@@ -27,32 +24,41 @@ pub struct NewMessage<'a> {
     pub payload: &'a str,
 }
 
-/// Record the event and a delivery to each endpoint, once: a redelivered
-/// event changes nothing. Returns how many deliveries are new.
-pub async fn take_in(
-    conn: &mut AsyncPgConnection,
-    message: &NewMessage<'_>,
-    endpoint_ids: &[Uuid],
-) -> QueryResult<usize> {
-    diesel::insert_into(webhook_messages::table)
-        .values(message)
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await?;
-    let rows: Vec<_> = endpoint_ids
-        .iter()
-        .map(|endpoint_id| {
-            (
-                webhook_deliveries::event_id.eq(message.event_id),
-                webhook_deliveries::endpoint_id.eq(*endpoint_id),
-            )
-        })
-        .collect();
-    diesel::insert_into(webhook_deliveries::table)
-        .values(rows)
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await
+#[derive(QueryableByName)]
+struct TakenIn {
+    #[diesel(sql_type = BigInt)]
+    endpoints: i64,
+}
+
+/// Record the event and a delivery to each enabled endpoint of its
+/// application that takes its type, once: a redelivered event changes
+/// nothing. One statement (so atomic, and one round trip: this is every
+/// event's cost). Returns how many endpoints take it; with none, nothing
+/// is recorded.
+pub async fn take_in(conn: &mut AsyncPgConnection, message: &NewMessage<'_>) -> QueryResult<i64> {
+    let taken: TakenIn = diesel::sql_query(
+        "WITH endpoints AS (
+             SELECT id FROM webhook_endpoints
+             WHERE client_id = $3 AND disabled_at IS NULL
+               AND (event_types = '{}' OR $2 = ANY (event_types))
+         ), message AS (
+             INSERT INTO webhook_messages (event_id, event_type, client_id, payload)
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM endpoints)
+             ON CONFLICT DO NOTHING
+         ), deliveries AS (
+             INSERT INTO webhook_deliveries (event_id, endpoint_id)
+             SELECT $1, id FROM endpoints
+             ON CONFLICT DO NOTHING
+         )
+         SELECT count(*) AS endpoints FROM endpoints",
+    )
+    .bind::<SqlUuid, _>(message.event_id)
+    .bind::<Text, _>(message.event_type)
+    .bind::<Text, _>(message.client_id)
+    .bind::<Text, _>(message.payload)
+    .get_result(conn)
+    .await?;
+    Ok(taken.endpoints)
 }
 
 /// A delivery a dispatcher took, with what its attempt needs.
@@ -171,14 +177,50 @@ struct Streak {
     enabled: bool,
 }
 
+/// Record a 2xx: the attempt, the delivery delivered, the endpoint's
+/// failing streak ended. One statement, so one round trip and atomic:
+/// this is every delivered event's cost.
+pub async fn record_delivered(
+    conn: &mut AsyncPgConnection,
+    record: &AttemptRecord<'_>,
+) -> QueryResult<()> {
+    diesel::sql_query(
+        "WITH attempt AS (
+             INSERT INTO webhook_attempts
+                 (delivery_id, attempted_at, duration_ms, status_code, error, response_excerpt)
+             VALUES ($1, $2, $3, $4, NULL, $5)
+         ), delivery AS (
+             UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1,
+                 finished_at = now()
+             WHERE id = $1 AND status = 'pending'
+         )
+         UPDATE webhook_endpoints SET failing_since = NULL
+         WHERE id = $6 AND failing_since IS NOT NULL",
+    )
+    .bind::<BigInt, _>(record.delivery_id)
+    .bind::<Timestamptz, _>(record.attempted_at)
+    .bind::<Integer, _>(record.duration_ms)
+    .bind::<Nullable<Integer>, _>(record.status_code)
+    .bind::<Nullable<Text>, _>(record.response_excerpt)
+    .bind::<SqlUuid, _>(record.endpoint_id)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
 /// Record the attempt, settle or reschedule the delivery, and keep the
 /// endpoint's failing streak: an endpoint failing since longer than
-/// `disable_after` is disabled. One transaction.
+/// `disable_after` is disabled. Run it in a transaction (a 2xx alone is
+/// [`record_delivered`], one statement).
 pub async fn record_attempt(
     conn: &mut AsyncPgConnection,
     record: &AttemptRecord<'_>,
     disable_after: Duration,
 ) -> QueryResult<EndpointChange> {
+    if record.next == AfterAttempt::Delivered {
+        record_delivered(conn, record).await?;
+        return Ok(EndpointChange::None);
+    }
     let next_attempt_at = match record.next {
         AfterAttempt::RetryAt(at) => Some(at),
         _ => None,
@@ -214,16 +256,6 @@ pub async fn record_attempt(
     .bind::<Bool, _>(finished)
     .execute(conn)
     .await?;
-    if record.next == AfterAttempt::Delivered {
-        diesel::sql_query(
-            "UPDATE webhook_endpoints SET failing_since = NULL
-             WHERE id = $1 AND failing_since IS NOT NULL",
-        )
-        .bind::<SqlUuid, _>(record.endpoint_id)
-        .execute(conn)
-        .await?;
-        return Ok(EndpointChange::None);
-    }
     let streak: Option<Streak> = diesel::sql_query(
         "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $2)
          WHERE id = $1 RETURNING failing_since, disabled_at IS NULL AS enabled",

@@ -134,25 +134,6 @@ pub async fn remove(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool>
         .map(|rows| rows == 1)
 }
 
-/// The enabled endpoints of `client_id` that take `event_type`.
-pub async fn subscribed(
-    conn: &mut AsyncPgConnection,
-    client_id: &str,
-    event_type: &str,
-) -> QueryResult<Vec<Uuid>> {
-    webhook_endpoints::table
-        .filter(webhook_endpoints::client_id.eq(client_id))
-        .filter(webhook_endpoints::disabled_at.is_null())
-        .filter(
-            webhook_endpoints::event_types
-                .eq(Vec::<String>::new())
-                .or(webhook_endpoints::event_types.contains(vec![event_type.to_string()])),
-        )
-        .select(webhook_endpoints::id)
-        .load(conn)
-        .await
-}
-
 /// An endpoint the dispatcher disabled, whose event is owed.
 #[derive(Debug, Clone, Queryable)]
 pub struct Unannounced {

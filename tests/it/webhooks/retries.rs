@@ -44,6 +44,10 @@ async fn a_receiver_that_fails_three_times_gets_the_event_on_the_fourth_attempt_
         .map(|a| a["status_code"].as_i64().unwrap_or(0))
         .collect();
     assert_eq!(codes, [500, 500, 500, 204]);
+    assert!(
+        context.endpoint(endpoint)["failing_since"].is_null(),
+        "the 2xx ended the endpoint's failing streak"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(receiver.received().len(), 4, "nothing after the 2xx");
 }
