@@ -51,6 +51,8 @@ pub enum Reply {
     WithHeader(u16, &'static str, String),
     /// Never answers (the dispatcher's timeout ends the attempt).
     Hang,
+    /// Answers with this status after a while.
+    After(Duration, u16),
 }
 
 #[derive(Clone)]
@@ -100,6 +102,10 @@ async fn receive(State(state): State<ReceiverState>, headers: HeaderMap, body: B
         Reply::Hang => {
             std::future::pending::<()>().await;
             StatusCode::OK.into_response()
+        }
+        Reply::After(wait, code) => {
+            tokio::time::sleep(wait).await;
+            status(code).into_response()
         }
     }
 }

@@ -97,3 +97,72 @@ async fn during_a_rotation_each_delivery_verifies_with_the_old_and_the_new_secre
         "two signatures while both secrets sign"
     );
 }
+
+#[tokio::test]
+async fn a_rejection_goes_to_the_application_it_concerns_and_no_other_rejection_goes_anywhere() {
+    use crate::support::scopes::connection_request;
+    let context = TestContext::new().await;
+    let receiver = Receiver::ok().await;
+    context.add_endpoint("app-a", &receiver.url, "standard");
+    let dispatcher = ready_dispatcher(&context, &[]).await;
+    let (mut events, _worker, channel) = context.running().await;
+
+    let issued = context.issue("app-a", "company-r", "gusto", "alice").await;
+    let token = issued.token.expose();
+    let first = context
+        .request_disconnect(&channel, uuid::Uuid::new_v4(), token)
+        .await;
+    events.event_for(first).await;
+    let again = context
+        .request_disconnect(&channel, uuid::Uuid::new_v4(), token)
+        .await;
+    assert_eq!(
+        events.event_for(again).await.json["reason"],
+        "already_disconnected"
+    );
+    // No application to tell: a token nobody issued.
+    let unknown = context
+        .request_disconnect(
+            &channel,
+            uuid::Uuid::new_v4(),
+            &format!("dwt_{}", "A".repeat(43)),
+        )
+        .await;
+    assert_eq!(
+        events.event_for(unknown).await.json["reason"],
+        "unknown_token"
+    );
+    // A publisher not authorized for app-a: app-a did not ask.
+    let other = context.issue("app-a", "company-s", "gusto", "alice").await;
+    let unauthorized = context
+        .publish_request(
+            &channel,
+            &connection_request("app-a", other.connection_id),
+            None,
+        )
+        .await;
+    assert_eq!(
+        events.event_for(unauthorized).await.json["reason"],
+        "not_authorized"
+    );
+    crate::support::eventually("both rejections taken in", || async {
+        let series = r#"disconnect_worker_webhook_events_total{outcome="no_application"}"#;
+        (crate::support::scraped(&dispatcher, series).await >= 2.0).then_some(())
+    })
+    .await;
+
+    let received = receiver.wait_for(2).await;
+    let mut types: Vec<String> = received
+        .iter()
+        .map(|request| {
+            let body: serde_json::Value = serde_json::from_str(&request.body).expect("JSON");
+            body["event_type"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    types.sort();
+    assert_eq!(
+        types,
+        ["connection.disconnect_rejected", "connection.disconnected"]
+    );
+    assert_eq!(receiver.received().len(), 2);
+}

@@ -235,3 +235,26 @@ async fn resend_sends_a_failed_delivery_again_with_the_same_id() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sigterm_lets_the_attempt_in_flight_finish_and_records_it() {
+    let context = TestContext::new().await;
+    let receiver = Receiver::answering(|_| Reply::After(Duration::from_secs(2), 200)).await;
+    let (endpoint, _) = context.add_endpoint("app-a", &receiver.url, "standard");
+    let dispatcher = ready_dispatcher(&context, &[]).await;
+    let (_events, _worker, channel) = context.running().await;
+    disconnect_one(&context, &channel, "app-a").await;
+    receiver.wait_for(1).await;
+
+    dispatcher.signal("TERM");
+    let status = dispatcher.wait().await;
+    assert!(status.success(), "{status:?}");
+    let attempts = context.attempts(&["--endpoint", &endpoint.to_string()]);
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["delivery_status"], "delivered", "{attempts:?}");
+
+    // Nothing is owed: a new dispatcher sends nothing again.
+    let _restarted = ready_dispatcher(&context, &[]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.received().len(), 1);
+}
