@@ -39,6 +39,11 @@ AMQP_PASSWORD = "s3cr3t-mq"
 DATABASE_URL = f"postgres://u:{DB_PASSWORD}@db/x"
 AMQP_URL = f"amqps://u:{AMQP_PASSWORD}@mq:5671/%2f"
 CREDENTIALS = {"secret": {"databaseUrl": DATABASE_URL, "amqpUrl": AMQP_URL}}
+# A distinctive fake WEBHOOK_SECRET_KEY: 32 bytes in base64, as openssl rand -base64 32 prints.
+WEBHOOK_KEY = "czNjcjN0LXdlYmhvb2sta2V5LTAxMjM0NTY3ODlhYmM="
+WEBHOOKS = {"webhooks": {"enabled": True, "secretKey": {"value": WEBHOOK_KEY}}}
+WEBHOOKS_EXISTING_SECRET = {"webhooks": {"enabled": True, "secretKey": {
+    "existingSecret": "dw-webhook-key", "key": "sealing-key"}}}
 
 EXISTING_SECRET = {
     "existingSecret": "dw-credentials",
@@ -60,24 +65,51 @@ OTEL_ENV = {
 }
 
 
-def program_env() -> set[str]:
-    """Every environment variable the worker reads, taken from its source so
-    the chart cannot drift from it: the `env = ...` of each command-line
-    setting in src/cli.rs and src/config/ (a literal, or a constant of the
-    same files), RUST_LOG, which tracing's filter reads, and OTEL_ENV, which
-    the OpenTelemetry SDK reads."""
+def command_env(command: str) -> set[str]:
+    """Every environment variable one command of the program reads, taken
+    from its source so the chart cannot drift from it: the `env = ...` of
+    each command-line setting (a literal, or a constant of the same files) of
+    the command's variant in src/cli.rs, of the structs it flattens in,
+    recursively (src/cli.rs and src/config/), and of the global options;
+    RUST_LOG, which tracing's filter reads, and OTEL_ENV, which the
+    OpenTelemetry SDK reads, whatever the command."""
     sources = [REPO_DIR / "src" / "cli.rs", *sorted((REPO_DIR / "src" / "config").glob("*.rs"))]
     text = "\n".join(path.read_text() for path in sources)
     constants = dict(re.findall(r'pub const ([A-Z_]+): &str =\s*"([A-Z_]+)";', text))
-    names = {"RUST_LOG", *OTEL_ENV}
-    for literal, constant in re.findall(r'\benv = (?:"([A-Z_]+)"|([A-Z_]+)\b)', text):
-        names.add(literal or constants[constant])
-    return names
+    # Struct bodies end at the first closing brace in column 0; the command
+    # variants (`Run { ... },` in `enum Command`) at the first one indented four.
+    bodies = dict(re.findall(r"\bpub struct (\w+) \{\n(.*?)\n\}", text, re.S))
+    (commands,) = re.findall(r"\bpub enum Command \{\n(.*?)\n\}", text, re.S)
+    variants = dict(re.findall(r"^    (\w+) \{\n(.*?)\n    \},?$", commands, re.S | re.M))
+
+    def env_of(body: str) -> set[str]:
+        names = set()
+        for literal, constant in re.findall(r'\benv = (?:"([A-Z_]+)"|([A-Z_]+)\b)', body):
+            names.add(literal or constants[constant])
+        for flattened in re.findall(r"#\[command\(flatten\)\]\s*(?:pub )?\w+: (\w+),", body):
+            names |= env_of(bodies[flattened])
+        return names
+
+    return {"RUST_LOG", *OTEL_ENV} | env_of(bodies["Cli"]) | env_of(variants[command])
 
 
-# Every environment variable the worker reads.
-PROGRAM_ENV = program_env()
+# Every environment variable the worker (`disconnect-worker run`) reads.
+RUN_ENV = command_env("Run")
+# Every environment variable the webhook dispatcher (`disconnect-worker deliver`) reads.
+DELIVER_ENV = command_env("Deliver")
+assert {"DATABASE_URL", "PREFETCH", "RUN_MIGRATIONS", "LOG_FORMAT"} <= RUN_ENV
+assert {"DATABASE_URL", "WEBHOOK_SECRET_KEY", "WEBHOOK_QUEUE", "LOG_FORMAT"} <= DELIVER_ENV
+assert not {"RUN_MIGRATIONS", "PREFETCH"} & DELIVER_ENV
 SECRET_ENV = {"DATABASE_URL", "AMQP_URL"}
+# The dispatcher's own credential, from a Secret of its own (or the user's).
+WEBHOOK_SECRET_ENV = {"WEBHOOK_SECRET_KEY"}
+# Broker settings deliver parses (it shares the worker's BrokerArgs) but never
+# reads: the request and dead-letter topology is the worker's. Its ConfigMap
+# leaves them out; test_render.py checks deliver's source still ignores them.
+DELIVER_UNUSED_ENV = {
+    "REQUEST_EXCHANGE", "REQUEST_QUEUE", "REQUEST_ROUTING_KEY", "DEAD_LETTER_EXCHANGE",
+    "DEAD_LETTER_QUEUE", "DELIVERY_LIMIT",
+}
 
 
 # Every metric the worker exposes at /metrics (docs/operations.md, "Health and metrics"):
@@ -125,6 +157,43 @@ SERIES = COUNTERS | GAUGES | {
     name + part for name in HISTOGRAMS for part in ("_bucket", "_sum", "_count")}
 # How the worker's test finds metric names in a file.
 METRIC_NAME = re.compile(r"\b(?:disconnect_worker|process)_[a-z0-9_]+")
+
+# The webhook dispatcher's own metrics (`deliver` only; docs/webhooks.md,
+# "Metrics and alerts"): its alerts (webhooks-prometheusrule.yaml) and the
+# dashboard's Webhooks row (dashboards/webhooks.json) may use these, the
+# metrics it shares with the worker and Prometheus's `up`. The worker's test
+# scrapes `run`, which has none of them, so test_observability.py checks these
+# names against the source (src/observability/metrics/webhooks.rs) instead.
+WEBHOOK_COUNTERS = {
+    "disconnect_worker_webhook_events_total",
+    "disconnect_worker_webhook_attempts_total",
+    "disconnect_worker_webhook_deliveries_total",
+    "disconnect_worker_webhook_endpoints_disabled_total",
+}
+WEBHOOK_GAUGES = {
+    "disconnect_worker_webhook_backlog_deliveries",
+    "disconnect_worker_webhook_oldest_due_seconds",
+    "disconnect_worker_webhook_endpoints_disabled",
+    "disconnect_worker_webhook_in_flight_attempts",
+}
+WEBHOOK_HISTOGRAMS = {
+    "disconnect_worker_webhook_attempt_seconds",
+    "disconnect_worker_webhook_delivery_seconds",
+}
+# What both commands export: the build, the pool and the process.
+COMMON_SERIES = {
+    "disconnect_worker_build_info", "disconnect_worker_database_pool_size",
+    "disconnect_worker_database_pool_in_use", "disconnect_worker_database_pool_waiting",
+    "disconnect_worker_database_pool_max_size", "process_cpu_seconds_total",
+    "process_resident_memory_bytes", "process_virtual_memory_bytes", "process_open_fds",
+    "process_max_fds", "process_start_time_seconds", "process_threads",
+}
+assert COMMON_SERIES <= SERIES
+# Prometheus's own series for each scrape target.
+SCRAPE_SERIES = {"up"}
+# The series a query about the dispatcher can select.
+DELIVER_SERIES = WEBHOOK_COUNTERS | WEBHOOK_GAUGES | COMMON_SERIES | SCRAPE_SERIES | {
+    name + part for name in WEBHOOK_HISTOGRAMS for part in ("_bucket", "_sum", "_count")}
 
 
 def selectors(expr: str) -> list[promql.VectorSelector]:
@@ -211,6 +280,28 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "podDisruptionBudget": {"enabled": False},
         "topologySpreadConstraints": [],
         "resources": {},
+    }),
+    "webhooks": merge(CREDENTIALS, WEBHOOKS),
+    "webhooks-existing-secret": merge(EXISTING_SECRET, WEBHOOKS_EXISTING_SECRET),
+    # Every optional object of the dispatcher: its ServiceMonitor, alerts,
+    # NetworkPolicy with egress, PDB, traced.
+    "webhooks-everything": merge(CREDENTIALS, WEBHOOKS, OTEL, {
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"},
+                           "alertLabels": {"team": "payments"}},
+        "grafanaDashboard": {"enabled": True},
+        "networkPolicy": {
+            "enabled": True,
+            "ingressFrom": [{"namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+            "egress": {"enabled": True, "rules": [
+                {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}],
+                 "ports": [{"port": 5432}, {"port": 5671}]},
+            ]},
+        },
+        "webhooks": {"replicaCount": 3, "config": {"timeoutSecs": 2.5, "retryJitter": 0.1},
+                     "podLabels": {"team": "payments"},
+                     "nodeSelector": {"egress": "internet"}},
     }),
     "customised": merge(EXISTING_SECRET, {
         "image": {"repository": "registry.example/dw", "digest": "sha256:" + "ab" * 32},

@@ -8,8 +8,10 @@ import re
 import pytest
 
 from chart import (
-    CHART_DIR, CREDENTIALS, EXISTING_SECRET, METRIC_NAME, NAMESPACE, OTEL, OTEL_ENV, PROGRAM_ENV,
-    SECRET_ENV, SERIES, env, kinds, label_matchers, merge, one, render, render_error, selectors,
+    CHART_DIR, COMMON_SERIES, CREDENTIALS, DELIVER_SERIES, EXISTING_SECRET, METRIC_NAME, NAMESPACE,
+    OTEL, OTEL_ENV, REPO_DIR, RUN_ENV, SECRET_ENV, SERIES, WEBHOOK_COUNTERS, WEBHOOK_GAUGES,
+    WEBHOOK_HISTOGRAMS, WEBHOOKS, env, kinds, label_matchers, merge, one, render, render_error,
+    selectors,
 )
 
 # The downward-API variables OTEL_RESOURCE_ATTRIBUTES is built from.
@@ -42,7 +44,7 @@ def test_each_otel_value_maps_to_its_variable_in_the_configmap():
     data = one(render(merge(CREDENTIALS, OTEL)), "ConfigMap")["data"]
     for key, variable in OTEL_TO_ENV.items():
         assert data[variable] == OTEL["otel"][key], key
-    assert set(data) <= PROGRAM_ENV - SECRET_ENV
+    assert set(data) <= RUN_ENV - SECRET_ENV
     # Resource attributes name the pod: they live in the container env only.
     assert "OTEL_RESOURCE_ATTRIBUTES" not in data
     # The table above covers every otel value but resourceAttributes.
@@ -167,13 +169,17 @@ ALERTS = {
 
 
 def alerts(values):
-    """Alert name -> rule, from the one PrometheusRule these values render."""
-    (group,) = one(render(values), "PrometheusRule")["spec"]["groups"]
+    """Alert name -> rule, from the worker's PrometheusRule these values render
+    (the one that is not the dispatcher's, -webhooks)."""
+    (rule,) = [o for o in render(values) if o["kind"] == "PrometheusRule"
+               and not o["metadata"]["name"].endswith("-webhooks")]
+    (group,) = rule["spec"]["groups"]
     return {rule["alert"]: rule for rule in group["rules"]}
 
 
 def test_prometheus_rule_is_off_by_default():
     assert "PrometheusRule" not in kinds(render(CREDENTIALS))
+    assert "PrometheusRule" not in kinds(render(merge(CREDENTIALS, WEBHOOKS)))
 
 
 def test_prometheus_rule_carries_the_labels_prometheus_selects_rules_by():
@@ -267,9 +273,163 @@ def test_alert_texts_are_prometheus_templates_left_for_prometheus():
     assert "disconnect.requests.dead" in description  # config.deadLetterQueue
 
 
+WEBHOOK_RULE = merge(RULE, WEBHOOKS)
+WEBHOOKS_JOB = f"{FULLNAME}-webhooks"
+THIS_DISPATCHER = f'job="{WEBHOOKS_JOB}", namespace="{NAMESPACE}"'
+WEBHOOKS_RULE_FILE = CHART_DIR / "templates" / "webhooks-prometheusrule.yaml"
+
+# Each dispatcher alert with its expression, duration and severity at the default values.
+WEBHOOK_ALERTS = {
+    "DisconnectWorkerWebhookAttemptsFailing": (
+        f'1 - (sum by (namespace, job) (rate(disconnect_worker_webhook_attempts_total'
+        f'{{result="delivered", {THIS_DISPATCHER}}}[15m])) / sum by (namespace, job) '
+        f"(rate(disconnect_worker_webhook_attempts_total{{{THIS_DISPATCHER}}}[15m]))) > 0.5",
+        "15m", "warning"),
+    "DisconnectWorkerWebhookDeliveriesFailed": (
+        f'sum by (namespace, job) (increase(disconnect_worker_webhook_deliveries_total'
+        f'{{outcome="failed", {THIS_DISPATCHER}}}[15m])) > 0', "0s", "warning"),
+    "DisconnectWorkerWebhookBacklog": (
+        f"max by (namespace, job) (disconnect_worker_webhook_oldest_due_seconds"
+        f"{{{THIS_DISPATCHER}}}) > 300", "10m", "warning"),
+    "DisconnectWorkerWebhookEndpointDisabled": (
+        f"sum by (namespace, job, reason) (increase("
+        f"disconnect_worker_webhook_endpoints_disabled_total{{{THIS_DISPATCHER}}}[15m])) > 0",
+        "0s", "warning"),
+    "DisconnectWorkerWebhookDispatcherDown": (
+        f"sum by (namespace, job) (up{{{THIS_DISPATCHER}}}) == 0 or absent(up{{{THIS_DISPATCHER}}})",
+        "5m", "critical"),
+}
+
+
+def webhook_alerts(values):
+    """Alert name -> rule, from the dispatcher's PrometheusRule these values render."""
+    rule = one(render(values), "PrometheusRule", "-webhooks")
+    (group,) = rule["spec"]["groups"]
+    return {rule["alert"]: rule for rule in group["rules"]}
+
+
+def test_the_dispatcher_s_alerts_need_both_the_rules_and_the_dispatcher():
+    assert [o["metadata"]["name"] for o in render(RULE) if o["kind"] == "PrometheusRule"] == [
+        FULLNAME]
+    names = [o["metadata"]["name"] for o in render(WEBHOOK_RULE) if o["kind"] == "PrometheusRule"]
+    assert sorted(names) == [FULLNAME, WEBHOOKS_JOB]
+    # The worker's rule stays as it was.
+    assert alerts(WEBHOOK_RULE) == alerts(RULE)
+
+
+def test_the_dispatcher_s_rule_carries_the_labels_prometheus_selects_rules_by():
+    values = merge(WEBHOOK_RULE, {"prometheusRule": {"labels": {"release": "prometheus"}}})
+    rule = one(render(values), "PrometheusRule", "-webhooks")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    (group,) = rule["spec"]["groups"]
+    assert group["name"] == WEBHOOKS_JOB
+    assert set(group) == {"name", "rules"}
+
+
+def test_each_dispatcher_alert_has_its_expression_duration_and_severity():
+    rules = webhook_alerts(WEBHOOK_RULE)
+    assert set(rules) == set(WEBHOOK_ALERTS)
+    for name, (expr, duration, severity) in WEBHOOK_ALERTS.items():
+        assert rules[name]["expr"] == expr, name
+        assert rules[name]["for"] == duration, name
+        assert rules[name]["labels"] == {"severity": severity}, name
+
+
+def test_each_dispatcher_alert_says_what_happened_and_what_to_look_at():
+    for name, rule in webhook_alerts(WEBHOOK_RULE).items():
+        assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, name
+        assert set(rule["annotations"]) == {"summary", "description"}, name
+        assert rule["annotations"]["summary"].endswith("."), name
+        assert "look at" in rule["annotations"]["description"].lower(), name
+
+
+def test_every_dispatcher_alert_selects_only_this_release_s_dispatcher():
+    for name, rule in webhook_alerts(WEBHOOK_RULE).items():
+        found = selectors(rule["expr"])
+        assert found, name
+        for selector in found:
+            assert selector.name in DELIVER_SERIES, f"{name}: {selector.name}"
+            matchers = label_matchers(selector)
+            assert matchers["job"] == WEBHOOKS_JOB, name
+            assert matchers["namespace"] == NAMESPACE, name
+
+
+def test_dispatcher_alerts_follow_its_service_name():
+    values = merge(WEBHOOK_RULE, {"fullnameOverride": "revoker"})
+    services = [o["metadata"]["name"] for o in render(values) if o["kind"] == "Service"]
+    assert sorted(services) == ["revoker", "revoker-webhooks"]
+    for name, rule in webhook_alerts(values).items():
+        for selector in selectors(rule["expr"]):
+            assert label_matchers(selector)["job"] == "revoker-webhooks", name
+
+
+def test_the_dispatcher_s_rule_template_names_only_metrics_it_exposes():
+    names = set(METRIC_NAME.findall(WEBHOOKS_RULE_FILE.read_text()))
+    assert names <= DELIVER_SERIES
+    assert len(names) == 4
+    # ...and the worker's rule template none of them: a test of the worker
+    # checks that file's names against a scrape of `run`, which has none.
+    worker_rules = (CHART_DIR / "templates" / "prometheusrule.yaml").read_text()
+    assert not names & set(METRIC_NAME.findall(worker_rules))
+
+
+def test_dispatcher_thresholds_durations_and_severities_are_values():
+    values = merge(WEBHOOK_RULE, {"prometheusRule": {
+        "thresholds": {"webhookAttemptsFailing": 0.25, "webhookBacklog": 1000000},
+        "for": {"webhookBacklog": "30m", "webhookDispatcherDown": "10m"},
+        "severity": {"webhookEndpointDisabled": "info"},
+        "alertLabels": {"team": "payments"},
+    }})
+    rules = webhook_alerts(values)
+    assert rules["DisconnectWorkerWebhookAttemptsFailing"]["expr"].endswith(")) > 0.25")
+    assert rules["DisconnectWorkerWebhookBacklog"]["expr"].endswith(" > 1000000")
+    assert rules["DisconnectWorkerWebhookBacklog"]["for"] == "30m"
+    assert rules["DisconnectWorkerWebhookDispatcherDown"]["for"] == "10m"
+    assert rules["DisconnectWorkerWebhookEndpointDisabled"]["labels"] == {
+        "severity": "info", "team": "payments"}
+    assert rules["DisconnectWorkerWebhookBacklog"]["labels"] == {
+        "severity": "warning", "team": "payments"}
+
+
+def test_dispatcher_alert_texts_quote_its_settings():
+    values = merge(WEBHOOK_RULE, {"webhooks": {"config": {
+        "concurrency": 128, "queue": "hooks.q", "disableAfterSecs": 86400}}})
+    rules = webhook_alerts(values)
+    assert "WEBHOOK_CONCURRENCY (128:" in rules["DisconnectWorkerWebhookBacklog"][
+        "annotations"]["description"]
+    assert "the queue hooks.q" in rules["DisconnectWorkerWebhookDispatcherDown"][
+        "annotations"]["description"]
+    assert "failed for 86400 s" in rules["DisconnectWorkerWebhookEndpointDisabled"][
+        "annotations"]["description"]
+
+
+def _source_metrics() -> dict[str, set[str]]:
+    """The dispatcher's metrics by kind, as src/observability/metrics/webhooks.rs defines them."""
+    text = (REPO_DIR / "src" / "observability" / "metrics" / "webhooks.rs").read_text()
+    names = dict(re.findall(r'pub const ([A-Z_]+): &str = "(disconnect_worker_webhook_[a-z_]+)";',
+                            text))
+    kinds_of: dict[str, set[str]] = {"counter": set(), "gauge": set(), "histogram": set()}
+    for kind, constant in re.findall(r"describe_(counter|gauge|histogram)!\(\s*([A-Z_]+),", text):
+        kinds_of[kind].add(names[constant])
+    return kinds_of
+
+
+def test_the_dispatcher_s_metrics_are_the_ones_its_source_defines():
+    # The worker's test scrapes `run`, which has no webhook series, so the
+    # names the chart uses are held to the dispatcher's source here.
+    source = _source_metrics()
+    assert source["counter"] == WEBHOOK_COUNTERS
+    assert source["gauge"] == WEBHOOK_GAUGES
+    assert source["histogram"] == WEBHOOK_HISTOGRAMS
+
+
 DASHBOARD_FILE = CHART_DIR / "dashboards" / "disconnect-worker.json"
+# The Webhooks row: the dispatcher's panels, appended to the worker's by the template.
+WEBHOOKS_ROW_FILE = CHART_DIR / "dashboards" / "webhooks.json"
 DASHBOARD = merge(CREDENTIALS, {"grafanaDashboard": {"enabled": True}})
-# Grafana's variables, replaced as Grafana would before the query is sent.
+# Grafana's variables, replaced as Grafana would before the query is sent
+# ("$job-webhooks", the dispatcher's job, becomes FULLNAME-webhooks).
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$namespace": NAMESPACE, "$job": FULLNAME}
 # What the panels must show, by the series they read.
 DASHBOARD_SERIES = {
@@ -288,7 +448,18 @@ DASHBOARD_SERIES = {
 
 
 def dashboard() -> dict:
-    return json.loads(DASHBOARD_FILE.read_text())
+    """The dashboard as the ConfigMap carries it: the worker's panels, then the Webhooks row."""
+    board = json.loads(DASHBOARD_FILE.read_text())
+    board["panels"] += webhooks_row()
+    return board
+
+
+def webhooks_row() -> list:
+    return json.loads(WEBHOOKS_ROW_FILE.read_text())
+
+
+def is_webhooks_panel(panel: dict) -> bool:
+    return panel["id"] in {p["id"] for p in webhooks_row()}
 
 
 def as_sent(query: str) -> str:
@@ -320,12 +491,16 @@ def test_every_dashboard_query_reads_the_chosen_release_from_the_chosen_datasour
     for panel, target in panel_targets(dashboard()):
         assert panel["datasource"] == target["datasource"] == {
             "type": "prometheus", "uid": "${datasource}"}, panel["title"]
-        assert '{job="$job", namespace="$namespace"' in target["expr"], panel["title"]
+        # The Webhooks row reads the release's dispatcher: its job is the worker's plus -webhooks.
+        job, series = (("$job-webhooks", DELIVER_SERIES) if is_webhooks_panel(panel)
+                       else ("$job", SERIES))
+        assert f'{{job="{job}", namespace="$namespace"' in target["expr"], panel["title"]
         found = selectors(as_sent(target["expr"]))
         assert found, panel["title"]
         for selector in found:
-            assert selector.name in SERIES, f"{panel['title']}: {selector.name}"
-            assert label_matchers(selector) == {"job": FULLNAME, "namespace": NAMESPACE}
+            assert selector.name in series, f"{panel['title']}: {selector.name}"
+            assert label_matchers(selector) == {
+                "job": job.replace("$job", FULLNAME), "namespace": NAMESPACE}
 
 
 def test_dashboard_variables_list_the_releases_that_expose_metrics():
@@ -336,17 +511,55 @@ def test_dashboard_variables_list_the_releases_that_expose_metrics():
         assert inner and inner[2] == variable["name"], query
         (selector,) = selectors(as_sent(inner[1]))
         assert selector.name in SERIES
+        if variable["name"] == "job":
+            # The worker's jobs only: the dispatcher's (-webhooks), which
+            # exports the build, pool and process metrics too, is not a choice.
+            assert selector.name not in COMMON_SERIES | DELIVER_SERIES, selector.name
+
+
+def test_the_webhooks_row_comes_last_with_its_own_panel_ids():
+    board = json.loads(DASHBOARD_FILE.read_text())
+    row = webhooks_row()
+    assert row[0]["type"] == "row" and row[0]["title"] == "Webhooks"
+    bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in board["panels"])
+    assert min(p["gridPos"]["y"] for p in row) == bottom
+    assert not {p["id"] for p in row} & {p["id"] for p in board["panels"]}
+
+
+# What the Webhooks row must show (the dispatcher's, as Grafana sends them).
+WEBHOOKS_DASHBOARD_SERIES = {
+    "disconnect_worker_webhook_deliveries_total", "disconnect_worker_webhook_attempts_total",
+    "disconnect_worker_webhook_attempt_seconds_bucket",
+    "disconnect_worker_webhook_delivery_seconds_bucket",
+    "disconnect_worker_webhook_backlog_deliveries", "disconnect_worker_webhook_oldest_due_seconds",
+    "disconnect_worker_webhook_endpoints_disabled",
+    "disconnect_worker_webhook_endpoints_disabled_total",
+    "disconnect_worker_webhook_in_flight_attempts", "disconnect_worker_webhook_events_total",
+}
 
 
 def test_dashboard_shows_every_metric_it_promises():
     used = {s.name for _, target in panel_targets(dashboard())
             for s in selectors(as_sent(target["expr"]))}
     assert DASHBOARD_SERIES <= used
+    assert WEBHOOKS_DASHBOARD_SERIES <= used
+
+
+def test_the_webhooks_row_reads_the_table_sampled_gauges_with_max():
+    # Every replica reports the same sample of the table: a sum would count it once per pod.
+    for panel, target in panel_targets({"panels": webhooks_row()}):
+        for gauge in ("backlog_deliveries", "oldest_due_seconds", "endpoints_disabled{"):
+            if f"disconnect_worker_webhook_{gauge}" in target["expr"]:
+                assert target["expr"].startswith("max"), panel["title"]
 
 
 def test_the_dashboard_file_names_only_metrics_the_worker_exposes():
     # The worker's own test reads the names from the file as it is written.
     assert set(METRIC_NAME.findall(DASHBOARD_FILE.read_text())) <= SERIES
+
+
+def test_the_webhooks_row_file_names_only_metrics_the_dispatcher_exposes():
+    assert set(METRIC_NAME.findall(WEBHOOKS_ROW_FILE.read_text())) <= DELIVER_SERIES
 
 
 def test_dashboard_configmap_carries_the_sidecar_label_and_the_file():
@@ -356,6 +569,14 @@ def test_dashboard_configmap_carries_the_sidecar_label_and_the_file():
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert "namespace" not in configmap["metadata"]  # the release's
     assert json.loads(configmap["data"]["disconnect-worker.json"]) == dashboard()
+
+
+def test_the_dashboard_is_the_same_with_or_without_the_dispatcher():
+    # One uid, one dashboard: every release's ConfigMap must carry the same JSON.
+    def text(values):
+        return one(render(values), "ConfigMap", "-dashboard")["data"]["disconnect-worker.json"]
+
+    assert text(DASHBOARD) == text(merge(DASHBOARD, WEBHOOKS))
 
 
 def test_dashboard_labels_annotations_and_namespace_are_values():

@@ -6,9 +6,9 @@ import pytest
 
 from chart import (
     AMQP_PASSWORD, AMQP_URL, CRD_KINDS, CREDENTIALS, DB_PASSWORD, DATABASE_URL,
-    EXISTING_SECRET, KUBE_VERSIONS, OTEL_ENV, PROGRAM_ENV, SCENARIOS, SECRET_ENV, container,
-    default_values, env, kinds, merge, one, pod_spec, render, render_error, render_files,
-    validate_strict,
+    EXISTING_SECRET, KUBE_VERSIONS, OTEL_ENV, RUN_ENV, SCENARIOS, SECRET_ENV, WEBHOOK_KEY,
+    WEBHOOK_SECRET_ENV, container, default_values, env, kinds, merge, one, pod_spec, render,
+    render_error, render_files, validate_strict,
 )
 
 HOOK = "helm.sh/hook"
@@ -37,14 +37,14 @@ def test_default_objects():
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_credentials_appear_only_in_secrets(scenario):
     for path, text in render_files(SCENARIOS[scenario]).items():
-        if path.endswith(("/secret.yaml", "/migrations-secret.yaml")):
+        if path.endswith(("/secret.yaml", "/migrations-secret.yaml", "/webhooks-secret.yaml")):
             continue
         # NOTES.txt included: it is printed to whoever runs helm install.
-        for password in (DB_PASSWORD, AMQP_PASSWORD):
+        for password in (DB_PASSWORD, AMQP_PASSWORD, WEBHOOK_KEY):
             assert password not in text, f"{path} leaks a credential"
     for obj in render(SCENARIOS[scenario]):
         if obj["kind"] == "ConfigMap":
-            assert not SECRET_ENV & obj["data"].keys()
+            assert not (SECRET_ENV | WEBHOOK_SECRET_ENV) & obj["data"].keys()
 
 
 def test_chart_secret_holds_the_urls_and_the_worker_reads_them_from_it():
@@ -109,11 +109,11 @@ def test_worker_takes_its_settings_from_the_configmap_and_runs_run():
 
 def test_every_configmap_key_is_a_variable_the_worker_reads():
     data = one(render(CREDENTIALS), "ConfigMap")["data"]
-    assert set(data) <= PROGRAM_ENV - SECRET_ENV
+    assert set(data) <= RUN_ENV - SECRET_ENV
     # ...and every non-secret setting is there, except RUN_MIGRATIONS, which
     # follows migrations.enabled in the Deployment, and the OpenTelemetry
     # variables, which appear only when set (test_observability.py).
-    assert set(data) == PROGRAM_ENV - SECRET_ENV - {"RUN_MIGRATIONS"} - OTEL_ENV
+    assert set(data) == RUN_ENV - SECRET_ENV - {"RUN_MIGRATIONS"} - OTEL_ENV
 
 
 CONFIG_TO_ENV = {

@@ -179,6 +179,27 @@ impl BrokerUrls {
             failures.join("; ")
         ))
     }
+
+    /// [`Self::connect_first`], and a channel on it in confirm mode: what
+    /// a one-shot publisher needs.
+    pub async fn connect_confirming(
+        &self,
+        setting: &str,
+    ) -> Result<(Connection, lapin::Channel), String> {
+        let connection = self
+            .connect_first(setting, ConnectionProperties::default())
+            .await?;
+        let channel = async {
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(lapin::options::ConfirmSelectOptions::default())
+                .await?;
+            Ok::<_, lapin::Error>(channel)
+        }
+        .await
+        .map_err(|error| format!("{setting}: cannot open a channel: {error}"))?;
+        Ok((connection, channel))
+    }
 }
 
 impl fmt::Display for BrokerUrls {

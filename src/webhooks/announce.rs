@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use lapin::options::ConfirmSelectOptions;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -111,15 +110,11 @@ impl Announcer {
             let channel = match session {
                 Some((connection, channel)) if connection.status().connected() => channel.clone(),
                 _ => {
-                    let connection = self
+                    let (connection, channel) = self
                         .urls
-                        .connect_first("AMQP_URL", ConnectionProperties::default())
+                        .connect_confirming("AMQP_URL")
                         .await
                         .map_err(anyhow::Error::msg)?;
-                    let channel = connection.create_channel().await?;
-                    channel
-                        .confirm_select(ConfirmSelectOptions::default())
-                        .await?;
                     *session = Some((connection, channel.clone()));
                     channel
                 }

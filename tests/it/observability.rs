@@ -136,7 +136,7 @@ async fn readyz_turns_503_while_the_broker_is_unreachable_and_200_after_the_reco
 }
 
 /// Every `disconnect_worker_*` and `process_*` name in `text`.
-fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+pub(crate) fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
     let mut names = std::collections::BTreeSet::new();
     for prefix in ["disconnect_worker_", "process_"] {
         for (at, _) in text.match_indices(prefix) {

@@ -5,23 +5,17 @@ use std::time::Duration;
 
 use disconnect_worker::broker::topology::inspect_queue;
 use disconnect_worker::broker::{BrokerUrls, Topology};
-use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
 
 /// A connection to the first of `amqp_urls` (one URL, or a comma-separated
 /// list, as `AMQP_URL` takes) that answers, and one channel on it, in
 /// confirm mode.
 pub async fn connect(amqp_urls: &str) -> anyhow::Result<(Connection, Channel)> {
-    let connection = BrokerUrls::parse("AMQP_URL", amqp_urls)
+    BrokerUrls::parse("AMQP_URL", amqp_urls)
         .map_err(anyhow::Error::msg)?
-        .connect_first("AMQP_URL", ConnectionProperties::default())
+        .connect_confirming("AMQP_URL")
         .await
-        .map_err(anyhow::Error::msg)?;
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    Ok((connection, channel))
+        .map_err(anyhow::Error::msg)
 }
 
 /// Every exchange and queue named `{label}-{random}.…`, with the default

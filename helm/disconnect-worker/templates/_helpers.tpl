@@ -61,6 +61,65 @@ app.kubernetes.io/component: worker
 {{- end }}
 
 {{/*
+The webhook dispatcher's resource names (Deployment, ConfigMap, Service, PDB,
+NetworkPolicy, ServiceMonitor, PrometheusRule, the key's Secret): the
+worker's name plus -webhooks, cut so the whole fits 63 characters. The
+Service's name is the dispatcher's job label, which its alerts select and the
+dashboard reads as "$job-webhooks".
+*/}}
+{{- define "disconnect-worker.webhooksFullname" -}}
+{{- printf "%s-webhooks" (include "disconnect-worker.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+Selector labels of the dispatcher pods only. Its pods share the release's
+name and instance labels; the component keeps the two workloads apart: every
+selector of the worker's objects requires component worker (immutable in its
+Deployment since the chart's first release), every one of the dispatcher's
+requires component webhooks, and the worker's NetworkPolicy, which selects by
+name and instance to cover the migration pods, excludes component webhooks.
+*/}}
+{{- define "disconnect-worker.webhooksSelectorLabels" -}}
+{{ include "disconnect-worker.selectorLabels" . }}
+app.kubernetes.io/component: webhooks
+{{- end }}
+
+{{/*
+Where the dispatcher reads WEBHOOK_SECRET_KEY: the user's Secret and key, or
+the one the chart makes from webhooks.secretKey.value.
+*/}}
+{{- define "disconnect-worker.webhooksSecretKeyRef" -}}
+{{- with .Values.webhooks.secretKey }}
+{{- if .existingSecret }}
+name: {{ .existingSecret }}
+key: {{ .key }}
+{{- else }}
+name: {{ include "disconnect-worker.webhooksFullname" $ }}
+key: WEBHOOK_SECRET_KEY
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Seconds Kubernetes gives the dispatcher between SIGTERM and SIGKILL. It then
+takes no more events and lets the attempts in flight finish: one may wait for
+its endpoint's slot (at most one timeout), then run (at most another), then
+be recorded; the margin covers the recording. Killed sooner, an attempt is
+repeated after its lease, a duplicate for the receiver.
+*/}}
+{{- define "disconnect-worker.webhooksTerminationGracePeriodSeconds" -}}
+{{- $attempts := mulf .Values.webhooks.config.timeoutSecs 2 | ceil | int }}
+{{- $given := .Values.webhooks.terminationGracePeriodSeconds }}
+{{- if kindIs "invalid" $given }}
+{{- add $attempts 10 }}
+{{- else if le (int $given) $attempts }}
+{{- fail (printf "webhooks.terminationGracePeriodSeconds (%d) must be longer than twice webhooks.config.timeoutSecs (%d s): an attempt in flight at SIGTERM may wait for its endpoint's slot for one timeout and then run for another, and a dispatcher killed sooner sends it again after its lease" (int $given) $attempts) }}
+{{- else }}
+{{- int $given }}
+{{- end }}
+{{- end }}
+
+{{/*
 ServiceAccount the worker runs as.
 */}}
 {{- define "disconnect-worker.serviceAccountName" -}}
@@ -247,6 +306,16 @@ Checks across values that values.schema.json cannot express.
 {{- end }}
 {{- if gt (int .Values.config.retryMinDelayMs) (int .Values.config.retryMaxDelayMs) }}
 {{- fail "config.retryMinDelayMs must not exceed config.retryMaxDelayMs (the worker refuses to start otherwise)" }}
+{{- end }}
+{{- if .Values.webhooks.enabled }}
+{{- with .Values.webhooks.secretKey }}
+{{- if and (not .existingSecret) (not .value) }}
+{{- fail "webhooks.enabled needs WEBHOOK_SECRET_KEY (32 random bytes in base64: openssl rand -base64 32) from a Secret: set webhooks.secretKey.existingSecret (and webhooks.secretKey.key) to a Secret you manage that holds it, or webhooks.secretKey.value for a Secret the chart makes" }}
+{{- end }}
+{{- if and .existingSecret .value }}
+{{- fail "webhooks.secretKey.existingSecret and webhooks.secretKey.value are both set: the dispatcher reads one key; keep the existing Secret and leave value empty" }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- with .Values.config }}
 {{- if ge (int .databaseStatementTimeoutSecs) (int .databaseTransactionTimeoutSecs) }}
