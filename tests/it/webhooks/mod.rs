@@ -4,6 +4,7 @@
 
 mod delivery;
 mod endpoints;
+mod https;
 mod metrics;
 mod outages;
 mod retries;
