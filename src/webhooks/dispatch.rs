@@ -169,15 +169,21 @@ impl Dispatcher {
                 None => AfterAttempt::Failed,
             },
         };
-        tracing::info!(
-            event.id = %delivery.event_id,
-            webhook.endpoint_id = %delivery.endpoint_id,
-            webhook.attempt = attempts_made,
-            webhook.result = label,
-            http.status_code = result.status_code,
-            duration_ms = result.duration.as_millis() as u64,
-            "webhook attempt"
-        );
+        // A failure is worth a line at the default level; a success only
+        // at debug (one per event and endpoint).
+        let fields = (delivery.event_id, delivery.endpoint_id, result.status_code);
+        if matches!(next, AfterAttempt::Delivered) {
+            tracing::debug!(event.id = %fields.0, webhook.endpoint_id = %fields.1,
+                webhook.attempt = attempts_made, webhook.result = label,
+                http.status_code = fields.2, duration_ms = result.duration.as_millis() as u64,
+                "webhook attempt");
+        } else {
+            tracing::info!(event.id = %fields.0, webhook.endpoint_id = %fields.1,
+                webhook.attempt = attempts_made, webhook.result = label,
+                http.status_code = fields.2, duration_ms = result.duration.as_millis() as u64,
+                error = result.error.as_deref().unwrap_or_default(),
+                "webhook attempt");
+        }
         let record = AttemptRecord {
             delivery_id: delivery.delivery_id,
             endpoint_id: delivery.endpoint_id,
