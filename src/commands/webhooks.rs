@@ -117,15 +117,7 @@ pub async fn enable(args: &WebhookIdArgs) -> anyhow::Result<()> {
     let settings = args.database.settings().map_err(ConfigError)?;
     let id = args.id;
     let found = with_database(&settings, "enabling the endpoint", async |conn| {
-        use diesel_async::AsyncConnection;
-        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-            let found = endpoints::enable(conn, id).await?;
-            if found {
-                deliveries::unpark(conn, id).await?;
-            }
-            Ok(found)
-        })
-        .await
+        endpoints::enable(conn, id).await
     })
     .await?;
     report(found, id, "enabled; its pending deliveries are due now")

@@ -147,6 +147,7 @@ diesel::table! {
         disabled_at -> Nullable<Timestamptz>,
         disabled_reason -> Nullable<Text>,
         disabled_announced_at -> Nullable<Timestamptz>,
+        next_due_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -52,8 +52,7 @@ pub async fn list(
         "SELECT d.event_id, d.endpoint_id, d.status AS delivery_status,
              (CASE WHEN a.id IS NULL THEN 0 ELSE row_number() OVER (PARTITION BY d.id ORDER BY a.id) END)::int4 AS attempt,
              a.attempted_at, a.status_code, a.duration_ms, a.error, a.response_excerpt,
-             CASE WHEN d.status = 'pending' AND d.next_attempt_at < 'infinity'
-                  THEN d.next_attempt_at END AS next_attempt_at
+             CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at
          FROM webhook_deliveries d LEFT JOIN webhook_attempts a ON a.delivery_id = d.id
          WHERE ($1::uuid IS NULL OR d.endpoint_id = $1)
            AND ($2::uuid IS NULL OR d.event_id = $2)

@@ -1,5 +1,13 @@
 //! `webhook_messages` and `webhook_deliveries`: an event taken in, one
 //! delivery of it per endpoint, claimed by a dispatcher when due.
+//!
+//! Scheduling is by endpoint: `webhook_endpoints.next_due_at` is no later
+//! than the earliest due time of the endpoint's pending deliveries (every
+//! statement that makes a delivery due sooner lowers it; a claim sets it
+//! exactly). A claim reads due endpoints, then the first few due
+//! deliveries of each: a receiver that is down, with thousands of
+//! deliveries waiting, costs one skipped row, where reading deliveries by
+//! due time would read past all of them on every claim.
 
 use std::time::Duration;
 
@@ -10,10 +18,6 @@ use diesel::sql_types::{
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
-
-/// The far end of the due index: where a disabled endpoint's pending
-/// deliveries wait, so the claim never reads them, until it is enabled.
-const PARKED: &str = "'infinity'::timestamptz";
 
 /// An event to deliver, as taken from the event exchange.
 #[derive(Debug)]
@@ -49,6 +53,12 @@ pub async fn take_in(conn: &mut AsyncPgConnection, message: &NewMessage<'_>) -> 
              INSERT INTO webhook_deliveries (event_id, endpoint_id)
              SELECT $1, id FROM endpoints
              ON CONFLICT DO NOTHING
+         ), due AS (
+             -- Written only when not due already: under load an endpoint
+             -- is due, and its row is not rewritten for every event.
+             UPDATE webhook_endpoints SET next_due_at = now()
+             WHERE id IN (SELECT id FROM endpoints)
+               AND (next_due_at IS NULL OR next_due_at > now())
          )
          SELECT count(*) AS endpoints FROM endpoints",
     )
@@ -91,7 +101,8 @@ pub struct Claimed {
 /// endpoint and none of `busy` (endpoints with no free attempt slot here).
 /// A taken delivery is leased: it is due again only after `lease`, so a
 /// dispatcher that dies mid-attempt loses nothing. Other dispatchers skip
-/// what this one holds locked.
+/// what this one holds locked. Each endpoint claimed for gets its next due
+/// time back: its first remaining due delivery's, or the lease's end.
 pub async fn claim(
     conn: &mut AsyncPgConnection,
     limit: i64,
@@ -100,28 +111,41 @@ pub async fn claim(
     lease: Duration,
 ) -> QueryResult<Vec<Claimed>> {
     diesel::sql_query(
-        "WITH due AS (
-             SELECT id, endpoint_id, next_attempt_at FROM webhook_deliveries
-             WHERE status = 'pending' AND next_attempt_at <= now() AND endpoint_id <> ALL($1)
-             ORDER BY next_attempt_at LIMIT $3 * 8
-         ), ranked AS (
-             SELECT id, row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS nth
-             FROM due
+        "WITH due_endpoints AS (
+             SELECT id FROM webhook_endpoints
+             WHERE disabled_at IS NULL AND next_due_at <= now() AND id <> ALL($1)
+             ORDER BY next_due_at LIMIT $3
+             FOR UPDATE SKIP LOCKED
          ), picked AS (
-             SELECT d.id FROM webhook_deliveries d JOIN ranked r ON r.id = d.id
-             WHERE r.nth <= $2 AND d.status = 'pending' AND d.next_attempt_at <= now()
-             ORDER BY d.next_attempt_at LIMIT $3
-             FOR UPDATE OF d SKIP LOCKED
+             SELECT d.id, d.endpoint_id FROM due_endpoints e
+             CROSS JOIN LATERAL (
+                 SELECT id, endpoint_id FROM webhook_deliveries
+                 WHERE endpoint_id = e.id AND status = 'pending' AND next_attempt_at <= now()
+                 ORDER BY next_attempt_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             ) d
+             LIMIT $3
+         ), leased AS (
+             UPDATE webhook_deliveries d SET next_attempt_at = now() + $4
+             FROM picked WHERE d.id = picked.id
+             RETURNING d.id, d.event_id, d.endpoint_id, d.attempts
+         ), rescheduled AS (
+             -- This statement's snapshot still shows the leased deliveries
+             -- due: they are left out, and count for the lease's end.
+             UPDATE webhook_endpoints e SET next_due_at = LEAST(
+                 (SELECT min(d.next_attempt_at) FROM webhook_deliveries d
+                  WHERE d.endpoint_id = e.id AND d.status = 'pending'
+                    AND d.id NOT IN (SELECT id FROM picked WHERE endpoint_id = e.id)),
+                 CASE WHEN e.id IN (SELECT endpoint_id FROM picked) THEN now() + $4 END)
+             FROM due_endpoints WHERE e.id = due_endpoints.id
          )
-         UPDATE webhook_deliveries d SET next_attempt_at = now() + $4
-         FROM picked, webhook_endpoints e, webhook_messages m
-         WHERE d.id = picked.id AND e.id = d.endpoint_id AND m.event_id = d.event_id
-           AND e.disabled_at IS NULL
-         RETURNING d.id AS delivery_id, d.event_id, d.endpoint_id, d.attempts, e.url,
+         SELECT l.id AS delivery_id, l.event_id, l.endpoint_id, l.attempts, e.url,
              e.header_format, e.secret_sealed,
              CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret_sealed END
                  AS previous_secret_sealed,
-             m.payload, m.received_at",
+             m.payload, m.received_at
+         FROM leased l JOIN webhook_endpoints e ON e.id = l.endpoint_id
+             JOIN webhook_messages m ON m.event_id = l.event_id",
     )
     .bind::<Array<SqlUuid>, _>(busy)
     .bind::<BigInt, _>(per_endpoint)
@@ -257,11 +281,13 @@ pub async fn record_attempt(
     .execute(conn)
     .await?;
     let streak: Option<Streak> = diesel::sql_query(
-        "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $2)
+        "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $2),
+             next_due_at = LEAST(next_due_at, $3)
          WHERE id = $1 RETURNING failing_since, disabled_at IS NULL AS enabled",
     )
     .bind::<SqlUuid, _>(record.endpoint_id)
     .bind::<Timestamptz, _>(record.attempted_at)
+    .bind::<Nullable<Timestamptz>, _>(next_attempt_at)
     .get_result(conn)
     .await
     .optional()?;
@@ -283,8 +309,9 @@ pub async fn record_attempt(
     Ok(EndpointChange::Disabled(reason))
 }
 
-/// Disable an endpoint for `reason` and park its pending deliveries; the
-/// announcer owes an event unless an operator did it.
+/// Disable an endpoint for `reason`: the claim no longer reads it, and its
+/// pending deliveries wait; the announcer owes an event unless an operator
+/// did it.
 pub async fn disable(
     conn: &mut AsyncPgConnection,
     endpoint_id: Uuid,
@@ -298,26 +325,8 @@ pub async fn disable(
     .bind::<SqlUuid, _>(endpoint_id)
     .bind::<Text, _>(reason)
     .execute(conn)
-    .await?;
-    diesel::sql_query(format!(
-        "UPDATE webhook_deliveries SET next_attempt_at = {PARKED}
-         WHERE endpoint_id = $1 AND status = 'pending'"
-    ))
-    .bind::<SqlUuid, _>(endpoint_id)
-    .execute(conn)
     .await
     .map(drop)
-}
-
-/// An endpoint enabled again: its parked deliveries are due now.
-pub async fn unpark(conn: &mut AsyncPgConnection, endpoint_id: Uuid) -> QueryResult<usize> {
-    diesel::sql_query(
-        "UPDATE webhook_deliveries SET next_attempt_at = now()
-         WHERE endpoint_id = $1 AND status = 'pending'",
-    )
-    .bind::<SqlUuid, _>(endpoint_id)
-    .execute(conn)
-    .await
 }
 
 /// Send an event again to its endpoints (or one): its deliveries that are
@@ -329,12 +338,15 @@ pub async fn resend(
     endpoint_id: Option<Uuid>,
 ) -> QueryResult<usize> {
     diesel::sql_query(
-        "UPDATE webhook_deliveries d SET status = 'pending', attempts = 0,
-             next_attempt_at = CASE WHEN e.disabled_at IS NULL THEN now() ELSE 'infinity' END,
-             finished_at = NULL
-         FROM webhook_endpoints e
-         WHERE d.event_id = $1 AND ($2::uuid IS NULL OR d.endpoint_id = $2)
-           AND e.id = d.endpoint_id AND d.status <> 'pending'",
+        "WITH resent AS (
+             UPDATE webhook_deliveries SET status = 'pending', attempts = 0,
+                 next_attempt_at = now(), finished_at = NULL
+             WHERE event_id = $1 AND ($2::uuid IS NULL OR endpoint_id = $2)
+               AND status <> 'pending'
+             RETURNING endpoint_id
+         )
+         UPDATE webhook_endpoints SET next_due_at = now()
+         WHERE id IN (SELECT endpoint_id FROM resent)",
     )
     .bind::<SqlUuid, _>(event_id)
     .bind::<Nullable<SqlUuid>, _>(endpoint_id)
@@ -356,13 +368,14 @@ pub struct Backlog {
 }
 
 pub async fn backlog(conn: &mut AsyncPgConnection) -> QueryResult<Backlog> {
-    diesel::sql_query(format!(
+    diesel::sql_query(
         "SELECT count(*) AS pending,
-             count(*) FILTER (WHERE next_attempt_at <= now()) AS due,
-             COALESCE(EXTRACT(EPOCH FROM now() - min(next_attempt_at)
-                 FILTER (WHERE next_attempt_at <= now()))::float8, 0) AS oldest_due_secs
-         FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at < {PARKED}"
-    ))
+             count(*) FILTER (WHERE d.next_attempt_at <= now()) AS due,
+             COALESCE(EXTRACT(EPOCH FROM now() - min(d.next_attempt_at)
+                 FILTER (WHERE d.next_attempt_at <= now()))::float8, 0) AS oldest_due_secs
+         FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+         WHERE d.status = 'pending' AND e.disabled_at IS NULL",
+    )
     .get_result(conn)
     .await
 }

@@ -63,21 +63,9 @@ pub async fn exists(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool>
         .await
 }
 
-/// Disable by hand: no event is announced (the operator knows).
-pub async fn disable_by_operator(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool> {
-    diesel::update(webhook_endpoints::table.find(id))
-        .set((
-            webhook_endpoints::disabled_at.eq(diesel::dsl::now),
-            webhook_endpoints::disabled_reason.eq("operator"),
-            webhook_endpoints::disabled_announced_at.eq(diesel::dsl::now),
-        ))
-        .execute(conn)
-        .await
-        .map(|rows| rows == 1)
-}
-
 /// Enable again: its failing streak starts over, and its deliveries still
-/// pending are attempted from now on.
+/// pending are attempted from now on (those past their time at once: the
+/// claim looks at it now and sets its next due time).
 pub async fn enable(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool> {
     diesel::update(webhook_endpoints::table.find(id))
         .set((
@@ -85,6 +73,9 @@ pub async fn enable(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool>
             webhook_endpoints::disabled_reason.eq(None::<String>),
             webhook_endpoints::disabled_announced_at.eq(None::<DateTime<Utc>>),
             webhook_endpoints::failing_since.eq(None::<DateTime<Utc>>),
+            webhook_endpoints::next_due_at.eq(diesel::dsl::sql::<
+                diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+            >("now()")),
         ))
         .execute(conn)
         .await
