@@ -187,7 +187,10 @@ async fn an_https_receiver_is_reached_when_its_ca_is_trusted_and_refused_when_no
     })
     .await;
     assert!(failed["status_code"].is_null(), "{failed}");
-    let error = failed["error"].as_str().unwrap_or_default().to_ascii_lowercase();
+    let error = failed["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     assert!(error.contains("certificate"), "{error}");
     assert!(received.lock().expect("lock").is_empty());
     drop(untrusted);
