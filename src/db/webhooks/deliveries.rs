@@ -101,8 +101,13 @@ pub struct Claimed {
 /// endpoint and none of `busy` (endpoints with no free attempt slot here).
 /// A taken delivery is leased: it is due again only after `lease`, so a
 /// dispatcher that dies mid-attempt loses nothing. Other dispatchers skip
-/// what this one holds locked. Each endpoint claimed for gets its next due
-/// time back: its first remaining due delivery's, or the lease's end.
+/// what this one holds locked. Run it in a transaction: it locks the due
+/// endpoints first, then leases, then sets each endpoint's next due time
+/// in a statement of its own, whose snapshot is taken while the endpoints
+/// are locked. An event taken in meanwhile cannot be missed by it: taking
+/// in updates the endpoint's row in the same statement, so it either
+/// committed before the lock (and is seen) or waits for this transaction
+/// (and then makes the endpoint due).
 pub async fn claim(
     conn: &mut AsyncPgConnection,
     limit: i64,
@@ -110,16 +115,27 @@ pub async fn claim(
     busy: &[Uuid],
     lease: Duration,
 ) -> QueryResult<Vec<Claimed>> {
-    diesel::sql_query(
-        "WITH due_endpoints AS (
-             SELECT id FROM webhook_endpoints
-             WHERE disabled_at IS NULL AND next_due_at <= now() AND id <> ALL($1)
-             ORDER BY next_due_at LIMIT $3
-             FOR UPDATE SKIP LOCKED
-         ), picked AS (
-             SELECT d.id, d.endpoint_id FROM due_endpoints e
+    let endpoints: Vec<Uuid> = diesel::sql_query(
+        "SELECT id FROM webhook_endpoints
+         WHERE disabled_at IS NULL AND next_due_at <= now() AND id <> ALL($1)
+         ORDER BY next_due_at LIMIT $2
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind::<Array<SqlUuid>, _>(busy)
+    .bind::<BigInt, _>(limit)
+    .load::<EndpointId>(conn)
+    .await?
+    .into_iter()
+    .map(|row| row.id)
+    .collect();
+    if endpoints.is_empty() {
+        return Ok(Vec::new());
+    }
+    let claimed: Vec<Claimed> = diesel::sql_query(
+        "WITH picked AS (
+             SELECT d.id FROM unnest($1::uuid[]) AS e(id)
              CROSS JOIN LATERAL (
-                 SELECT id, endpoint_id FROM webhook_deliveries
+                 SELECT id FROM webhook_deliveries
                  WHERE endpoint_id = e.id AND status = 'pending' AND next_attempt_at <= now()
                  ORDER BY next_attempt_at LIMIT $2
                  FOR UPDATE SKIP LOCKED
@@ -129,15 +145,6 @@ pub async fn claim(
              UPDATE webhook_deliveries d SET next_attempt_at = now() + $4
              FROM picked WHERE d.id = picked.id
              RETURNING d.id, d.event_id, d.endpoint_id, d.attempts
-         ), rescheduled AS (
-             -- This statement's snapshot still shows the leased deliveries
-             -- due: they are left out, and count for the lease's end.
-             UPDATE webhook_endpoints e SET next_due_at = LEAST(
-                 (SELECT min(d.next_attempt_at) FROM webhook_deliveries d
-                  WHERE d.endpoint_id = e.id AND d.status = 'pending'
-                    AND d.id NOT IN (SELECT id FROM picked WHERE endpoint_id = e.id)),
-                 CASE WHEN e.id IN (SELECT endpoint_id FROM picked) THEN now() + $4 END)
-             FROM due_endpoints WHERE e.id = due_endpoints.id
          )
          SELECT l.id AS delivery_id, l.event_id, l.endpoint_id, l.attempts, e.url,
              e.header_format, e.secret_sealed,
@@ -147,12 +154,28 @@ pub async fn claim(
          FROM leased l JOIN webhook_endpoints e ON e.id = l.endpoint_id
              JOIN webhook_messages m ON m.event_id = l.event_id",
     )
-    .bind::<Array<SqlUuid>, _>(busy)
+    .bind::<Array<SqlUuid>, _>(&endpoints)
     .bind::<BigInt, _>(per_endpoint)
     .bind::<BigInt, _>(limit)
     .bind::<Interval, _>(interval(lease))
     .load(conn)
-    .await
+    .await?;
+    diesel::sql_query(
+        "UPDATE webhook_endpoints e SET next_due_at = (
+             SELECT min(next_attempt_at) FROM webhook_deliveries
+             WHERE endpoint_id = e.id AND status = 'pending')
+         WHERE id = ANY($1)",
+    )
+    .bind::<Array<SqlUuid>, _>(&endpoints)
+    .execute(conn)
+    .await?;
+    Ok(claimed)
+}
+
+#[derive(QueryableByName)]
+struct EndpointId {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
 }
 
 fn interval(duration: Duration) -> diesel::pg::data_types::PgInterval {
