@@ -23,20 +23,12 @@ CREATE TABLE webhook_endpoints (
     disabled_reason text,
     -- When the `webhook.endpoint_disabled` event was confirmed by the
     -- broker; NULL while it is owed (only for `gone` and `failing`).
-    disabled_announced_at timestamptz,
-    -- When one of its pending deliveries is due next (no later than that;
-    -- NULL: none pending). The dispatcher claims by endpoint, so a dead
-    -- receiver's backlog of due deliveries is one row it skips, not
-    -- thousands it reads past on every claim.
-    next_due_at timestamptz
+    disabled_announced_at timestamptz
 );
 
 -- Intake: the enabled endpoints of an application.
 CREATE INDEX webhook_endpoints_enabled_by_client
     ON webhook_endpoints (client_id) WHERE disabled_at IS NULL;
--- The dispatcher's claim: enabled endpoints with a delivery due, earliest first.
-CREATE INDEX webhook_endpoints_due
-    ON webhook_endpoints (next_due_at) WHERE disabled_at IS NULL AND next_due_at IS NOT NULL;
 -- The announcer: disabled endpoints whose event is still owed.
 CREATE INDEX webhook_endpoints_unannounced
     ON webhook_endpoints (disabled_at) WHERE disabled_at IS NOT NULL AND disabled_announced_at IS NULL;
@@ -66,8 +58,11 @@ CREATE TABLE webhook_deliveries (
     finished_at timestamptz,
     UNIQUE (endpoint_id, event_id)
 );
--- The dispatcher's claim, per endpoint: its pending deliveries by when they
--- are due (the first few are read, never the backlog behind them).
+-- The dispatcher works by endpoint: this index gives an endpoint's first
+-- due deliveries (never the backlog behind them), and, one probe per
+-- endpoint, which endpoints have one due (a loose index scan). A receiver
+-- that is down, with thousands of deliveries waiting, costs one probe,
+-- where reading deliveries by due time would read past all of them.
 CREATE INDEX webhook_deliveries_due
     ON webhook_deliveries (endpoint_id, next_attempt_at) WHERE status = 'pending';
 -- `webhooks attempts --event-id`, `webhooks resend --event-id`.

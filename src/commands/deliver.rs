@@ -66,7 +66,7 @@ pub async fn deliver(
         prefetch: settings.prefetch,
         declare: broker.declare_topology,
         pool: pool.clone(),
-        wake: dispatcher.wake.clone(),
+        hints: dispatcher.hints.clone(),
         ready: readiness,
     };
     tasks.spawn(intake::run(intake, shutdown.clone()));

@@ -147,7 +147,6 @@ diesel::table! {
         disabled_at -> Nullable<Timestamptz>,
         disabled_reason -> Nullable<Text>,
         disabled_announced_at -> Nullable<Timestamptz>,
-        next_due_at -> Nullable<Timestamptz>,
     }
 }
 

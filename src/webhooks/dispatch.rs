@@ -5,7 +5,7 @@
 //! holds at most its own slots, and every other endpoint's deliveries go
 //! on beside it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +23,39 @@ use crate::db::webhooks::deliveries::{self, AfterAttempt, AttemptRecord, Claimed
 use crate::db::BoundedPool;
 use crate::observability::metrics::webhooks as metrics;
 
+/// Endpoints that may have a delivery due, with a bell.
+#[derive(Default)]
+pub struct DueHints {
+    endpoints: Mutex<HashSet<Uuid>>,
+    bell: Notify,
+}
+
+impl DueHints {
+    /// Hint these and ring.
+    pub fn add(&self, endpoints: impl IntoIterator<Item = Uuid>) {
+        self.keep(endpoints);
+        self.bell.notify_one();
+    }
+
+    /// Hint these for the next round, without ringing.
+    fn keep(&self, endpoints: impl IntoIterator<Item = Uuid>) {
+        if let Ok(mut hinted) = self.endpoints.lock() {
+            hinted.extend(endpoints);
+        }
+    }
+
+    fn take(&self) -> HashSet<Uuid> {
+        self.endpoints
+            .lock()
+            .map(|mut hinted| std::mem::take(&mut *hinted))
+            .unwrap_or_default()
+    }
+
+    async fn notified(&self) {
+        self.bell.notified().await;
+    }
+}
+
 /// How long the claim waits after being woken, for more to claim at once.
 const CLAIM_LINGER: Duration = Duration::from_millis(2);
 
@@ -32,8 +65,9 @@ pub struct Dispatcher {
     client: reqwest::Client,
     slots: Arc<Semaphore>,
     endpoint_slots: Mutex<HashMap<Uuid, Arc<Semaphore>>>,
-    /// Rung by the intake when new deliveries are recorded.
-    pub wake: Arc<Notify>,
+    /// Endpoints that may have a delivery due: given by the intake (new
+    /// deliveries) and by finished attempts.
+    pub hints: Arc<DueHints>,
     /// Rung when an endpoint is disabled, for its announcement.
     pub announce: Arc<Notify>,
 }
@@ -46,7 +80,7 @@ impl Dispatcher {
             client,
             slots: Arc::new(Semaphore::new(settings.concurrency)),
             endpoint_slots: Mutex::new(HashMap::new()),
-            wake: Arc::new(Notify::new()),
+            hints: Arc::new(DueHints::default()),
             announce: Arc::new(Notify::new()),
             settings,
         })
@@ -64,14 +98,29 @@ impl Dispatcher {
     /// timeout) and are recorded.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut attempts = JoinSet::new();
+        let mut next_sweep = tokio::time::Instant::now();
         loop {
-            self.claim_and_start(&mut attempts).await;
+            let mut candidates = self.hints.take();
+            if tokio::time::Instant::now() >= next_sweep {
+                next_sweep = tokio::time::Instant::now() + self.settings.poll;
+                match self
+                    .pool
+                    .read(async |conn| deliveries::due_endpoints(conn).await)
+                    .await
+                {
+                    Ok(due) => candidates.extend(due),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "webhooks: cannot look for due deliveries; trying again");
+                    }
+                }
+            }
+            self.claim_and_start(candidates, &mut attempts).await;
             while attempts.try_join_next().is_some() {}
             metrics::in_flight(attempts.len());
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(self.settings.poll) => {}
+                () = self.hints.notified() => {}
+                () = tokio::time::sleep_until(next_sweep) => {}
                 Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
             }
             // Let the events and finished attempts of the next moment
@@ -83,47 +132,54 @@ impl Dispatcher {
         metrics::in_flight(0);
     }
 
-    async fn claim_and_start(self: &Arc<Self>, attempts: &mut JoinSet<()>) {
-        loop {
-            let free = self.slots.available_permits();
-            if free == 0 {
+    /// Claim and start what is due of `candidates`, as far as this
+    /// replica's slots go; an endpoint with no free slot here is left to a
+    /// later round (its hint kept).
+    async fn claim_and_start(
+        self: &Arc<Self>,
+        candidates: HashSet<Uuid>,
+        attempts: &mut JoinSet<()>,
+    ) {
+        if candidates.is_empty() {
+            return;
+        }
+        let busy: HashSet<Uuid> = self.busy_endpoints().into_iter().collect();
+        let (waiting, endpoints): (Vec<Uuid>, Vec<Uuid>) =
+            candidates.into_iter().partition(|id| busy.contains(id));
+        self.hints.keep(waiting);
+        let free = self.slots.available_permits();
+        if free == 0 || endpoints.is_empty() {
+            self.hints.keep(endpoints);
+            return;
+        }
+        let per_endpoint = i64::try_from(self.settings.endpoint_concurrency).unwrap_or(1);
+        let limit = i64::try_from(free).unwrap_or(i64::MAX);
+        let lease = self.lease();
+        let claimed = match self
+            .pool
+            .run(async |conn| deliveries::claim(conn, &endpoints, per_endpoint, limit, lease).await)
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(error = %error, "webhooks: cannot claim due deliveries; trying again");
+                self.hints.keep(endpoints);
                 return;
             }
-            let busy = self.busy_endpoints();
-            let per_endpoint = i64::try_from(self.settings.endpoint_concurrency).unwrap_or(1);
-            let limit = i64::try_from(free).unwrap_or(i64::MAX);
-            let lease = self.lease();
-            let claimed = match self
-                .pool
-                .run(async |conn| {
-                    use diesel_async::AsyncConnection;
-                    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-                        deliveries::claim(conn, limit, per_endpoint, &busy, lease).await
-                    })
-                    .await
-                })
-                .await
-            {
-                Ok(claimed) => claimed,
-                Err(error) => {
-                    tracing::warn!(error = %error, "webhooks: cannot claim due deliveries; trying again");
-                    return;
-                }
+        };
+        if claimed.len() == free {
+            // There may be more of them due than slots were free.
+            self.hints.keep(endpoints);
+        }
+        for delivery in claimed {
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                // Not reachable (only this loop takes slots); the lease
+                // brings the delivery back if it were.
+                break;
             };
-            let count = claimed.len();
-            for delivery in claimed {
-                let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-                    // Not reachable (only this loop takes slots); the lease
-                    // brings the delivery back if it were.
-                    break;
-                };
-                let endpoint_slot = self.endpoint_slot(delivery.endpoint_id);
-                let this = self.clone();
-                attempts.spawn(async move { this.deliver(delivery, slot, endpoint_slot).await });
-            }
-            if count < free {
-                return;
-            }
+            let endpoint_slot = self.endpoint_slot(delivery.endpoint_id);
+            let this = self.clone();
+            attempts.spawn(async move { this.deliver(delivery, slot, endpoint_slot).await });
         }
     }
 
@@ -207,7 +263,10 @@ impl Dispatcher {
             response_excerpt: result.response_excerpt.as_deref(),
             next,
         };
-        let Some(change) = self.record(&record).await else {
+        let recorded = self.record(&record).await;
+        // Its next due delivery, if any, is this endpoint's to send now.
+        self.hints.add([delivery.endpoint_id]);
+        let Some(change) = recorded else {
             return;
         };
         match next {

@@ -18,10 +18,10 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ConnectionProperties, ExchangeKind};
 use serde::Deserialize;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::dispatch::DueHints;
 use crate::broker::BrokerUrls;
 use crate::db::webhooks::deliveries;
 use crate::db::BoundedPool;
@@ -139,8 +139,8 @@ pub struct Intake {
     /// DECLARE_TOPOLOGY.
     pub declare: bool,
     pub pool: BoundedPool,
-    /// Rung after each event's deliveries are committed.
-    pub wake: Arc<Notify>,
+    /// Given the endpoints of each event's new deliveries, once committed.
+    pub hints: Arc<DueHints>,
     pub ready: Arc<crate::observability::Readiness>,
 }
 
@@ -153,7 +153,7 @@ pub async fn run(intake: Intake, shutdown: CancellationToken) {
         prefetch,
         declare,
         pool,
-        wake,
+        hints,
         ready,
     } = intake;
     let mut pause = Duration::from_millis(200);
@@ -203,15 +203,14 @@ pub async fn run(intake: Intake, shutdown: CancellationToken) {
             };
             // Only a shutdown ends this before the deliveries are
             // committed; the event is then redelivered to a replica.
-            let taken = take_in_until_done(&pool, &delivery.data, &shutdown).await;
-            if !taken {
+            let Some(new_for) = take_in_until_done(&pool, &delivery.data, &shutdown).await else {
                 break;
-            }
+            };
             if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
                 tracing::warn!(error = %error, "webhook intake: ack failed; the event comes again");
                 break;
             }
-            wake.notify_one();
+            hints.add(new_for);
         }
         ready.not_consuming("reconnecting");
         let _ = connection
@@ -222,19 +221,24 @@ pub async fn run(intake: Intake, shutdown: CancellationToken) {
 
 /// Record the event's deliveries, retrying the database until it answers
 /// or the dispatcher stops (an event never counts toward a delivery limit
-/// for a database outage). `false` when stopped first.
-async fn take_in_until_done(pool: &BoundedPool, body: &[u8], shutdown: &CancellationToken) -> bool {
+/// for a database outage). The endpoints given a new delivery; `None` when
+/// stopped first.
+async fn take_in_until_done(
+    pool: &BoundedPool,
+    body: &[u8],
+    shutdown: &CancellationToken,
+) -> Option<Vec<Uuid>> {
     let mut pause = Duration::from_millis(100);
     loop {
         match take_in(pool, body).await {
-            Ok(outcome) => {
+            Ok((outcome, new_for)) => {
                 metrics::event_taken_in(outcome);
-                return true;
+                return Some(new_for);
             }
             Err(error) => {
                 tracing::warn!(error = %error, "webhook intake: cannot record an event's deliveries; retrying");
                 tokio::select! {
-                    () = shutdown.cancelled() => return false,
+                    () = shutdown.cancelled() => return None,
                     () = tokio::time::sleep(pause) => {}
                 }
                 pause = (pause * 2).min(Duration::from_secs(5));
@@ -243,19 +247,23 @@ async fn take_in_until_done(pool: &BoundedPool, body: &[u8], shutdown: &Cancella
     }
 }
 
-/// What became of one event, as the metric's label.
-async fn take_in(pool: &BoundedPool, body: &[u8]) -> Result<&'static str, crate::db::DbError> {
+/// What became of one event, as the metric's label, and the endpoints
+/// given a new delivery.
+async fn take_in(
+    pool: &BoundedPool,
+    body: &[u8],
+) -> Result<(&'static str, Vec<Uuid>), crate::db::DbError> {
     let Some((routing, payload)) = read(body) else {
         tracing::error!(
             bytes = body.len(),
             "webhook intake: an event that is not an outcome event's JSON; skipped"
         );
-        return Ok("unreadable");
+        return Ok(("unreadable", Vec::new()));
     };
     pool.run(async |conn| {
         let route = route(conn, &routing).await?;
         let Route::Application(client_id) = route else {
-            return Ok("no_application");
+            return Ok(("no_application", Vec::new()));
         };
         let message = deliveries::NewMessage {
             event_id: routing.event_id,
@@ -263,12 +271,13 @@ async fn take_in(pool: &BoundedPool, body: &[u8]) -> Result<&'static str, crate:
             client_id: &client_id,
             payload,
         };
-        let endpoints = deliveries::take_in(conn, &message).await?;
-        Ok(if endpoints == 0 {
+        let taken = deliveries::take_in(conn, &message).await?;
+        let outcome = if taken.endpoints == 0 {
             "no_endpoint"
         } else {
             "routed"
-        })
+        };
+        Ok((outcome, taken.new_for))
     })
     .await
 }

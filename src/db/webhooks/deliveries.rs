@@ -1,13 +1,12 @@
 //! `webhook_messages` and `webhook_deliveries`: an event taken in, one
 //! delivery of it per endpoint, claimed by a dispatcher when due.
 //!
-//! Scheduling is by endpoint: `webhook_endpoints.next_due_at` is no later
-//! than the earliest due time of the endpoint's pending deliveries (every
-//! statement that makes a delivery due sooner lowers it; a claim sets it
-//! exactly). A claim reads due endpoints, then the first few due
-//! deliveries of each: a receiver that is down, with thousands of
-//! deliveries waiting, costs one skipped row, where reading deliveries by
-//! due time would read past all of them on every claim.
+//! The dispatcher works by endpoint: it claims the first few due
+//! deliveries of named endpoints (those the intake just gave deliveries,
+//! and those [`due_endpoints`] finds each poll), so a receiver that is
+//! down, with thousands of deliveries waiting, costs one index probe, where
+//! reading deliveries by due time would read past all of them on every
+//! claim. No endpoint row is written on this path.
 
 use std::time::Duration;
 
@@ -32,14 +31,24 @@ pub struct NewMessage<'a> {
 struct TakenIn {
     #[diesel(sql_type = BigInt)]
     endpoints: i64,
+    #[diesel(sql_type = Array<SqlUuid>)]
+    new_for: Vec<Uuid>,
+}
+
+/// What taking an event in did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    /// The enabled endpoints of its application that take its type.
+    pub endpoints: i64,
+    /// Those given a new delivery now (none for a redelivered event).
+    pub new_for: Vec<Uuid>,
 }
 
 /// Record the event and a delivery to each enabled endpoint of its
 /// application that takes its type, once: a redelivered event changes
 /// nothing. One statement (so atomic, and one round trip: this is every
-/// event's cost). Returns how many endpoints take it; with none, nothing
-/// is recorded.
-pub async fn take_in(conn: &mut AsyncPgConnection, message: &NewMessage<'_>) -> QueryResult<i64> {
+/// event's cost). With no endpoint, nothing is recorded.
+pub async fn take_in(conn: &mut AsyncPgConnection, message: &NewMessage<'_>) -> QueryResult<Taken> {
     let taken: TakenIn = diesel::sql_query(
         "WITH endpoints AS (
              SELECT id FROM webhook_endpoints
@@ -53,14 +62,10 @@ pub async fn take_in(conn: &mut AsyncPgConnection, message: &NewMessage<'_>) -> 
              INSERT INTO webhook_deliveries (event_id, endpoint_id)
              SELECT $1, id FROM endpoints
              ON CONFLICT DO NOTHING
-         ), due AS (
-             -- Written only when not due already: under load an endpoint
-             -- is due, and its row is not rewritten for every event.
-             UPDATE webhook_endpoints SET next_due_at = now()
-             WHERE id IN (SELECT id FROM endpoints)
-               AND (next_due_at IS NULL OR next_due_at > now())
+             RETURNING endpoint_id
          )
-         SELECT count(*) AS endpoints FROM endpoints",
+         SELECT (SELECT count(*) FROM endpoints) AS endpoints,
+             ARRAY(SELECT endpoint_id FROM deliveries) AS new_for",
     )
     .bind::<SqlUuid, _>(message.event_id)
     .bind::<Text, _>(message.event_type)
@@ -68,7 +73,10 @@ pub async fn take_in(conn: &mut AsyncPgConnection, message: &NewMessage<'_>) -> 
     .bind::<Text, _>(message.payload)
     .get_result(conn)
     .await?;
-    Ok(taken.endpoints)
+    Ok(Taken {
+        endpoints: taken.endpoints,
+        new_for: taken.new_for,
+    })
 }
 
 /// A delivery a dispatcher took, with what its attempt needs.
@@ -97,41 +105,18 @@ pub struct Claimed {
     pub received_at: DateTime<Utc>,
 }
 
-/// Take up to `limit` due deliveries, at most `per_endpoint` of each
-/// endpoint and none of `busy` (endpoints with no free attempt slot here).
-/// A taken delivery is leased: it is due again only after `lease`, so a
-/// dispatcher that dies mid-attempt loses nothing. Other dispatchers skip
-/// what this one holds locked. Run it in a transaction: it locks the due
-/// endpoints first, then leases, then sets each endpoint's next due time
-/// in a statement of its own, whose snapshot is taken while the endpoints
-/// are locked. An event taken in meanwhile cannot be missed by it: taking
-/// in updates the endpoint's row in the same statement, so it either
-/// committed before the lock (and is seen) or waits for this transaction
-/// (and then makes the endpoint due).
+/// Take up to `limit` due deliveries of `endpoints` (enabled ones), at
+/// most `per_endpoint` of each. A taken delivery is leased: it is due again
+/// only after `lease`, so a dispatcher that dies mid-attempt loses nothing.
+/// Other dispatchers skip what this one holds locked.
 pub async fn claim(
     conn: &mut AsyncPgConnection,
-    limit: i64,
+    endpoints: &[Uuid],
     per_endpoint: i64,
-    busy: &[Uuid],
+    limit: i64,
     lease: Duration,
 ) -> QueryResult<Vec<Claimed>> {
-    let endpoints: Vec<Uuid> = diesel::sql_query(
-        "SELECT id FROM webhook_endpoints
-         WHERE disabled_at IS NULL AND next_due_at <= now() AND id <> ALL($1)
-         ORDER BY next_due_at LIMIT $2
-         FOR UPDATE SKIP LOCKED",
-    )
-    .bind::<Array<SqlUuid>, _>(busy)
-    .bind::<BigInt, _>(limit)
-    .load::<EndpointId>(conn)
-    .await?
-    .into_iter()
-    .map(|row| row.id)
-    .collect();
-    if endpoints.is_empty() {
-        return Ok(Vec::new());
-    }
-    let claimed: Vec<Claimed> = diesel::sql_query(
+    diesel::sql_query(
         "WITH picked AS (
              SELECT d.id FROM unnest($1::uuid[]) AS e(id)
              CROSS JOIN LATERAL (
@@ -152,30 +137,46 @@ pub async fn claim(
                  AS previous_secret_sealed,
              m.payload, m.received_at
          FROM leased l JOIN webhook_endpoints e ON e.id = l.endpoint_id
-             JOIN webhook_messages m ON m.event_id = l.event_id",
+             JOIN webhook_messages m ON m.event_id = l.event_id
+         WHERE e.disabled_at IS NULL",
     )
-    .bind::<Array<SqlUuid>, _>(&endpoints)
+    .bind::<Array<SqlUuid>, _>(endpoints)
     .bind::<BigInt, _>(per_endpoint)
     .bind::<BigInt, _>(limit)
     .bind::<Interval, _>(interval(lease))
     .load(conn)
-    .await?;
-    diesel::sql_query(
-        "UPDATE webhook_endpoints e SET next_due_at = (
-             SELECT min(next_attempt_at) FROM webhook_deliveries
-             WHERE endpoint_id = e.id AND status = 'pending')
-         WHERE id = ANY($1)",
-    )
-    .bind::<Array<SqlUuid>, _>(&endpoints)
-    .execute(conn)
-    .await?;
-    Ok(claimed)
+    .await
 }
 
 #[derive(QueryableByName)]
 struct EndpointId {
     #[diesel(sql_type = SqlUuid)]
-    id: Uuid,
+    endpoint_id: Uuid,
+}
+
+/// The enabled endpoints with a delivery due now: a loose index scan of
+/// the due index, one probe per endpoint with a pending delivery, however
+/// many each has waiting. Retries, leases run out, and what another
+/// replica left are found here.
+pub async fn due_endpoints(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Uuid>> {
+    let rows: Vec<EndpointId> = diesel::sql_query(
+        "WITH RECURSIVE firsts AS (
+             (SELECT endpoint_id, next_attempt_at FROM webhook_deliveries
+              WHERE status = 'pending' ORDER BY endpoint_id, next_attempt_at LIMIT 1)
+             UNION ALL
+             SELECT n.endpoint_id, n.next_attempt_at FROM firsts f CROSS JOIN LATERAL (
+                 SELECT endpoint_id, next_attempt_at FROM webhook_deliveries
+                 WHERE status = 'pending' AND endpoint_id > f.endpoint_id
+                 ORDER BY endpoint_id, next_attempt_at LIMIT 1) n
+         )
+         SELECT f.endpoint_id FROM firsts f
+         JOIN webhook_endpoints e ON e.id = f.endpoint_id AND e.disabled_at IS NULL
+         WHERE f.next_attempt_at <= now()
+         ORDER BY f.next_attempt_at",
+    )
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|row| row.endpoint_id).collect())
 }
 
 fn interval(duration: Duration) -> diesel::pg::data_types::PgInterval {
@@ -304,13 +305,11 @@ pub async fn record_attempt(
     .execute(conn)
     .await?;
     let streak: Option<Streak> = diesel::sql_query(
-        "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $2),
-             next_due_at = LEAST(next_due_at, $3)
+        "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $2)
          WHERE id = $1 RETURNING failing_since, disabled_at IS NULL AS enabled",
     )
     .bind::<SqlUuid, _>(record.endpoint_id)
     .bind::<Timestamptz, _>(record.attempted_at)
-    .bind::<Nullable<Timestamptz>, _>(next_attempt_at)
     .get_result(conn)
     .await
     .optional()?;
@@ -361,15 +360,10 @@ pub async fn resend(
     endpoint_id: Option<Uuid>,
 ) -> QueryResult<usize> {
     diesel::sql_query(
-        "WITH resent AS (
-             UPDATE webhook_deliveries SET status = 'pending', attempts = 0,
-                 next_attempt_at = now(), finished_at = NULL
-             WHERE event_id = $1 AND ($2::uuid IS NULL OR endpoint_id = $2)
-               AND status <> 'pending'
-             RETURNING endpoint_id
-         )
-         UPDATE webhook_endpoints SET next_due_at = now()
-         WHERE id IN (SELECT endpoint_id FROM resent)",
+        "UPDATE webhook_deliveries SET status = 'pending', attempts = 0,
+             next_attempt_at = now(), finished_at = NULL
+         WHERE event_id = $1 AND ($2::uuid IS NULL OR endpoint_id = $2)
+           AND status <> 'pending'",
     )
     .bind::<SqlUuid, _>(event_id)
     .bind::<Nullable<SqlUuid>, _>(endpoint_id)

@@ -64,8 +64,7 @@ pub async fn exists(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool>
 }
 
 /// Enable again: its failing streak starts over, and its deliveries still
-/// pending are attempted from now on (those past their time at once: the
-/// claim looks at it now and sets its next due time).
+/// pending are attempted from now on (those past their time at once).
 pub async fn enable(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool> {
     diesel::update(webhook_endpoints::table.find(id))
         .set((
@@ -73,9 +72,6 @@ pub async fn enable(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool>
             webhook_endpoints::disabled_reason.eq(None::<String>),
             webhook_endpoints::disabled_announced_at.eq(None::<DateTime<Utc>>),
             webhook_endpoints::failing_since.eq(None::<DateTime<Utc>>),
-            webhook_endpoints::next_due_at.eq(diesel::dsl::sql::<
-                diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
-            >("now()")),
         ))
         .execute(conn)
         .await
