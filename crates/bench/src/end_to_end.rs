@@ -56,7 +56,7 @@ pub fn worker_binary(args: &Args) -> anyhow::Result<PathBuf> {
 }
 
 /// Resident memory of a process, from /proc: (current, peak) in MiB.
-fn memory_mib(pid: u32) -> Option<(f64, f64)> {
+pub fn memory_mib(pid: u32) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<f64> {
         let line = status.lines().find(|line| line.starts_with(name))?;

@@ -3,6 +3,10 @@
 //! requests compared with what the database and the broker allow alone.
 //!
 //!   cargo run --release --bin disconnect-bench -- --connections 5000 --json bench.json
+//!
+//! With `--webhooks`, only the webhook dispatcher (`deliver`) is measured:
+//!
+//!   cargo run --release --bin disconnect-bench -- --webhooks --json webhooks.json
 
 mod amqp;
 mod batch_path;
@@ -15,6 +19,7 @@ mod population;
 mod report;
 mod seed;
 mod stats;
+mod webhooks;
 mod writes;
 
 use std::path::PathBuf;
@@ -112,6 +117,22 @@ pub struct Args {
     /// Ordinary requests per second before and during the fan-out.
     #[arg(long, default_value_t = 200.0)]
     pub fanout_rate: f64,
+    /// Run only the webhook dispatcher's measurement (`disconnect-worker
+    /// deliver`): events published straight to the event exchange, for
+    /// endpoints that are loopback receivers in this program.
+    #[arg(long)]
+    pub webhooks: bool,
+    /// Receivers answering 200 at once, each an endpoint of the one
+    /// application (beside one receiver that never answers).
+    #[arg(long, default_value_t = 4)]
+    pub webhook_receivers: usize,
+    /// Events published as fast as the broker confirms, to measure the
+    /// dispatcher's deliveries per second.
+    #[arg(long, default_value_t = 20_000)]
+    pub webhook_events: usize,
+    /// Seconds of events at half the saturating rate, to measure latency.
+    #[arg(long, default_value_t = 30)]
+    pub webhook_paced_secs: u64,
 }
 
 #[tokio::main]
@@ -127,6 +148,13 @@ async fn main() -> anyhow::Result<()> {
     let env = seed::BenchEnv::create(&args)
         .await
         .context("preparing the benchmark database")?;
+    if args.webhooks {
+        let result = webhooks::run(&args, &env).await;
+        env.drop_database().await;
+        let result = result?;
+        webhooks::print(&result);
+        return write_json(&args, &webhooks::Report { webhooks: result });
+    }
     if args.fanout_connections > 0 {
         let result = fanout::run(&args, &env).await;
         env.drop_database().await;
