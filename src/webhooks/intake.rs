@@ -18,6 +18,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ConnectionProperties, ExchangeKind};
 use serde::Deserialize;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -27,6 +28,9 @@ use crate::db::webhooks::deliveries;
 use crate::db::BoundedPool;
 use crate::domain::event::{DISCONNECT_REJECTED, EVENT_TYPES};
 use crate::observability::metrics::webhooks as metrics;
+
+/// Events taken in at once.
+const INTAKE_CONCURRENCY: usize = 8;
 
 /// What routing needs of an event; the rest of its bytes pass untouched.
 #[derive(Debug, Deserialize)]
@@ -188,9 +192,21 @@ pub async fn run(intake: Intake, shutdown: CancellationToken) {
         pause = Duration::from_millis(200);
         ready.consuming();
         tracing::info!(queue = %queue, "webhook intake: consuming events");
+        // Events are taken in several at once: each is its own statement
+        // and commit, and commits side by side share Postgres's WAL flushes
+        // (one at a time, the intake was the dispatcher's limit). Acks go
+        // one by one, in any order.
+        let slots = Arc::new(tokio::sync::Semaphore::new(INTAKE_CONCURRENCY));
+        let mut taking: JoinSet<bool> = JoinSet::new();
         loop {
             let delivery = tokio::select! {
                 () = shutdown.cancelled() => break,
+                Some(done) = taking.join_next(), if !taking.is_empty() => {
+                    if matches!(done, Ok(true)) {
+                        continue;
+                    }
+                    break;
+                }
                 next = consumer.next() => next,
             };
             let delivery = match delivery {
@@ -201,17 +217,28 @@ pub async fn run(intake: Intake, shutdown: CancellationToken) {
                 }
                 None => break,
             };
-            // Only a shutdown ends this before the deliveries are
-            // committed; the event is then redelivered to a replica.
-            let Some(new_for) = take_in_until_done(&pool, &delivery.data, &shutdown).await else {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
                 break;
             };
-            if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-                tracing::warn!(error = %error, "webhook intake: ack failed; the event comes again");
-                break;
-            }
-            hints.add(new_for);
+            let (pool, hints, shutdown) = (pool.clone(), hints.clone(), shutdown.clone());
+            taking.spawn(async move {
+                let _slot = slot;
+                // Only a shutdown ends this before the deliveries are
+                // committed; the event is then redelivered to a replica.
+                let Some(new_for) = take_in_until_done(&pool, &delivery.data, &shutdown).await
+                else {
+                    return false;
+                };
+                if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+                    tracing::warn!(error = %error, "webhook intake: ack failed; the event comes again");
+                    return false;
+                }
+                hints.add(new_for);
+                true
+            });
         }
+        // What was committed is acknowledged before the connection closes.
+        while taking.join_next().await.is_some() {}
         ready.not_consuming("reconnecting");
         let _ = connection
             .close(200, "webhook intake stopping".into())
