@@ -126,6 +126,10 @@ pub struct Args {
     /// application (beside one receiver that never answers).
     #[arg(long, default_value_t = 4)]
     pub webhook_receivers: usize,
+    /// Without the receiver that never answers: the baseline its presence
+    /// is compared with.
+    #[arg(long)]
+    pub webhook_without_dead_receiver: bool,
     /// Events published as fast as the broker confirms, to measure the
     /// dispatcher's deliveries per second.
     #[arg(long, default_value_t = 20_000)]

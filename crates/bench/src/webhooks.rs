@@ -259,14 +259,16 @@ async fn measure(
         ("WEBHOOK_ALLOW_HTTP", "true".to_string()),
         ("RUST_LOG", "warn".to_string()),
     ]);
+    let dead_receivers = usize::from(!args.webhook_without_dead_receiver);
     eprintln!(
-        "registering {} live receivers and a dead one as endpoints of `{APPLICATION}`...",
+        "registering {} live receivers and {dead_receivers} dead one(s) as endpoints of `{APPLICATION}`...",
         live.len()
     );
+    let dead_url = (dead_receivers == 1).then(|| dead.url.clone());
     for url in live
         .iter()
         .map(|receiver| receiver.url.clone())
-        .chain([dead.url.clone()])
+        .chain(dead_url)
     {
         add_endpoint(&binary, &settings, &url).await?;
     }
@@ -297,7 +299,7 @@ async fn measure(
     let channel = connection.create_channel().await?;
     let phases = async {
         eprintln!(
-            "saturating: {} events, each to {} live endpoints and a dead one...",
+            "saturating: {} events, each to {} live endpoints and {dead_receivers} dead one(s)...",
             args.webhook_events,
             live.len()
         );
@@ -328,7 +330,7 @@ async fn measure(
     let (saturating, paced) = phases?;
     Ok(WebhookBench {
         live_receivers: args.webhook_receivers,
-        dead_receivers: 1,
+        dead_receivers,
         dispatchers: 1,
         concurrency: CONCURRENCY,
         endpoint_concurrency: ENDPOINT_CONCURRENCY,
@@ -798,12 +800,13 @@ pub fn print(result: &WebhookBench) {
     );
     println!(
         "saturating: {} live deliveries in {:.1} s: {:.0} deliveries/s per dispatcher, {:.0} events/s \
-         (each to {} live endpoints + the dead one); {} duplicates",
+         (each to {} live endpoints + {} dead); {} duplicates",
         sat.live_deliveries,
         sat.seconds,
         sat.deliveries_per_second,
         sat.events_per_second,
         result.live_receivers,
+        result.dead_receivers,
         sat.duplicates
     );
     let paced = &result.paced;
