@@ -258,3 +258,54 @@ async fn sigterm_lets_the_attempt_in_flight_finish_and_records_it() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(receiver.received().len(), 1);
 }
+
+#[tokio::test]
+async fn an_endpoint_failing_for_longer_than_allowed_is_disabled_and_announced() {
+    let context = TestContext::new().await;
+    let receiver = Receiver::answering(|_| Reply::Status(500)).await;
+    let (endpoint, _) = context.add_endpoint("app-a", &receiver.url, "standard");
+    let mut announcements = subscribe(
+        &context.channel().await,
+        &context.topology.event_exchange,
+        &["webhook.endpoint_disabled"],
+        Acks::Automatic,
+    )
+    .await
+    .expect("subscribing");
+    let _dispatcher = ready_dispatcher(
+        &context,
+        &[
+            (
+                "WEBHOOK_RETRY_SCHEDULE_SECS",
+                "0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5",
+            ),
+            ("WEBHOOK_DISABLE_AFTER_SECS", "2"),
+        ],
+    )
+    .await;
+    let (_events, _worker, channel) = context.running().await;
+    disconnect_one(&context, &channel, "app-a").await;
+
+    let announced = tokio::time::timeout(crate::support::PATIENCE, announcements.next())
+        .await
+        .expect("an announcement")
+        .expect("a message")
+        .expect("a delivery");
+    let event: serde_json::Value = serde_json::from_slice(&announced.data).expect("JSON");
+    assert_eq!(event["reason"], "failing");
+    assert_eq!(event["endpoint_id"], endpoint.to_string());
+    assert!(event["failing_since"].is_string());
+    let listed = context.endpoint(endpoint);
+    assert_eq!(listed["disabled_reason"], "failing");
+    // Disabled after about 2 s of failures, not after the last attempt.
+    let attempts = context.attempts(&["--endpoint", &endpoint.to_string()]);
+    assert!(
+        (4..9).contains(&attempts.len()),
+        "attempts until disabled: {}",
+        attempts.len()
+    );
+    assert_eq!(
+        attempts[0]["delivery_status"], "pending",
+        "the delivery waits, not failed"
+    );
+}
