@@ -200,9 +200,10 @@ async fn reverting_the_by_reference_outbox_refuses_while_an_event_waits_in_it() 
     test.leave_unpublished_events(&["company-c", "company-d"], "1 second")
         .await;
 
-    // Migrations 13 (fill factors and an index), 12 (nothing set aside)
-    // and 11 (a fill factor) revert; migration 10 refuses.
-    let refused = revert_migrations(&test, 4)
+    // Migrations 14 (the webhook tables), 13 (fill factors and an index),
+    // 12 (nothing set aside) and 11 (a fill factor) revert; migration 10
+    // refuses.
+    let refused = revert_migrations(&test, 5)
         .await
         .expect_err("refused while events wait");
     assert!(
