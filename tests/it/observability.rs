@@ -136,7 +136,7 @@ async fn readyz_turns_503_while_the_broker_is_unreachable_and_200_after_the_reco
 }
 
 /// Every `disconnect_worker_*` and `process_*` name in `text`.
-pub(crate) fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
     let mut names = std::collections::BTreeSet::new();
     for prefix in ["disconnect_worker_", "process_"] {
         for (at, _) in text.match_indices(prefix) {
@@ -152,6 +152,29 @@ pub(crate) fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
         }
     }
     names
+}
+
+/// Every metric `files` of the chart name is in `scrape` (a process's
+/// `/metrics`), and each file names some.
+pub(crate) fn assert_chart_names_only_exposed_metrics(scrape: &str, files: &[&str]) {
+    let exposed: std::collections::BTreeSet<String> = scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .map(ToString::to_string)
+        .collect();
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("helm/disconnect-worker");
+    for file in files {
+        let text = std::fs::read_to_string(chart.join(file)).expect("the chart's file");
+        let named = metric_names(&text);
+        assert!(!named.is_empty(), "{file} names metrics");
+        for name in named {
+            assert!(
+                exposed.contains(&name),
+                "{file} names {name}, which /metrics lacks"
+            );
+        }
+    }
 }
 
 /// The chart's alerts and dashboard name only metrics a scrape of the
@@ -182,27 +205,13 @@ async fn the_charts_alerts_and_dashboard_name_only_metrics_the_worker_exposes() 
     })
     .await;
 
-    let exposed: std::collections::BTreeSet<String> = scrape
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.split(['{', ' ']).next())
-        .map(ToString::to_string)
-        .collect();
-    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("helm/disconnect-worker");
-    for file in [
-        "templates/prometheusrule.yaml",
-        "dashboards/disconnect-worker.json",
-    ] {
-        let text = std::fs::read_to_string(chart.join(file)).expect("the chart's file");
-        let named = metric_names(&text);
-        assert!(!named.is_empty(), "{file} names metrics");
-        for name in named {
-            assert!(
-                exposed.contains(&name),
-                "{file} names {name}, which /metrics lacks"
-            );
-        }
-    }
+    assert_chart_names_only_exposed_metrics(
+        &scrape,
+        &[
+            "templates/prometheusrule.yaml",
+            "dashboards/disconnect-worker.json",
+        ],
+    );
     assert_eq!(
         sample(
             &scrape,

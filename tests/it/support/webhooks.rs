@@ -286,6 +286,43 @@ pub fn verify_with_official_library(format: &str, secrets: &[&str], requests: &[
     );
 }
 
+/// The `webhook.endpoint_disabled` events of a test's event exchange.
+pub struct Announcements {
+    _channel: lapin::Channel,
+    consumer: lapin::Consumer,
+}
+
+impl Announcements {
+    /// The next one within `wait`, as JSON.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        use futures_util::StreamExt;
+        let delivery = tokio::time::timeout(wait, self.consumer.next())
+            .await
+            .ok()??;
+        let delivery = delivery.expect("a delivery");
+        Some(serde_json::from_slice(&delivery.data).expect("JSON"))
+    }
+}
+
+impl TestContext {
+    /// Subscribe to the announcements of disabled endpoints, before they come.
+    pub async fn announcements(&self) -> Announcements {
+        let channel = self.channel().await;
+        let consumer = disconnect_worker::broker::subscribe::subscribe(
+            &channel,
+            &self.topology.event_exchange,
+            &[disconnect_worker::webhooks::ENDPOINT_DISABLED],
+            disconnect_worker::broker::subscribe::Acks::Automatic,
+        )
+        .await
+        .expect("subscribing");
+        Announcements {
+            _channel: channel,
+            consumer,
+        }
+    }
+}
+
 /// The gaps between consecutive requests.
 pub fn gaps(received: &[Received]) -> Vec<Duration> {
     received

@@ -2,7 +2,7 @@
 //! name only series a scrape of `deliver` shows.
 
 use super::{disconnect_one, ready_dispatcher};
-use crate::observability::metric_names;
+use crate::observability::assert_chart_names_only_exposed_metrics;
 use crate::support::webhooks::Receiver;
 use crate::support::{eventually, TestContext};
 
@@ -22,26 +22,12 @@ async fn the_charts_webhook_alerts_and_panels_name_only_metrics_the_dispatcher_e
             .then_some(body)
     })
     .await;
-    let exposed: std::collections::BTreeSet<String> = scrape
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.split(['{', ' ']).next())
-        .map(ToString::to_string)
-        .collect();
-    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("helm/disconnect-worker");
-    for file in [
-        "templates/webhooks-prometheusrule.yaml",
-        "dashboards/webhooks.json",
-    ] {
-        let text = std::fs::read_to_string(chart.join(file)).expect("the chart's file");
-        let named = metric_names(&text);
-        assert!(!named.is_empty(), "{file} names metrics");
-        for name in named {
-            assert!(
-                exposed.contains(&name),
-                "{file} names {name}, which /metrics lacks"
-            );
-        }
-    }
+    assert_chart_names_only_exposed_metrics(
+        &scrape,
+        &[
+            "templates/webhooks-prometheusrule.yaml",
+            "dashboards/webhooks.json",
+        ],
+    );
     assert!(scrape.contains(r#"disconnect_worker_webhook_deliveries_total{outcome="delivered"} 1"#));
 }

@@ -3,9 +3,6 @@
 
 use std::time::Duration;
 
-use disconnect_worker::broker::subscribe::{subscribe, Acks};
-use futures_util::StreamExt;
-
 use super::{disconnect_one, ready_dispatcher};
 use crate::support::webhooks::{gaps, Receiver, Reply};
 use crate::support::{eventually, TestContext};
@@ -57,26 +54,16 @@ async fn gone_disables_the_endpoint_and_announces_it_once() {
     let context = TestContext::new().await;
     let receiver = Receiver::answering(|_| Reply::Status(410)).await;
     let (endpoint, _) = context.add_endpoint("app-a", &receiver.url, "standard");
-    let operations = context.channel().await;
-    let mut announcements = subscribe(
-        &operations,
-        &context.topology.event_exchange,
-        &["webhook.endpoint_disabled"],
-        Acks::Automatic,
-    )
-    .await
-    .expect("subscribing");
+    let mut announcements = context.announcements().await;
     let _dispatcher = ready_dispatcher(&context, &[]).await;
     let (_events, _worker, channel) = context.running().await;
     disconnect_one(&context, &channel, "app-a").await;
 
     receiver.wait_for(1).await;
-    let announced = tokio::time::timeout(crate::support::PATIENCE, announcements.next())
+    let event = announcements
+        .next_within(crate::support::PATIENCE)
         .await
-        .expect("an announcement")
-        .expect("a message")
-        .expect("a delivery");
-    let event: serde_json::Value = serde_json::from_slice(&announced.data).expect("JSON");
+        .expect("an announcement");
     assert_eq!(event["event_type"], "webhook.endpoint_disabled");
     assert_eq!(event["endpoint_id"], endpoint.to_string());
     assert_eq!(event["client_id"], "app-a");
@@ -91,9 +78,10 @@ async fn gone_disables_the_endpoint_and_announces_it_once() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(receiver.received().len(), 1);
     assert!(
-        tokio::time::timeout(Duration::from_secs(1), announcements.next())
+        announcements
+            .next_within(Duration::from_secs(1))
             .await
-            .is_err(),
+            .is_none(),
         "announced once"
     );
 }
@@ -264,14 +252,7 @@ async fn an_endpoint_failing_for_longer_than_allowed_is_disabled_and_announced()
     let context = TestContext::new().await;
     let receiver = Receiver::answering(|_| Reply::Status(500)).await;
     let (endpoint, _) = context.add_endpoint("app-a", &receiver.url, "standard");
-    let mut announcements = subscribe(
-        &context.channel().await,
-        &context.topology.event_exchange,
-        &["webhook.endpoint_disabled"],
-        Acks::Automatic,
-    )
-    .await
-    .expect("subscribing");
+    let mut announcements = context.announcements().await;
     let _dispatcher = ready_dispatcher(
         &context,
         &[
@@ -286,12 +267,10 @@ async fn an_endpoint_failing_for_longer_than_allowed_is_disabled_and_announced()
     let (_events, _worker, channel) = context.running().await;
     disconnect_one(&context, &channel, "app-a").await;
 
-    let announced = tokio::time::timeout(crate::support::PATIENCE, announcements.next())
+    let event = announcements
+        .next_within(crate::support::PATIENCE)
         .await
-        .expect("an announcement")
-        .expect("a message")
-        .expect("a delivery");
-    let event: serde_json::Value = serde_json::from_slice(&announced.data).expect("JSON");
+        .expect("an announcement");
     assert_eq!(event["reason"], "failing");
     assert_eq!(event["endpoint_id"], endpoint.to_string());
     assert!(event["failing_since"].is_string());
@@ -307,5 +286,49 @@ async fn an_endpoint_failing_for_longer_than_allowed_is_disabled_and_announced()
     assert_eq!(
         attempts[0]["delivery_status"], "pending",
         "the delivery waits, not failed"
+    );
+}
+
+#[tokio::test]
+async fn an_attempt_past_its_timeout_is_recorded_as_timed_out_and_tried_again() {
+    let context = TestContext::new().await;
+    let receiver = Receiver::answering(|nth| {
+        if nth == 0 {
+            Reply::Hang
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
+    let (endpoint, _) = context.add_endpoint("app-a", &receiver.url, "standard");
+    let _dispatcher = ready_dispatcher(
+        &context,
+        &[
+            ("WEBHOOK_TIMEOUT_SECS", "1"),
+            ("WEBHOOK_SLOW_DOWN_SECS", "1"),
+        ],
+    )
+    .await;
+    let (_events, _worker, channel) = context.running().await;
+    disconnect_one(&context, &channel, "app-a").await;
+
+    let received = receiver.wait_for(2).await;
+    assert_eq!(
+        received[0].header("webhook-id"),
+        received[1].header("webhook-id")
+    );
+    let attempts = eventually("both attempts recorded", || async {
+        let attempts = context.attempts(&["--endpoint", &endpoint.to_string()]);
+        (attempts.len() == 2 && attempts[0]["delivery_status"] == "delivered").then_some(attempts)
+    })
+    .await;
+    let timed_out = &attempts[1];
+    assert!(timed_out["status_code"].is_null(), "{timed_out}");
+    assert!(
+        timed_out["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("timed out"),
+        "{timed_out}"
     );
 }
